@@ -1,0 +1,302 @@
+//! Wire types of the Vigil HTTP API (`/v1`).
+//!
+//! This crate is the contract between the server, the reporter crate that services embed, and the
+//! CLI. It depends on nothing but serde and chrono so that the reporter stays light.
+//!
+//! Compatibility rule: a field added to a request body is `#[serde(default)]`, so reporters built
+//! against an older version keep working against a newer server.
+//!
+//! # Layout
+//! - [`ts`]: how timestamps are written (UTC, RFC 3339, microseconds).
+//! - request bodies: [`RegisterRequest`], [`HeartbeatRequest`], [`UpdateServiceRequest`].
+//! - response bodies: [`Service`], [`ServiceList`], [`HeartbeatResponse`], [`Event`],
+//!   [`EventList`], [`Finding`], [`Diagnosis`], [`ErrorBody`].
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub mod ts;
+
+/// Longest accepted `host`, `binary`, `topic`, `zone`, `version` or `disabled_reason`, in
+/// characters (Cinder's column width).
+pub const MAX_FIELD_LEN: usize = 255;
+
+/// Accepted range of a declared `report_interval`, in seconds.
+pub const REPORT_INTERVAL_RANGE: std::ops::RangeInclusive<f64> = 0.1..=3600.0;
+
+/// Cinder's default `report_interval`, in seconds.
+pub const DEFAULT_REPORT_INTERVAL: f64 = 10.0;
+
+/// Body of `POST /v1/services`: get-or-create a service by (host, binary).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    pub host: String,
+    pub binary: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Seconds between heartbeats this reporter intends to send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_interval: Option<f64>,
+    /// The reporter's software version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// Body of `POST /v1/services/{id}/heartbeat`. Every field is optional; `{}` is a valid beat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    /// Moves the service to another availability zone (as Cinder's `report_state` does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// The reporter's wall clock when it sent this beat. Used only to measure its clock offset;
+    /// never to decide liveness.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "ts::option")]
+    pub sent_at: Option<DateTime<Utc>>,
+    /// Round trip of the reporter's previous heartbeat, in seconds: bounds the offset estimate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rtt_s: Option<f64>,
+    /// How many seconds the reporter's previous loop run outlasted its interval (0 when on time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overrun_s: Option<f64>,
+    /// The last error the reporter met since its previous successful beat (a failed health
+    /// callback, a request timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    pub report_count: i64,
+    /// The server's `service_down_time`, in seconds, so a reporter can warn about its interval.
+    pub service_down_time: f64,
+}
+
+/// Body of `PATCH /v1/services/{id}` (admin). Absent fields are left as they are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateServiceRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced_down: Option<bool>,
+}
+
+/// Liveness as Cinder computes it: `up` iff the newest heartbeat is at most
+/// `service_down_time` old (and the service is not forced down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Up,
+    Down,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Up => "up",
+            State::Down => "down",
+        }
+    }
+}
+
+impl std::str::FromStr for State {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "up" => Ok(State::Up),
+            "down" => Ok(State::Down),
+            other => Err(format!("state must be up or down, not {other:?}")),
+        }
+    }
+}
+
+/// Administrative status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Enabled,
+    Disabled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Enabled => "enabled",
+            Status::Disabled => "disabled",
+        }
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "enabled" => Ok(Status::Enabled),
+            "disabled" => Ok(Status::Disabled),
+            other => Err(format!("status must be enabled or disabled, not {other:?}")),
+        }
+    }
+}
+
+/// One service as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub id: i64,
+    pub host: String,
+    pub binary: String,
+    pub topic: Option<String>,
+    pub zone: String,
+    pub disabled: bool,
+    pub disabled_reason: Option<String>,
+    #[serde(default)]
+    pub forced_down: bool,
+    pub report_count: i64,
+    /// Declared by the reporter, seconds.
+    pub report_interval: f64,
+    pub version: Option<String>,
+    #[serde(with = "ts")]
+    pub created_at: DateTime<Utc>,
+    /// Server receipt time of the newest heartbeat; `null` before the first one.
+    #[serde(with = "ts::option")]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Time of the last admin change (enable, disable, forced down); never moves liveness.
+    #[serde(with = "ts::option")]
+    pub modified_at: Option<DateTime<Utc>>,
+    pub state: State,
+    pub status: Status,
+    /// Seconds since `updated_at` (or `created_at` before the first heartbeat), server clock.
+    pub last_heartbeat_age_s: f64,
+    /// Phi-accrual suspicion crossed its threshold while the service is still up.
+    #[serde(default)]
+    pub suspect: bool,
+    /// Phi-accrual suspicion level, rounded to two decimals; `null` until enough beats are known.
+    #[serde(default)]
+    pub suspicion: Option<f64>,
+}
+
+/// `GET /v1/services`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceList {
+    pub services: Vec<Service>,
+}
+
+/// What happened to a service; persisted, listed by `GET /v1/events`, streamed by
+/// `GET /v1/events/stream`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Increasing; also the SSE event id, so a watcher resumes with `Last-Event-ID`.
+    pub id: i64,
+    pub service_id: i64,
+    pub host: String,
+    pub binary: String,
+    /// `registered`, `down`, `up`, `disabled`, `enabled`, `forced_down`, `unforced`, `deleted`,
+    /// `suspect`, `frozen`, `thawed`.
+    pub kind: String,
+    /// Server clock.
+    #[serde(with = "ts")]
+    pub at: DateTime<Utc>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// For `down`: the heartbeat (or creation) time that was too old.
+    #[serde(default, with = "ts::option")]
+    pub last_seen: Option<DateTime<Utc>>,
+    /// For `down`: the `service_down_time` in force, seconds.
+    #[serde(default)]
+    pub threshold_s: Option<f64>,
+}
+
+/// `GET /v1/events`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventList {
+    pub events: Vec<Event>,
+    /// Pass as `before=` to get the next (older) page; `null` on the last page.
+    #[serde(default)]
+    pub next_before: Option<i64>,
+}
+
+/// Severity of a diagnosis finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Ok,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Ok => "ok",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+/// One check of `GET /v1/services/{id}/diagnosis`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub check: String,
+    pub severity: Severity,
+    pub summary: String,
+    pub detail: String,
+    pub remedy: String,
+}
+
+/// `GET /v1/services/{id}/diagnosis`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    pub service: Service,
+    pub findings: Vec<Finding>,
+}
+
+/// Every error the API answers: `{"error":{"code":"...","message":"..."}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// A stable snake_case `code` for programs and a `message` for people.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+/// `GET /readyz` and `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok`, or `unavailable` with a `reason`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_heartbeat_bodies_still_parse() {
+        let beat: HeartbeatRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(beat, HeartbeatRequest::default());
+    }
+
+    #[test]
+    fn times_have_microseconds_and_utc() {
+        let at = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let beat = HeartbeatRequest {
+            sent_at: Some(at),
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&beat).unwrap();
+        assert_eq!(text, r#"{"sent_at":"2026-01-02T03:04:05.123456Z"}"#);
+    }
+}
