@@ -13,6 +13,8 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::instrument::WithSubscriber;
+use tracing::Instrument;
 
 /// What the loop tells a task about the previous run when it starts the next one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -78,7 +80,12 @@ impl FixedIntervalLoop {
     {
         let (stop, stopped) = watch::channel(false);
         let delay = initial_delay + fuzzy.map_or(Duration::ZERO, random_up_to);
-        let join = runtime.spawn(run(interval, delay, stopped, task));
+        // The loop logs in the caller's span and to the caller's subscriber, as if it were
+        // still part of the code that started it.
+        let run = run(interval, delay, stopped, task)
+            .in_current_span()
+            .with_current_subscriber();
+        let join = runtime.spawn(run);
         LoopHandle { stop, join }
     }
 }
@@ -122,7 +129,7 @@ fn random_up_to(bound: Duration) -> Duration {
 }
 
 /// Resolves once a stop was asked for, or once every [`LoopHandle`] is gone.
-async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+pub(crate) async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
     // An error means the sender was dropped, which counts as a stop.
     let _ = stopped.wait_for(|&stop| stop).await;
 }

@@ -1,0 +1,428 @@
+//! The reporter's public face: [`Reporter::builder`], [`ReporterBuilder`] and [`ReporterHandle`].
+
+use std::fmt;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+use tracing::instrument::WithSubscriber;
+use tracing::Instrument;
+use vigil_proto::{RegisterRequest, MAX_FIELD_LEN, REPORT_INTERVAL_RANGE};
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::ReporterError;
+use crate::looping::{stop_requested, FixedIntervalLoop};
+use crate::session::{Config, HealthCheck, Session, Status};
+
+/// Entry point: `Reporter::builder(server_url, host, binary)`.
+#[derive(Debug)]
+pub struct Reporter {
+    _private: (),
+}
+
+impl Reporter {
+    /// Starts configuring a reporter for the service `(host, binary)` of the server at
+    /// `server_url` (for example `http://127.0.0.1:8799`).
+    pub fn builder(
+        server_url: impl Into<String>,
+        host: impl Into<String>,
+        binary: impl Into<String>,
+    ) -> ReporterBuilder {
+        ReporterBuilder {
+            server_url: server_url.into(),
+            register: RegisterRequest {
+                host: host.into(),
+                binary: binary.into(),
+                ..RegisterRequest::default()
+            },
+            report_interval: Duration::from_secs_f64(vigil_proto::DEFAULT_REPORT_INTERVAL),
+            request_timeout: None,
+            token: None,
+            clock: Arc::new(SystemClock),
+            fuzzy_delay: None,
+            health_check: None,
+        }
+    }
+}
+
+/// Configures a reporter; finish with [`ReporterBuilder::start`] or
+/// [`ReporterBuilder::start_on`].
+#[must_use = "a reporter does nothing until started"]
+pub struct ReporterBuilder {
+    server_url: String,
+    register: RegisterRequest,
+    report_interval: Duration,
+    request_timeout: Option<Duration>,
+    token: Option<String>,
+    clock: Arc<dyn Clock>,
+    fuzzy_delay: Option<Duration>,
+    health_check: Option<HealthCheck>,
+}
+
+impl fmt::Debug for ReporterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReporterBuilder")
+            .field("server_url", &self.server_url)
+            .field("register", &self.register)
+            .field("report_interval", &self.report_interval)
+            .field("request_timeout", &self.request_timeout)
+            // Never print the secret itself.
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("fuzzy_delay", &self.fuzzy_delay)
+            .field("health_check", &self.health_check.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReporterBuilder {
+    /// The service's topic (Cinder's RPC topic), shown by the server.
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.register.topic = Some(topic.into());
+        self
+    }
+
+    /// The availability zone; sent with every beat too, so the server follows a change of zone
+    /// after a restart (as Cinder's `report_state` does).
+    pub fn zone(mut self, zone: impl Into<String>) -> Self {
+        self.register.zone = Some(zone.into());
+        self
+    }
+
+    /// Time between heartbeats; default [`vigil_proto::DEFAULT_REPORT_INTERVAL`] (10 s). Must
+    /// lie in [`vigil_proto::REPORT_INTERVAL_RANGE`], and should be well under the server's
+    /// `service_down_time` (the reporter warns once if it is not).
+    pub fn report_interval(mut self, interval: Duration) -> Self {
+        self.report_interval = interval;
+        self
+    }
+
+    /// The service's software version, shown by the server.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.register.version = Some(version.into());
+        self
+    }
+
+    /// A bearer token sent as `Authorization: Bearer <token>` on every request.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The clock that stamps each beat's `sent_at`; default [`SystemClock`]. Only the server's
+    /// clock decides liveness, so a skewed clock here is harmless (and testable with
+    /// [`crate::OffsetClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Delays the first heartbeat by a random extra amount up to `bound`, so a fleet restarted
+    /// at once does not beat in lockstep (the seed's `periodic_fuzzy_delay`).
+    pub fn fuzzy_delay(mut self, bound: Duration) -> Self {
+        self.fuzzy_delay = Some(bound);
+        self
+    }
+
+    /// Called before each heartbeat (Cinder's `manager.is_working()`). When it returns `Err`,
+    /// that tick's heartbeat is skipped, a warning is logged, and the error is sent as
+    /// `last_error` with the next beat: a service that is alive but not working should go down.
+    /// It runs on the reporter's thread, so it must be quick; a panic in it counts as an `Err`.
+    pub fn health_check<F>(mut self, check: F) -> Self
+    where
+        F: Fn() -> Result<(), String> + Send + Sync + 'static,
+    {
+        self.health_check = Some(Arc::new(check));
+        self
+    }
+
+    /// Time limit of each request; default, and at most, the report interval (larger values
+    /// are clamped down), so one slow request can never make the reporter miss more than one
+    /// beat.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// Starts the reporter on its own OS thread, running a single-threaded tokio runtime.
+    ///
+    /// Its own thread means an application runtime that is blocked or saturated cannot delay
+    /// the heartbeats and make a live service look down. It is usable from sync and async code.
+    /// Registration is tried at once, but an unreachable server is not an error: the reporter
+    /// keeps trying on every tick.
+    pub fn start(self) -> Result<ReporterHandle, ReporterError> {
+        let prepared = self.prepare()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ReporterError::Thread)?;
+        let (handle, drive, done) = prepared.into_parts();
+        let thread = std::thread::Builder::new()
+            .name("vigil-reporter".to_owned())
+            .spawn(move || {
+                runtime.block_on(drive);
+                // Close the runtime (and its connections) before telling waiters it is over.
+                drop(runtime);
+                drop(done);
+            })
+            .map_err(ReporterError::Thread)?;
+        Ok(handle.with_thread(thread))
+    }
+
+    /// Starts the reporter as a task on the given runtime, for callers who want no extra
+    /// thread. It then shares that runtime's fate: prefer [`ReporterBuilder::start`] unless the
+    /// runtime is known to stay responsive.
+    pub fn start_on(
+        self,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<ReporterHandle, ReporterError> {
+        let prepared = self.prepare()?;
+        let (handle, drive, done) = prepared.into_parts();
+        runtime.spawn(async move {
+            drive.await;
+            drop(done);
+        });
+        Ok(handle)
+    }
+
+    /// Validates the settings and builds the HTTP client.
+    fn prepare(self) -> Result<Prepared, ReporterError> {
+        let base_url = check_url(&self.server_url)?;
+        check_field("host", Some(&self.register.host), true)?;
+        check_field("binary", Some(&self.register.binary), true)?;
+        check_field("topic", self.register.topic.as_deref(), false)?;
+        check_field("zone", self.register.zone.as_deref(), false)?;
+        check_field("version", self.register.version.as_deref(), false)?;
+        let interval_s = self.report_interval.as_secs_f64();
+        if !REPORT_INTERVAL_RANGE.contains(&interval_s) {
+            return Err(ReporterError::InvalidInterval {
+                interval: self.report_interval,
+            });
+        }
+        let request_timeout = self
+            .request_timeout
+            .map_or(self.report_interval, |timeout| {
+                timeout.min(self.report_interval)
+            });
+        if request_timeout.is_zero() {
+            return Err(ReporterError::ZeroTimeout);
+        }
+        let client = reqwest::Client::builder()
+            .timeout(request_timeout)
+            .user_agent(concat!("vigil-reporter/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(ReporterError::Client)?;
+        let mut register = self.register;
+        register.report_interval = Some(interval_s);
+        let config = Config {
+            base_url,
+            register,
+            interval: self.report_interval,
+            clock: self.clock,
+            token: self.token,
+            health_check: self.health_check,
+        };
+        Ok(Prepared {
+            config: Arc::new(config),
+            client,
+            fuzzy_delay: self.fuzzy_delay,
+        })
+    }
+}
+
+/// Checks the server URL and returns it without trailing slashes.
+fn check_url(url: &str) -> Result<String, ReporterError> {
+    let invalid = |reason: String| ReporterError::InvalidUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|err| invalid(err.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "scheme must be http or https, not {}",
+            parsed.scheme()
+        )));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid("must have no query or fragment".to_owned()));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// Rejects what the server would refuse: an empty required field or one over
+/// [`MAX_FIELD_LEN`] characters.
+fn check_field(
+    field: &'static str,
+    value: Option<&str>,
+    required: bool,
+) -> Result<(), ReporterError> {
+    let reason = match value {
+        None if required => "must be given",
+        Some(value) if required && value.trim().is_empty() => "must not be empty",
+        Some(value) if value.chars().count() > MAX_FIELD_LEN => "is longer than 255 characters",
+        _ => return Ok(()),
+    };
+    Err(ReporterError::InvalidField {
+        field,
+        reason: reason.to_owned(),
+    })
+}
+
+/// A validated reporter, ready to run on some runtime.
+struct Prepared {
+    config: Arc<Config>,
+    client: reqwest::Client,
+    fuzzy_delay: Option<Duration>,
+}
+
+/// Dropped when the reporter has ended, which wakes [`ReporterHandle::wait`] and
+/// [`ReporterHandle::shutdown`] (a dropped sender is the signal, so a panic signals too).
+struct Done {
+    _sync: mpsc::Sender<()>,
+    _async: oneshot::Sender<()>,
+}
+
+impl Prepared {
+    /// Splits into the handle, the future that runs the reporter, and its end-of-run signal.
+    fn into_parts(
+        self,
+    ) -> (
+        ReporterHandle,
+        impl std::future::Future<Output = ()> + Send + 'static,
+        Done,
+    ) {
+        let status = Arc::new(Status::default());
+        let (stop, stopped) = watch::channel(false);
+        let (sync_tx, sync_rx) = mpsc::channel();
+        let (async_tx, async_rx) = oneshot::channel();
+        let span = tracing::info_span!(
+            "vigil_reporter",
+            host = %self.config.register.host,
+            binary = %self.config.register.binary,
+        );
+        let session = Session::new(self.config.clone(), self.client, status.clone());
+        let drive = drive(session, self.config.interval, self.fuzzy_delay, stopped)
+            .instrument(span)
+            // Log where the caller logs, even from the reporter's own thread (this is what lets a
+            // test capture the reporter's logs with a thread-local subscriber).
+            .with_current_subscriber();
+        let handle = ReporterHandle {
+            status,
+            stop,
+            done: Some(Waiters {
+                thread: None,
+                sync: sync_rx,
+                r#async: async_rx,
+            }),
+        };
+        let done = Done {
+            _sync: sync_tx,
+            _async: async_tx,
+        };
+        (handle, drive, done)
+    }
+}
+
+/// Registers, then beats every interval until stopped.
+async fn drive(
+    session: Session,
+    interval: Duration,
+    fuzzy_delay: Option<Duration>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let session = Arc::new(tokio::sync::Mutex::new(session));
+    tokio::select! {
+        biased;
+        () = stop_requested(&mut stopped) => return,
+        () = async { session.lock().await.register_at_start().await } => {}
+    }
+    // As Cinder: the first beat comes one interval after the start.
+    let beats = FixedIntervalLoop::start(interval, interval, fuzzy_delay, move |tick| {
+        let session = session.clone();
+        // Runs never overlap, so this lock is never contended; it only lets each run's future
+        // own its access to the session.
+        async move { session.lock().await.tick(tick).await }
+    });
+    stop_requested(&mut stopped).await;
+    beats.stop();
+    beats.wait().await;
+}
+
+/// What [`ReporterHandle::wait`] and [`ReporterHandle::shutdown`] wait on.
+#[derive(Debug)]
+struct Waiters {
+    thread: Option<std::thread::JoinHandle<()>>,
+    sync: mpsc::Receiver<()>,
+    r#async: oneshot::Receiver<()>,
+}
+
+/// A running reporter.
+///
+/// Dropping the handle stops the reporter (without waiting for it). Stop it explicitly with
+/// [`ReporterHandle::stop`], then [`ReporterHandle::wait`] in sync code or
+/// [`ReporterHandle::shutdown`] in async code.
+#[derive(Debug)]
+pub struct ReporterHandle {
+    status: Arc<Status>,
+    stop: watch::Sender<bool>,
+    /// `None` once waited for.
+    done: Option<Waiters>,
+}
+
+impl ReporterHandle {
+    fn with_thread(mut self, thread: std::thread::JoinHandle<()>) -> Self {
+        if let Some(done) = &mut self.done {
+            done.thread = Some(thread);
+        }
+        self
+    }
+
+    /// The service's id on the server, once registered.
+    pub fn service_id(&self) -> Option<i64> {
+        self.status.service_id()
+    }
+
+    /// The `report_count` of the last acknowledged heartbeat (or of the registration answer
+    /// before the first beat).
+    pub fn report_count(&self) -> i64 {
+        self.status.report_count()
+    }
+
+    /// Asks the reporter to stop: no further heartbeat is sent, and a request in flight is
+    /// abandoned. Calling it again does nothing. It does not wait; see
+    /// [`ReporterHandle::wait`] and [`ReporterHandle::shutdown`].
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Blocks the calling thread until the reporter has ended. The reporter only ends once
+    /// stopped, so call [`ReporterHandle::stop`] first.
+    ///
+    /// Meant for sync code. In async code use [`ReporterHandle::shutdown`]: blocking a runtime
+    /// thread here can deadlock a reporter started with [`ReporterBuilder::start_on`] on that
+    /// runtime.
+    pub fn wait(mut self) {
+        if let Some(done) = self.done.take() {
+            // An error only means the sender is gone, which is the signal itself.
+            let _ = done.sync.recv();
+            if let Some(thread) = done.thread {
+                // The reporter never panics; if it somehow did, it is over all the same.
+                let _ = thread.join();
+            }
+        }
+    }
+
+    /// Stops the reporter and waits until it has ended, without blocking the runtime.
+    pub async fn shutdown(mut self) {
+        self.stop();
+        if let Some(done) = self.done.take() {
+            let _ = done.r#async.await;
+            // The thread (if any) has nothing left to do but exit; it is left to finish alone.
+        }
+    }
+}
+
+impl Drop for ReporterHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
