@@ -1,0 +1,198 @@
+//! `vigil agent`: a sidecar that heartbeats on behalf of a service that does not embed the
+//! reporter.
+//!
+//! With a command (`vigil agent --binary b -- cmd args...`) the agent runs it as a child,
+//! heartbeats while it runs, forwards SIGINT and SIGTERM to it, and exits with the child's
+//! status, so it can stand in for the command under a supervisor. Without one it heartbeats
+//! until SIGINT or SIGTERM. Either way the heartbeats stop when the agent's work stops, so the
+//! server sees the service go down.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use tokio::signal::unix::{signal, SignalKind};
+use vigil_reporter::Reporter;
+
+/// Heartbeat for a service, optionally running it as a child process.
+#[derive(clap::Args, Debug)]
+pub struct AgentArgs {
+    /// Base URL of the Vigil server.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "VIGIL_URL",
+        default_value = "http://127.0.0.1:8799"
+    )]
+    pub server: String,
+    /// Host to register the service under [default: this machine's hostname].
+    #[arg(long, value_name = "H")]
+    pub host: Option<String>,
+    /// Name of the service's binary, e.g. cinder-volume.
+    #[arg(long, value_name = "B")]
+    pub binary: String,
+    /// The service's topic.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// The service's availability zone.
+    #[arg(long, value_name = "Z")]
+    pub zone: Option<String>,
+    /// Seconds between heartbeats.
+    #[arg(
+        long,
+        value_name = "S",
+        env = "VIGIL_REPORT_INTERVAL",
+        default_value_t = vigil_proto::DEFAULT_REPORT_INTERVAL
+    )]
+    pub report_interval: f64,
+    /// The service's software version, shown by the server.
+    #[arg(long, value_name = "V")]
+    pub service_version: Option<String>,
+    /// Bearer token sent with every request.
+    #[arg(long, env = "VIGIL_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The command to run and watch, after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// Runs the agent; returns the process exit code (the child's, when there is a command).
+pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
+    let interval = Duration::try_from_secs_f64(args.report_interval)
+        .map_err(|_| anyhow!("--report-interval must be a positive number of seconds"))?;
+    let host = match args.host {
+        Some(host) => host,
+        None => hostname::get()
+            .context("could not read this machine's hostname; pass --host")?
+            .into_string()
+            .map_err(|name| anyhow!("hostname {name:?} is not valid UTF-8; pass --host"))?,
+    };
+    let mut builder =
+        Reporter::builder(&args.server, &host, &args.binary).report_interval(interval);
+    if let Some(topic) = args.topic {
+        builder = builder.topic(topic);
+    }
+    if let Some(zone) = args.zone {
+        builder = builder.zone(zone);
+    }
+    if let Some(version) = args.service_version {
+        builder = builder.version(version);
+    }
+    if let Some(token) = args.token {
+        builder = builder.token(token);
+    }
+
+    // The signal handlers are installed before anything else runs, so a signal that comes early
+    // is forwarded or honoured rather than killing the agent with its child left behind.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("could not start the agent's runtime")?;
+    let signals = runtime
+        .block_on(async { Signals::install() })
+        .context("could not install the signal handlers")?;
+    let reporter = builder
+        .start()
+        .context("could not start the heartbeat reporter")?;
+    tracing::info!(
+        server = %args.server,
+        %host,
+        binary = %args.binary,
+        "agent reporting heartbeats"
+    );
+    let outcome = runtime.block_on(supervise(signals, &args.command));
+    // Whatever happened to the child, its heartbeats end with it.
+    reporter.stop();
+    reporter.wait();
+    outcome
+}
+
+/// The agent's SIGINT and SIGTERM streams.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Must run inside the runtime that will poll the streams.
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// The next signal received, as its number.
+    async fn next(&mut self) -> libc::c_int {
+        tokio::select! {
+            Some(()) = self.interrupt.recv() => libc::SIGINT,
+            Some(()) = self.terminate.recv() => libc::SIGTERM,
+            // Both streams end only if the runtime is going away: treat it as a request to stop.
+            else => libc::SIGTERM,
+        }
+    }
+}
+
+/// Runs the command until it exits (forwarding signals), or without one waits for a signal.
+async fn supervise(mut signals: Signals, command: &[String]) -> anyhow::Result<i32> {
+    let Some((program, program_args)) = command.split_first() else {
+        let signal = signals.next().await;
+        tracing::info!(signal, "stopping on signal");
+        return Ok(0);
+    };
+    // Stdio is inherited, as with `std::process::Command`; tokio's child is used so waiting
+    // for it and receiving signals can share one thread without races.
+    let mut child = tokio::process::Command::new(program)
+        .args(program_args)
+        .spawn()
+        .map_err(|err| anyhow!("could not start command {program:?}: {err}"))?;
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                let status = status.with_context(|| format!("could not wait for {program:?}"))?;
+                return exit_code(status);
+            }
+            signal = signals.next() => {
+                // A terminal's Ctrl-C reaches the child directly too (same process group); a
+                // second SIGINT is the usual request to stop, so it is forwarded regardless, as
+                // `kill` or a supervisor signals only the agent.
+                if let Some(pid) = child.id() {
+                    forward(signal, pid);
+                }
+            }
+        }
+    }
+}
+
+/// Sends `signal` to the child `pid`. The child is not reaped while this runs (only
+/// `child.wait()` reaps it, and `child.id()` is `None` afterwards), so the pid cannot have been
+/// reused by another process.
+fn forward(signal: libc::c_int, pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    let sent = unsafe { libc::kill(pid, signal) };
+    if sent == 0 {
+        tracing::info!(signal, pid, "forwarded signal to the command");
+    } else {
+        let err = std::io::Error::last_os_error();
+        tracing::warn!(
+            signal,
+            pid,
+            "could not forward signal to the command: {err}"
+        );
+    }
+}
+
+/// The shell's convention: the exit code, or 128 + the signal that killed the child.
+fn exit_code(status: ExitStatus) -> anyhow::Result<i32> {
+    if let Some(code) = status.code() {
+        return Ok(code);
+    }
+    if let Some(signal) = status.signal() {
+        return Ok(128 + signal);
+    }
+    bail!("the command ended with an unknown status: {status}")
+}
