@@ -1,0 +1,77 @@
+//! The one error type of the Vigil API: every failure is answered as
+//! `{"error":{"code":"<stable_snake_case>","message":"<human text>"}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use vigil_proto::{ErrorBody, ErrorDetail};
+
+use crate::app::AppError;
+
+/// An HTTP status with a stable code and a message for people.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(err: AppError) -> Self {
+        match err {
+            AppError::Invalid { code, message } => ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code,
+                message,
+            },
+            AppError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "service_not_found", err.to_string())
+            }
+            AppError::ServiceUp { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "service_up", err.to_string())
+            }
+            AppError::DatabaseUnavailable(reason) => {
+                tracing::warn!(%reason, "refused a change: database unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "the database is unavailable; the change was not made, try again",
+                )
+            }
+            AppError::Internal(reason) => {
+                tracing::error!(%reason, "internal error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the server log",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}

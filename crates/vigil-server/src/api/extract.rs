@@ -1,0 +1,98 @@
+//! Extractors that answer malformed requests with *our* error body instead of axum's text.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// A JSON body. Requires `Content-Type: application/json` (415 otherwise), at most the router's
+/// body limit (413), and valid JSON of the expected shape (400 `invalid_json`). An empty body
+/// without a content type reads as `{}`.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or("").to_owned());
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| match rejection {
+                BytesRejection::FailedToBufferBody(_)
+                    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+                {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "request body is larger than 64 KiB",
+                    )
+                }
+                other => ApiError::bad_request("invalid_body", other.body_text()),
+            })?;
+        let json = match content_type.as_deref() {
+            None if bytes.is_empty() => b"{}".as_slice(),
+            Some(ct) if is_json(ct) => &bytes[..],
+            other => {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!(
+                        "expected Content-Type: application/json, got {}",
+                        other.unwrap_or("none")
+                    ),
+                ))
+            }
+        };
+        serde_json::from_slice(json)
+            .map(Json)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}")))
+    }
+}
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Query parameters; a malformed one is 400 `invalid_query`.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
+/// A service id in the path; anything but an integer is 400 `invalid_id`.
+pub struct ServiceId(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for ServiceId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::bad_request("invalid_id", e.body_text()))?;
+        raw.parse::<i64>().map(ServiceId).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_id",
+                format!("service id must be an integer, not {raw:?}"),
+            )
+        })
+    }
+}

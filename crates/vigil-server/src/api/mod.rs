@@ -1,0 +1,88 @@
+//! The Vigil HTTP API (`/v1`, `/healthz`, `/readyz`).
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use vigil_proto::Health;
+
+use crate::app::App;
+
+mod auth;
+mod error;
+mod extract;
+mod services;
+
+pub use auth::token_matches;
+pub use error::ApiError;
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The router of the Vigil API over `app`.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/services", post(services::register).get(services::list))
+        .route(
+            "/v1/services/{id}",
+            get(services::show)
+                .patch(services::update)
+                .delete(services::delete),
+        )
+        .route("/v1/services/{id}/heartbeat", post(services::heartbeat))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(app)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+}
+
+/// The process is alive and serving.
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        reason: None,
+    })
+}
+
+/// The database answers: 200, or 503 with the reason. Heartbeats are still accepted while it
+/// is away (held in memory), but admin changes are refused, so a load balancer should prefer
+/// ready replicas.
+async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let problem = match app.store.ping().await {
+        Ok(()) => app.database.problem(),
+        Err(err) => Some(err.to_string()),
+    };
+    match problem {
+        None => (
+            StatusCode::OK,
+            Json(Health {
+                status: "ok".into(),
+                reason: None,
+            }),
+        ),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "unavailable".into(),
+                reason: Some(reason),
+            }),
+        ),
+    }
+}

@@ -1,0 +1,275 @@
+//! What the server does, apart from how it is asked: register, heartbeat, list, change,
+//! delete. Both HTTP front ends (the Vigil API and the Cinder-compatible one) call these, so
+//! validation, events and durability are the same whichever way a change comes in.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use vigil_proto::{HeartbeatResponse, Service};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::events::EventLog;
+use crate::registry::{Beat, ListFilter, Registry};
+use crate::store::{AdminChange, EventKind, NewEvent, NewService, Store, StoreError};
+use crate::validate;
+
+/// Why an operation failed, independent of the API that reports it.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{message}")]
+    Invalid { code: String, message: String },
+    #[error("service {0} not found")]
+    NotFound(i64),
+    #[error("service {host}/{binary} is up; stop it first or delete with force")]
+    ServiceUp { host: String, binary: String },
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for AppError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(reason) => AppError::DatabaseUnavailable(reason),
+            StoreError::Other(reason) => AppError::Internal(reason),
+        }
+    }
+}
+
+/// Database reachability as last seen by the flusher or a readiness probe.
+#[derive(Debug, Default)]
+pub struct DatabaseHealth {
+    down: AtomicBool,
+    reason: Mutex<Option<String>>,
+}
+
+impl DatabaseHealth {
+    pub fn set_ok(&self) -> bool {
+        let was_down = self.down.swap(false, Ordering::Relaxed);
+        *self.reason.lock() = None;
+        was_down
+    }
+
+    pub fn set_down(&self, reason: String) -> bool {
+        let was_down = self.down.swap(true, Ordering::Relaxed);
+        *self.reason.lock() = Some(reason);
+        !was_down
+    }
+
+    /// `None` when the database answered last time, else why not.
+    pub fn problem(&self) -> Option<String> {
+        self.down
+            .load(Ordering::Relaxed)
+            .then(|| self.reason.lock().clone().unwrap_or_default())
+    }
+}
+
+/// A registration as received, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct Registration {
+    pub host: Option<String>,
+    pub binary: Option<String>,
+    pub topic: Option<String>,
+    pub zone: Option<String>,
+    pub report_interval: Option<f64>,
+    pub version: Option<String>,
+}
+
+/// The server's shared state.
+pub struct App {
+    pub config: Config,
+    pub clock: Clock,
+    pub store: Arc<dyn Store>,
+    pub registry: Registry,
+    pub events: Arc<EventLog>,
+    pub admin_token: String,
+    pub database: DatabaseHealth,
+}
+
+impl App {
+    /// Get-or-create by (host, binary); written through before it is acknowledged.
+    pub async fn register(&self, input: Registration) -> Result<(Service, bool), AppError> {
+        validate::text("host", input.host.as_deref(), true)?;
+        validate::text("binary", input.binary.as_deref(), true)?;
+        validate::text("topic", input.topic.as_deref(), false)?;
+        validate::text("zone", input.zone.as_deref(), false)?;
+        validate::text("version", input.version.as_deref(), false)?;
+        let report_interval = input
+            .report_interval
+            .unwrap_or(vigil_proto::DEFAULT_REPORT_INTERVAL);
+        validate::report_interval(report_interval)?;
+        let new = NewService {
+            host: input.host.unwrap_or_default(),
+            binary: input.binary.unwrap_or_default(),
+            topic: input.topic,
+            zone: input
+                .zone
+                .filter(|z| !z.is_empty())
+                .unwrap_or_else(|| self.config.default_zone.clone()),
+            report_interval,
+            version: input.version,
+        };
+        let now = self.clock.now();
+        let (record, created) = self.store.register(&new, now).await?;
+        self.events.notify();
+        let entry = self.registry.upsert(record);
+        let slot = entry.lock();
+        Ok((self.registry.view(&slot, now), created))
+    }
+
+    /// Applies one heartbeat in memory. A service unknown here is looked up in the database
+    /// first: another replica may have registered it.
+    pub async fn heartbeat(&self, id: i64, beat: Beat) -> Result<HeartbeatResponse, AppError> {
+        if let Some(zone) = &beat.zone {
+            validate::text("zone", Some(zone), false)?;
+        }
+        if let Some(error) = &beat.last_error {
+            if error.chars().count() > 4096 {
+                return Err(AppError::Invalid {
+                    code: "invalid_last_error".into(),
+                    message: "last_error is longer than 4096 characters".into(),
+                });
+            }
+        }
+        let now = self.clock.now();
+        let outcome = match self.registry.heartbeat(id, &beat, now) {
+            Some(outcome) => outcome,
+            None => {
+                let record = self
+                    .store
+                    .get_service(id)
+                    .await?
+                    .ok_or(AppError::NotFound(id))?;
+                self.registry.upsert(record);
+                self.registry
+                    .heartbeat(id, &beat, now)
+                    .ok_or(AppError::NotFound(id))?
+            }
+        };
+        if outcome.revived {
+            if let Some(entry) = self.registry.get(id) {
+                let slot = entry.lock();
+                self.events
+                    .emit(NewEvent::about(&slot.record, EventKind::Up, now));
+            }
+        }
+        Ok(HeartbeatResponse {
+            report_count: outcome.report_count,
+            service_down_time: self.registry.liveness.service_down_time_s(),
+        })
+    }
+
+    /// One service, from memory (read through to the database when unknown here).
+    pub async fn get(&self, id: i64) -> Result<Service, AppError> {
+        let entry = match self.registry.get(id) {
+            Some(entry) => entry,
+            None => {
+                let record = self
+                    .store
+                    .get_service(id)
+                    .await?
+                    .ok_or(AppError::NotFound(id))?;
+                self.registry.upsert(record)
+            }
+        };
+        let slot = entry.lock();
+        Ok(self.registry.view(&slot, self.clock.now()))
+    }
+
+    /// Services matching `filter`, in id order.
+    pub fn list(&self, filter: &ListFilter) -> Vec<Service> {
+        self.registry.list(filter, self.clock.now())
+    }
+
+    /// Finds a service by (host, binary).
+    pub fn find(&self, host: &str, binary: &str) -> Option<i64> {
+        self.registry.find(host, binary).map(|entry| entry.id)
+    }
+
+    /// Enable, disable (with a reason), force down or up, freeze or thaw. Written through, with
+    /// its events, before it is acknowledged. Never moves `updated_at`.
+    pub async fn update(&self, id: i64, mut change: AdminChange) -> Result<Service, AppError> {
+        if let Some(Some(reason)) = &change.disabled_reason {
+            validate::text("disabled_reason", Some(reason), false)?;
+        }
+        if change.disabled == Some(false) && change.disabled_reason.is_none() {
+            change.disabled_reason = Some(None);
+        }
+        let current = match self.registry.get(id) {
+            Some(entry) => entry.lock().record.clone(),
+            None => self
+                .store
+                .get_service(id)
+                .await?
+                .ok_or(AppError::NotFound(id))?,
+        };
+        let now = self.clock.now();
+        let mut events = Vec::new();
+        let mut event = |kind: EventKind, reason: Option<String>| {
+            let mut event = NewEvent::about(&current, kind, now);
+            event.reason = reason;
+            events.push(event);
+        };
+        match change.disabled {
+            Some(true) if !current.disabled => {
+                let reason = change.disabled_reason.clone().flatten();
+                event(EventKind::Disabled, reason);
+            }
+            Some(false) if current.disabled => event(EventKind::Enabled, None),
+            _ => {}
+        }
+        match change.forced_down {
+            Some(true) if !current.forced_down => event(EventKind::ForcedDown, None),
+            Some(false) if current.forced_down => event(EventKind::Unforced, None),
+            _ => {}
+        }
+        match change.frozen {
+            Some(true) if !current.frozen => event(EventKind::Frozen, None),
+            Some(false) if current.frozen => event(EventKind::Thawed, None),
+            _ => {}
+        }
+        let record = self
+            .store
+            .update_admin(id, &change, now, &events)
+            .await?
+            .ok_or(AppError::NotFound(id))?;
+        self.events.notify();
+        let entry = self.registry.upsert(record);
+        let slot = entry.lock();
+        Ok(self.registry.view(&slot, now))
+    }
+
+    /// Deletes a service. A service that is up is refused unless `force`: its process would
+    /// re-create it at its next heartbeat (Cinder's `service remove` pitfall).
+    pub async fn delete(&self, id: i64, force: bool) -> Result<(), AppError> {
+        let now = self.clock.now();
+        let record = match self.registry.get(id) {
+            Some(entry) => entry.lock().record.clone(),
+            None => self
+                .store
+                .get_service(id)
+                .await?
+                .ok_or(AppError::NotFound(id))?,
+        };
+        if !force && self.registry.liveness.is_up(&record, now) {
+            return Err(AppError::ServiceUp {
+                host: record.host,
+                binary: record.binary,
+            });
+        }
+        let mut event = NewEvent::about(&record, EventKind::Deleted, now);
+        if force {
+            event.reason = Some("forced".into());
+        }
+        if !self.store.delete(id, &event).await? {
+            self.registry.remove(id);
+            return Err(AppError::NotFound(id));
+        }
+        self.events.notify();
+        self.registry.remove(id);
+        Ok(())
+    }
+}

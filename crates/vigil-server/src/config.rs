@@ -1,0 +1,201 @@
+//! Server configuration: defaults, the TOML file, and checks.
+//!
+//! Precedence (applied by the `vigil` binary): flag > `VIGIL_*` environment variable > file >
+//! default. Durations are seconds, fractions allowed.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `vigil server` can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the Vigil API.
+    pub listen: String,
+    /// `sqlite://PATH` or `postgres://...`; default: `sqlite://<data_dir>/vigil.db`.
+    pub database: Option<String>,
+    /// Where the embedded database and the generated admin token live.
+    pub data_dir: PathBuf,
+    /// A service is down when its newest heartbeat is older than this (Cinder: 60 s).
+    pub service_down_time: f64,
+    /// Heartbeats are written to the database in one batch at most this often.
+    pub flush_interval: f64,
+    /// Zone of services that do not declare one (Cinder's `storage_availability_zone`).
+    pub default_zone: String,
+    /// Bearer token for admin calls; generated into `<data_dir>/admin.token` when unset.
+    pub admin_token: Option<String>,
+    /// Events older than this many days are pruned in the background.
+    pub event_retention_days: f64,
+    /// Phi-accrual suspicion threshold (Akka and Cassandra use 8).
+    pub phi_threshold: f64,
+    /// Largest number of database connections the server opens.
+    pub database_max_connections: u32,
+    /// Simulated error of this machine's clock, seconds. For tests of clock independence only.
+    pub clock_offset: f64,
+    /// The optional Cinder-compatible `os-services` listener.
+    pub cinder_api: CinderApiConfig,
+}
+
+/// `[cinder_api]`: a second listener speaking the Block Storage API's `os-services`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CinderApiConfig {
+    /// For example `127.0.0.1:8776`; off when unset.
+    pub listen: Option<String>,
+    /// Let every call through without a token. For trusted networks only.
+    pub noauth: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8799".into(),
+            database: None,
+            data_dir: PathBuf::from("vigil-data"),
+            service_down_time: 60.0,
+            flush_interval: 1.0,
+            default_zone: "nova".into(),
+            admin_token: None,
+            event_retention_days: 30.0,
+            phi_threshold: 8.0,
+            database_max_connections: 8,
+            clock_offset: 0.0,
+            cinder_api: CinderApiConfig::default(),
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Reads a TOML file; absent keys take their defaults.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// The database URL in force.
+    pub fn database_url(&self) -> String {
+        match &self.database {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("vigil.db").display()),
+        }
+    }
+
+    /// Rejects values that cannot work. Settings that work but hurt (a `service_down_time` too
+    /// close to reporters' intervals) are for the doctor, not errors.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |name: &str, value: f64| {
+            if value.is_finite() && value > 0.0 {
+                Ok(())
+            } else {
+                Err(ConfigError(format!(
+                    "{name} must be a positive number of seconds, not {value}"
+                )))
+            }
+        };
+        positive("service_down_time", self.service_down_time)?;
+        positive("flush_interval", self.flush_interval)?;
+        positive("event_retention_days", self.event_retention_days)?;
+        positive("phi_threshold", self.phi_threshold)?;
+        if self.flush_interval > 60.0 {
+            return Err(ConfigError(format!(
+                "flush_interval must be at most 60 s, not {}",
+                self.flush_interval
+            )));
+        }
+        if !self.clock_offset.is_finite() {
+            return Err(ConfigError(
+                "clock_offset must be a number of seconds".into(),
+            ));
+        }
+        if self.database_max_connections == 0 {
+            return Err(ConfigError(
+                "database_max_connections must be at least 1".into(),
+            ));
+        }
+        if self.default_zone.is_empty() {
+            return Err(ConfigError("default_zone must not be empty".into()));
+        }
+        Ok(())
+    }
+
+    /// The commented default file that `vigil config default` prints.
+    pub fn default_toml() -> &'static str {
+        DEFAULT_TOML
+    }
+}
+
+const DEFAULT_TOML: &str = r#"# Vigil server configuration. Every key is optional; shown are the defaults.
+# Precedence: command-line flag > VIGIL_* environment variable > this file > default.
+# Durations are in seconds; fractions are allowed.
+
+# Address of the Vigil HTTP API (--listen, VIGIL_LISTEN).
+listen = "127.0.0.1:8799"
+
+# Database URL (--database, VIGIL_DATABASE): "sqlite://PATH" or "postgres://USER@HOST/DB".
+# Unset: the embedded SQLite database at <data_dir>/vigil.db, created on first start.
+# database = "postgres://vigil@127.0.0.1/vigil"
+
+# Where the embedded database and the generated admin token live (--data-dir, VIGIL_DATA_DIR).
+data_dir = "vigil-data"
+
+# A service is down when its newest heartbeat, as received by this server's clock, is older
+# than this (--service-down-time, VIGIL_SERVICE_DOWN_TIME). Cinder's default is 60.
+service_down_time = 60.0
+
+# Heartbeats are applied in memory and written to the database in one batch at most this
+# often, and once more on shutdown (--flush-interval, VIGIL_FLUSH_INTERVAL).
+flush_interval = 1.0
+
+# Availability zone of services that do not declare one (--default-zone, VIGIL_DEFAULT_ZONE).
+default_zone = "nova"
+
+# Bearer token for admin calls (--admin-token, VIGIL_ADMIN_TOKEN). Unset: one is generated
+# on first start into <data_dir>/admin.token (mode 0600), where the CLI finds it.
+# admin_token = "change-me"
+
+# Events (transitions and admin changes) older than this many days are pruned.
+event_retention_days = 30.0
+
+# Phi-accrual suspicion threshold for the early-warning `suspect` flag.
+phi_threshold = 8.0
+
+# Most database connections the server opens.
+database_max_connections = 8
+
+# The Cinder-compatible os-services API (Block Storage API v3). Off unless `listen` is set.
+[cinder_api]
+# listen = "127.0.0.1:8776"
+# Let every call through without a token: for trusted networks only.
+noauth = false
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_file_is_the_default() {
+        let parsed = Config::from_toml(Config::default_toml()).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = Config::from_toml("servce_down_time = 5").unwrap_err();
+        assert!(err.to_string().contains("servce_down_time"), "{err}");
+    }
+
+    #[test]
+    fn nonsense_durations_are_rejected() {
+        let config = Config {
+            service_down_time: -1.0,
+            ..Config::default()
+        };
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,58 @@
+//! Writes heartbeats from memory to the database in batches: at most one transaction per
+//! `flush_interval`, and a last one on shutdown. A failed flush keeps the batch in memory and
+//! tries again, so a database outage loses no acknowledged heartbeat that the process outlives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::app::App;
+
+/// Meta key holding the last time this server was known to be watching (for the grace rule).
+pub const LAST_ALIVE: &str = "last_alive";
+
+/// One flush: every dirty service in one transaction, then the liveness stamp.
+pub async fn flush_once(app: &App) -> Result<usize, crate::store::StoreError> {
+    let batch = app.registry.take_dirty();
+    let count = batch.len();
+    if !batch.is_empty() {
+        if let Err(err) = app.store.flush_beats(&batch).await {
+            app.registry.restore_dirty(batch);
+            return Err(err);
+        }
+    }
+    let now = vigil_proto::ts::format(&app.clock.now());
+    app.store.set_meta(LAST_ALIVE, &now).await?;
+    Ok(count)
+}
+
+/// Flushes every `interval` until `shutdown`, then once more.
+pub async fn run(app: Arc<App>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = shutdown.changed() => true,
+        };
+        match flush_once(&app).await {
+            Ok(_) => {
+                if app.database.set_ok() {
+                    tracing::info!("database is back; buffered heartbeats were written");
+                }
+            }
+            Err(err) => {
+                if app.database.set_down(err.to_string()) {
+                    tracing::error!(error = %err, "cannot write heartbeats; holding them in memory");
+                }
+                if stopping {
+                    tracing::error!(error = %err, "final flush failed; recent heartbeats were not written");
+                }
+            }
+        }
+        if stopping || *shutdown.borrow() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The liveness rule, in one place.
+//!
+//! `up` iff `now - last_seen <= service_down_time` and the service is not forced down, where
+//! `last_seen` is the server's receipt time of the newest heartbeat (or `created_at` before the
+//! first) and `now` is the server's clock. Unlike Cinder's `abs(now - updated_at)`, both stamps
+//! come from the same clock, so a reporter's wrong clock cannot make it look down; a stamp in
+//! the future (possible only after a clock correction) counts as up, as in Cinder.
+//!
+//! **Grace after a gap.** When the server starts (or resumes after a pause longer than
+//! `service_down_time`), services that were up when it stopped watching get a full
+//! `service_down_time` of running time to beat again before they count as down: the monitor's
+//! own absence is not evidence against them (etcd #15247, Eureka's self-preservation).
+
+use chrono::{DateTime, TimeDelta, Utc};
+use parking_lot::RwLock;
+
+use crate::store::ServiceRecord;
+
+/// A period in which the server was not watching.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gap {
+    /// Last time the server was known to be watching before the gap.
+    pub last_alive: DateTime<Utc>,
+    /// When it watched again.
+    pub resumed_at: DateTime<Utc>,
+}
+
+/// The rule and its parameters.
+#[derive(Debug)]
+pub struct Liveness {
+    pub service_down_time: TimeDelta,
+    pub phi_threshold: f64,
+    gap: RwLock<Option<Gap>>,
+}
+
+impl Liveness {
+    pub fn new(service_down_time_s: f64, phi_threshold: f64) -> Liveness {
+        Liveness {
+            service_down_time: TimeDelta::microseconds((service_down_time_s * 1e6) as i64),
+            phi_threshold,
+            gap: RwLock::new(None),
+        }
+    }
+
+    pub fn service_down_time_s(&self) -> f64 {
+        crate::registry::seconds(self.service_down_time)
+    }
+
+    /// Records that the server was not watching from `last_alive` to `resumed_at`.
+    pub fn set_gap(&self, last_alive: DateTime<Utc>, resumed_at: DateTime<Utc>) {
+        *self.gap.write() = Some(Gap {
+            last_alive,
+            resumed_at,
+        });
+    }
+
+    pub fn gap(&self) -> Option<Gap> {
+        *self.gap.read()
+    }
+
+    /// The time at which `record` counts as down if it does not beat again.
+    pub fn deadline(&self, record: &ServiceRecord) -> DateTime<Utc> {
+        let last_seen = record.updated_at.unwrap_or(record.created_at);
+        let deadline = last_seen + self.service_down_time;
+        match self.gap() {
+            Some(gap) if last_seen + self.service_down_time >= gap.last_alive => {
+                deadline.max(gap.resumed_at + self.service_down_time)
+            }
+            _ => deadline,
+        }
+    }
+
+    /// The rule itself.
+    pub fn is_up(&self, record: &ServiceRecord, now: DateTime<Utc>) -> bool {
+        !record.forced_down && now <= self.deadline(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(created_at: DateTime<Utc>, updated_at: Option<DateTime<Utc>>) -> ServiceRecord {
+        ServiceRecord {
+            id: 1,
+            host: "h".into(),
+            binary: "b".into(),
+            topic: None,
+            zone: "nova".into(),
+            disabled: false,
+            disabled_reason: None,
+            forced_down: false,
+            frozen: false,
+            report_count: 0,
+            report_interval: 10.0,
+            version: None,
+            created_at,
+            updated_at,
+            modified_at: None,
+        }
+    }
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn up_within_service_down_time_of_the_last_beat() {
+        let rule = Liveness::new(60.0, 8.0);
+        let r = record(t(0), Some(t(100)));
+        assert!(rule.is_up(&r, t(160)));
+        assert!(!rule.is_up(&r, t(161)));
+    }
+
+    #[test]
+    fn creation_counts_before_the_first_beat() {
+        let rule = Liveness::new(60.0, 8.0);
+        let r = record(t(0), None);
+        assert!(rule.is_up(&r, t(60)));
+        assert!(!rule.is_up(&r, t(61)));
+    }
+
+    #[test]
+    fn a_stamp_in_the_future_is_up() {
+        let rule = Liveness::new(60.0, 8.0);
+        assert!(rule.is_up(&record(t(0), Some(t(500))), t(100)));
+    }
+
+    #[test]
+    fn forced_down_wins() {
+        let rule = Liveness::new(60.0, 8.0);
+        let mut r = record(t(0), Some(t(100)));
+        r.forced_down = true;
+        assert!(!rule.is_up(&r, t(100)));
+    }
+
+    #[test]
+    fn services_up_before_a_gap_get_grace_and_dead_ones_do_not() {
+        let rule = Liveness::new(60.0, 8.0);
+        rule.set_gap(t(1000), t(5000));
+        let was_up = record(t(0), Some(t(990)));
+        let was_dead = record(t(0), Some(t(100)));
+        assert!(rule.is_up(&was_up, t(5059)));
+        assert!(!rule.is_up(&was_up, t(5061)));
+        assert!(!rule.is_up(&was_dead, t(5001)));
+    }
+}

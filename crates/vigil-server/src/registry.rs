@@ -1,0 +1,364 @@
+//! The in-memory table of services: the hot path.
+//!
+//! A heartbeat touches one entry under its own lock and marks it dirty; nothing else. The
+//! flusher later writes every dirty entry in one transaction, so the database sees at most one
+//! write per service per `flush_interval`, however fast services beat. Reads (lists, detail,
+//! detection) come from here too, so they show the newest heartbeat, not the last flush.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use parking_lot::{Mutex, RwLock};
+
+use crate::liveness::Liveness;
+use crate::stats::BeatStats;
+use crate::store::{BeatFlush, ServiceRecord};
+
+/// One service in memory.
+pub struct Entry {
+    pub id: i64,
+    slot: Mutex<Slot>,
+}
+
+/// The mutable part of an [`Entry`].
+pub struct Slot {
+    pub record: ServiceRecord,
+    /// Heartbeats received since the last flush.
+    pub pending_beats: i64,
+    /// Zone change received since the last flush.
+    pub pending_zone: Option<String>,
+    /// Queued for the flusher.
+    pub dirty: bool,
+    /// Removed from the table; a late flush must skip it.
+    pub deleted: bool,
+    /// What the detector last declared.
+    pub declared_down: bool,
+    /// Crossed the suspicion threshold while up (an event is sent once per crossing).
+    pub declared_suspect: bool,
+    /// Heartbeat timing, for suspicion and diagnosis.
+    pub stats: BeatStats,
+}
+
+impl Entry {
+    pub fn lock(&self) -> parking_lot::MutexGuard<'_, Slot> {
+        self.slot.lock()
+    }
+}
+
+/// What a reporter sends with a beat, as the registry needs it.
+#[derive(Debug, Clone, Default)]
+pub struct Beat {
+    pub zone: Option<String>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub last_rtt_s: Option<f64>,
+    pub overrun_s: Option<f64>,
+    pub last_error: Option<String>,
+}
+
+/// Result of a heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BeatOutcome {
+    pub report_count: i64,
+    /// The beat revived a service the detector had declared down.
+    pub revived: bool,
+}
+
+/// Filters of a list; all are ANDed.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub host: Option<String>,
+    pub binary: Option<String>,
+    pub zone: Option<String>,
+    pub state: Option<vigil_proto::State>,
+    pub status: Option<vigil_proto::Status>,
+}
+
+#[derive(Default)]
+struct Table {
+    by_id: BTreeMap<i64, Arc<Entry>>,
+    /// host → binary → id: finds a service by its key, and lists one host without a scan.
+    by_host: HashMap<String, BTreeMap<String, i64>>,
+}
+
+/// The in-memory registry.
+pub struct Registry {
+    table: RwLock<Table>,
+    dirty: Mutex<Vec<Arc<Entry>>>,
+    pub liveness: Liveness,
+}
+
+impl Registry {
+    pub fn new(records: Vec<ServiceRecord>, liveness: Liveness) -> Registry {
+        let registry = Registry {
+            table: RwLock::new(Table::default()),
+            dirty: Mutex::new(Vec::new()),
+            liveness,
+        };
+        {
+            let mut table = registry.table.write();
+            for record in records {
+                Self::insert_into(&mut table, record);
+            }
+        }
+        registry
+    }
+
+    fn insert_into(table: &mut Table, record: ServiceRecord) -> Arc<Entry> {
+        let id = record.id;
+        table
+            .by_host
+            .entry(record.host.clone())
+            .or_default()
+            .insert(record.binary.clone(), id);
+        let entry = Arc::new(Entry {
+            id,
+            slot: Mutex::new(Slot {
+                record,
+                pending_beats: 0,
+                pending_zone: None,
+                dirty: false,
+                deleted: false,
+                declared_down: false,
+                declared_suspect: false,
+                stats: BeatStats::default(),
+            }),
+        });
+        table.by_id.insert(id, entry.clone());
+        entry
+    }
+
+    /// Number of services.
+    pub fn len(&self) -> usize {
+        self.table.read().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, id: i64) -> Option<Arc<Entry>> {
+        self.table.read().by_id.get(&id).cloned()
+    }
+
+    pub fn find(&self, host: &str, binary: &str) -> Option<Arc<Entry>> {
+        let table = self.table.read();
+        let id = table.by_host.get(host)?.get(binary)?;
+        table.by_id.get(id).cloned()
+    }
+
+    /// Puts a row just written to the database into memory. A row already known keeps the
+    /// heartbeat fields memory owns (newer than the database's until the next flush).
+    pub fn upsert(&self, record: ServiceRecord) -> Arc<Entry> {
+        if let Some(entry) = self.get(record.id) {
+            entry.lock().merge_stored(record);
+            return entry;
+        }
+        let mut table = self.table.write();
+        if let Some(entry) = table.by_id.get(&record.id).cloned() {
+            drop(table);
+            entry.lock().merge_stored(record);
+            return entry;
+        }
+        Self::insert_into(&mut table, record)
+    }
+
+    /// Forgets a service (deleted through this server or another replica).
+    pub fn remove(&self, id: i64) -> Option<Arc<Entry>> {
+        let mut table = self.table.write();
+        let entry = table.by_id.remove(&id)?;
+        let mut slot = entry.lock();
+        slot.deleted = true;
+        if let Some(binaries) = table.by_host.get_mut(&slot.record.host) {
+            binaries.remove(&slot.record.binary);
+            if binaries.is_empty() {
+                table.by_host.remove(&slot.record.host);
+            }
+        }
+        drop(slot);
+        Some(entry)
+    }
+
+    /// Applies one heartbeat received at `now` (server clock). `None` when the service is
+    /// unknown here.
+    pub fn heartbeat(&self, id: i64, beat: &Beat, now: DateTime<Utc>) -> Option<BeatOutcome> {
+        let entry = self.get(id)?;
+        let mut slot = entry.lock();
+        if slot.deleted {
+            return None;
+        }
+        let previous = slot.record.updated_at;
+        slot.stats.record_beat(previous, now, beat);
+        slot.record.updated_at = Some(now);
+        slot.record.report_count += 1;
+        slot.pending_beats += 1;
+        if let Some(zone) = &beat.zone {
+            if *zone != slot.record.zone {
+                slot.record.zone = zone.clone();
+                slot.pending_zone = Some(zone.clone());
+            }
+        }
+        let revived = slot.declared_down && !slot.record.forced_down;
+        if revived {
+            slot.declared_down = false;
+        }
+        let report_count = slot.record.report_count;
+        if !slot.dirty {
+            slot.dirty = true;
+            drop(slot);
+            self.dirty.lock().push(entry.clone());
+        }
+        Some(BeatOutcome {
+            report_count,
+            revived,
+        })
+    }
+
+    /// Takes every dirty entry's pending heartbeats for one flush.
+    pub fn take_dirty(&self) -> Vec<BeatFlush> {
+        let entries = std::mem::take(&mut *self.dirty.lock());
+        let mut batch = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let mut slot = entry.lock();
+            slot.dirty = false;
+            if slot.deleted || slot.pending_beats == 0 {
+                continue;
+            }
+            let Some(updated_at) = slot.record.updated_at else {
+                continue;
+            };
+            batch.push(BeatFlush {
+                id: entry.id,
+                updated_at,
+                report_count_delta: std::mem::take(&mut slot.pending_beats),
+                zone: slot.pending_zone.take(),
+            });
+        }
+        batch
+    }
+
+    /// Puts back a batch whose flush failed, so that the next flush writes it.
+    pub fn restore_dirty(&self, batch: Vec<BeatFlush>) {
+        for beat in batch {
+            let Some(entry) = self.get(beat.id) else {
+                continue;
+            };
+            let mut slot = entry.lock();
+            slot.pending_beats += beat.report_count_delta;
+            if slot.pending_zone.is_none() {
+                slot.pending_zone = beat.zone;
+            }
+            if !slot.dirty {
+                slot.dirty = true;
+                drop(slot);
+                self.dirty.lock().push(entry.clone());
+            }
+        }
+    }
+
+    /// Every entry matching `filter`, in id order, with its API view at `now`.
+    pub fn list(&self, filter: &ListFilter, now: DateTime<Utc>) -> Vec<vigil_proto::Service> {
+        let entries: Vec<Arc<Entry>> = {
+            let table = self.table.read();
+            match &filter.host {
+                Some(host) => match table.by_host.get(host) {
+                    Some(binaries) => {
+                        let mut ids: Vec<i64> = match &filter.binary {
+                            Some(binary) => binaries.get(binary).copied().into_iter().collect(),
+                            None => binaries.values().copied().collect(),
+                        };
+                        ids.sort_unstable();
+                        ids.iter()
+                            .filter_map(|id| table.by_id.get(id).cloned())
+                            .collect()
+                    }
+                    None => Vec::new(),
+                },
+                None => table.by_id.values().cloned().collect(),
+            }
+        };
+        entries
+            .iter()
+            .filter_map(|entry| {
+                let slot = entry.lock();
+                let record = &slot.record;
+                if filter.binary.as_ref().is_some_and(|b| *b != record.binary)
+                    || filter.zone.as_ref().is_some_and(|z| *z != record.zone)
+                {
+                    return None;
+                }
+                let view = self.view(&slot, now);
+                if filter.state.is_some_and(|s| s != view.state)
+                    || filter.status.is_some_and(|s| s != view.status)
+                {
+                    return None;
+                }
+                Some(view)
+            })
+            .collect()
+    }
+
+    /// The API view of one slot at `now`.
+    pub fn view(&self, slot: &Slot, now: DateTime<Utc>) -> vigil_proto::Service {
+        let record = &slot.record;
+        let last_seen = record.updated_at.unwrap_or(record.created_at);
+        let up = self.liveness.is_up(record, now);
+        let suspicion = slot.stats.phi(now, last_seen);
+        vigil_proto::Service {
+            id: record.id,
+            host: record.host.clone(),
+            binary: record.binary.clone(),
+            topic: record.topic.clone(),
+            zone: record.zone.clone(),
+            disabled: record.disabled,
+            disabled_reason: record.disabled_reason.clone(),
+            forced_down: record.forced_down,
+            report_count: record.report_count,
+            report_interval: record.report_interval,
+            version: record.version.clone(),
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            modified_at: record.modified_at,
+            state: if up {
+                vigil_proto::State::Up
+            } else {
+                vigil_proto::State::Down
+            },
+            status: if record.disabled {
+                vigil_proto::Status::Disabled
+            } else {
+                vigil_proto::Status::Enabled
+            },
+            last_heartbeat_age_s: seconds(now - last_seen),
+            suspect: up && suspicion.is_some_and(|phi| phi >= self.liveness.phi_threshold),
+            suspicion: suspicion.map(|phi| (phi * 100.0).round() / 100.0),
+        }
+    }
+
+    /// Every entry, for the detector and the diagnosis of all services.
+    pub fn entries(&self) -> Vec<Arc<Entry>> {
+        self.table.read().by_id.values().cloned().collect()
+    }
+}
+
+impl Slot {
+    /// Takes the admin-owned fields of a row read from the database, keeping the heartbeat
+    /// fields that memory holds newer.
+    fn merge_stored(&mut self, stored: ServiceRecord) {
+        let memory_updated = self.record.updated_at;
+        let memory_count = self.record.report_count;
+        let memory_zone = std::mem::take(&mut self.record.zone);
+        let pending_zone = self.pending_zone.is_some();
+        self.record = stored;
+        self.record.updated_at = self.record.updated_at.max(memory_updated);
+        self.record.report_count = self.record.report_count.max(memory_count);
+        if pending_zone {
+            self.record.zone = memory_zone;
+        }
+    }
+}
+
+/// A signed duration in seconds.
+pub fn seconds(delta: TimeDelta) -> f64 {
+    delta.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6
+}

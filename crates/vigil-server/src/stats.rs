@@ -1,0 +1,164 @@
+//! Per-service heartbeat timing: inter-arrival gaps for phi-accrual suspicion, the reporter's
+//! clock offset, and what the reporter says about itself. Fixed-size, no allocation per beat.
+
+use chrono::{DateTime, Utc};
+
+use crate::registry::{seconds, Beat};
+
+/// How many recent gaps are kept.
+pub const GAP_WINDOW: usize = 32;
+
+/// Weight of a new clock-offset sample in the smoothed estimate.
+const OFFSET_SMOOTHING: f64 = 0.2;
+
+/// Timing of one service's recent heartbeats.
+#[derive(Debug, Clone, Default)]
+pub struct BeatStats {
+    gaps: [f32; GAP_WINDOW],
+    gap_count: usize,
+    next_gap: usize,
+    /// Heartbeats received by this server process.
+    pub beats: u64,
+    /// Smoothed estimate of reporter clock minus server clock, seconds.
+    pub clock_offset_s: Option<f64>,
+    /// Round trip that bounds the offset estimate's error, seconds.
+    pub clock_offset_error_s: Option<f64>,
+    pub last_sent_at: Option<DateTime<Utc>>,
+    /// Beats whose `sent_at` was earlier than the previous beat's: two processes reporting as
+    /// one (host, binary) interleave their series.
+    pub sent_at_regressions: u64,
+    /// The reporter's latest self-reported loop overrun, seconds.
+    pub last_overrun_s: f64,
+    /// Largest overrun reported since this server started, seconds.
+    pub max_overrun_s: f64,
+    /// The last error the reporter said it met, with when the beat carrying it arrived.
+    pub last_error: Option<(String, DateTime<Utc>)>,
+}
+
+impl BeatStats {
+    /// Records one beat received at `now`; `previous` is the receipt time of the one before.
+    pub fn record_beat(
+        &mut self,
+        previous: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        beat: &Beat,
+    ) {
+        self.beats += 1;
+        if let Some(previous) = previous {
+            let gap = seconds(now - previous).max(0.0);
+            self.gaps[self.next_gap] = gap as f32;
+            self.next_gap = (self.next_gap + 1) % GAP_WINDOW;
+            self.gap_count = (self.gap_count + 1).min(GAP_WINDOW);
+        }
+        if let Some(sent_at) = beat.sent_at {
+            let rtt = beat.last_rtt_s.filter(|r| r.is_finite() && *r >= 0.0);
+            let sample = seconds(sent_at - now) + rtt.unwrap_or(0.0) / 2.0;
+            self.clock_offset_s = Some(match self.clock_offset_s {
+                Some(old) => old + OFFSET_SMOOTHING * (sample - old),
+                None => sample,
+            });
+            self.clock_offset_error_s = rtt.map(|r| r / 2.0);
+            if self.last_sent_at.is_some_and(|last| sent_at < last) {
+                self.sent_at_regressions += 1;
+            }
+            self.last_sent_at = Some(sent_at);
+        }
+        if let Some(overrun) = beat.overrun_s.filter(|o| o.is_finite() && *o >= 0.0) {
+            self.last_overrun_s = overrun;
+            self.max_overrun_s = self.max_overrun_s.max(overrun);
+        }
+        if let Some(error) = &beat.last_error {
+            self.last_error = Some((error.clone(), now));
+        }
+    }
+
+    /// Recent gaps, oldest first, seconds.
+    pub fn gaps(&self) -> Vec<f64> {
+        let start = if self.gap_count < GAP_WINDOW {
+            0
+        } else {
+            self.next_gap
+        };
+        (0..self.gap_count)
+            .map(|i| self.gaps[(start + i) % GAP_WINDOW] as f64)
+            .collect()
+    }
+
+    /// Phi-accrual suspicion (Hayashibara et al. 2004) that the service is dead, given that
+    /// nothing arrived since `last_seen`: `-log10(P(gap > elapsed))` under a normal distribution
+    /// fitted to the recent gaps, with Akka's logistic approximation of its tail. `None` until
+    /// three gaps are known.
+    pub fn phi(&self, now: DateTime<Utc>, last_seen: DateTime<Utc>) -> Option<f64> {
+        if self.gap_count < 3 {
+            return None;
+        }
+        let gaps = &self.gaps[..self.gap_count];
+        let n = gaps.len() as f64;
+        let mean = gaps.iter().map(|g| *g as f64).sum::<f64>() / n;
+        let variance = gaps.iter().map(|g| (*g as f64 - mean).powi(2)).sum::<f64>() / n;
+        // A floor on the deviation: perfectly regular beats must not make one late beat
+        // infinitely suspicious.
+        let std_dev = variance.sqrt().max(mean / 10.0).max(0.01);
+        let elapsed = seconds(now - last_seen).max(0.0);
+        let y = (elapsed - mean) / std_dev;
+        let e = (-y * (1.5976 + 0.070566 * y * y)).exp();
+        let phi = if elapsed > mean {
+            -(e / (1.0 + e)).log10()
+        } else {
+            -(1.0 - 1.0 / (1.0 + e)).log10()
+        };
+        Some(if phi.is_finite() { phi.max(0.0) } else { 1e3 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap() + TimeDelta::milliseconds(ms)
+    }
+
+    fn regular(n: i64, every_ms: i64) -> BeatStats {
+        let mut stats = BeatStats::default();
+        let mut previous = None;
+        for i in 0..n {
+            stats.record_beat(previous, at(i * every_ms), &Beat::default());
+            previous = Some(at(i * every_ms));
+        }
+        stats
+    }
+
+    #[test]
+    fn phi_is_low_on_time_and_high_when_late() {
+        let stats = regular(10, 1000);
+        let last = at(9000);
+        assert!(stats.phi(at(9500), last).unwrap() < 1.0);
+        assert!(stats.phi(at(12000), last).unwrap() > 8.0);
+    }
+
+    #[test]
+    fn phi_needs_three_gaps() {
+        assert_eq!(regular(3, 1000).phi(at(5000), at(2000)), None);
+    }
+
+    #[test]
+    fn offset_is_measured_from_sent_at() {
+        let mut stats = BeatStats::default();
+        let beat = Beat {
+            sent_at: Some(at(90_000)),
+            last_rtt_s: Some(0.002),
+            ..Beat::default()
+        };
+        stats.record_beat(None, at(0), &beat);
+        assert!((stats.clock_offset_s.unwrap() - 90.001).abs() < 1e-6);
+    }
+
+    #[test]
+    fn gaps_come_out_oldest_first_after_wrapping() {
+        let stats = regular(GAP_WINDOW as i64 + 5, 1000);
+        assert_eq!(stats.gaps().len(), GAP_WINDOW);
+        assert!(stats.gaps().iter().all(|g| (*g - 1.0).abs() < 1e-6));
+    }
+}

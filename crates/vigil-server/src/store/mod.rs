@@ -1,0 +1,247 @@
+//! Durable storage behind the in-memory registry.
+//!
+//! [`Store`] is the one interface the rest of the server uses; each database has its own
+//! implementation with its own SQL and its own `migrations/` folder, run at start-up.
+//!
+//! **Only this module knows SQL.**
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// A service as stored (row type; the JSON type is `vigil_proto::Service`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceRecord {
+    pub id: i64,
+    pub host: String,
+    pub binary: String,
+    pub topic: Option<String>,
+    pub zone: String,
+    pub disabled: bool,
+    pub disabled_reason: Option<String>,
+    pub forced_down: bool,
+    pub frozen: bool,
+    pub report_count: i64,
+    pub report_interval: f64,
+    pub version: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// Server receipt time of the newest heartbeat (Cinder's `updated_at`).
+    pub updated_at: Option<DateTime<Utc>>,
+    pub modified_at: Option<DateTime<Utc>>,
+}
+
+/// What a reporter declares when it registers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewService {
+    pub host: String,
+    pub binary: String,
+    pub topic: Option<String>,
+    pub zone: String,
+    pub report_interval: f64,
+    pub version: Option<String>,
+}
+
+/// An admin change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AdminChange {
+    pub disabled: Option<bool>,
+    /// `Some(None)` clears the reason.
+    pub disabled_reason: Option<Option<String>>,
+    pub forced_down: Option<bool>,
+    pub frozen: Option<bool>,
+}
+
+/// Heartbeats of one service received since the last flush.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BeatFlush {
+    pub id: i64,
+    /// Newest receipt time; the store keeps the later of this and what it has, so replicas
+    /// flushing out of order never move a service back in time.
+    pub updated_at: DateTime<Utc>,
+    /// Heartbeats counted since the last flush; added to the stored `report_count`.
+    pub report_count_delta: i64,
+    pub zone: Option<String>,
+}
+
+/// Kinds of [`NewEvent`]; the strings are the API's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Registered,
+    Down,
+    Up,
+    Disabled,
+    Enabled,
+    ForcedDown,
+    Unforced,
+    Deleted,
+    Suspect,
+    Frozen,
+    Thawed,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 11] = [
+        EventKind::Registered,
+        EventKind::Down,
+        EventKind::Up,
+        EventKind::Disabled,
+        EventKind::Enabled,
+        EventKind::ForcedDown,
+        EventKind::Unforced,
+        EventKind::Deleted,
+        EventKind::Suspect,
+        EventKind::Frozen,
+        EventKind::Thawed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Registered => "registered",
+            EventKind::Down => "down",
+            EventKind::Up => "up",
+            EventKind::Disabled => "disabled",
+            EventKind::Enabled => "enabled",
+            EventKind::ForcedDown => "forced_down",
+            EventKind::Unforced => "unforced",
+            EventKind::Deleted => "deleted",
+            EventKind::Suspect => "suspect",
+            EventKind::Frozen => "frozen",
+            EventKind::Thawed => "thawed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// An event to append to the history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub service_id: i64,
+    pub host: String,
+    pub binary: String,
+    pub kind: EventKind,
+    pub at: DateTime<Utc>,
+    pub reason: Option<String>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub threshold_s: Option<f64>,
+}
+
+impl NewEvent {
+    /// An event about `service` with no detail.
+    pub fn about(service: &ServiceRecord, kind: EventKind, at: DateTime<Utc>) -> NewEvent {
+        NewEvent {
+            service_id: service.id,
+            host: service.host.clone(),
+            binary: service.binary.clone(),
+            kind,
+            at,
+            reason: None,
+            last_seen: None,
+            threshold_s: None,
+        }
+    }
+}
+
+/// Which events to list; all filters are ANDed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    pub service_id: Option<i64>,
+    pub host: Option<String>,
+    pub binary: Option<String>,
+    pub kind: Option<EventKind>,
+    pub since: Option<DateTime<Utc>>,
+    /// Only events with a smaller id (paging towards older events).
+    pub before: Option<i64>,
+    /// Only events with a larger id, oldest first (tailing a stream).
+    pub after: Option<i64>,
+    pub limit: i64,
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or did not answer: the caller may retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err.to_string()),
+            other => StoreError::Other(other.to_string()),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Durable storage of services and their history.
+///
+/// Every method that changes something commits before it returns, so that what the API
+/// acknowledges is on disk.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Every service, for the in-memory table at start-up.
+    async fn load_services(&self) -> StoreResult<Vec<ServiceRecord>>;
+
+    /// One service by id, read through to the database (other replicas may have created it).
+    async fn get_service(&self, id: i64) -> StoreResult<Option<ServiceRecord>>;
+
+    /// Get-or-create by (host, binary), as Cinder's `Service.start()`. An existing row takes the
+    /// newly declared topic, interval and version. Appends a `registered` event either way, so
+    /// restarts (and crash loops) are visible. Returns the row and whether it was created.
+    async fn register(
+        &self,
+        new: &NewService,
+        at: DateTime<Utc>,
+    ) -> StoreResult<(ServiceRecord, bool)>;
+
+    /// Applies an admin change and appends `events` in one transaction. `None` when the
+    /// service does not exist.
+    async fn update_admin(
+        &self,
+        id: i64,
+        change: &AdminChange,
+        at: DateTime<Utc>,
+        events: &[NewEvent],
+    ) -> StoreResult<Option<ServiceRecord>>;
+
+    /// Deletes a service and appends its `deleted` event in one transaction. `false` when it
+    /// did not exist.
+    async fn delete(&self, id: i64, event: &NewEvent) -> StoreResult<bool>;
+
+    /// Writes a batch of heartbeats in one transaction. Rows deleted meanwhile are skipped.
+    async fn flush_beats(&self, beats: &[BeatFlush]) -> StoreResult<()>;
+
+    /// Appends events; returns their ids in order.
+    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<Vec<i64>>;
+
+    /// Events matching `filter`: newest first, or oldest first when `filter.after` is set.
+    async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<vigil_proto::Event>>;
+
+    /// Deletes events older than `before`; returns how many.
+    async fn prune_events(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// A small fact about the server itself.
+    async fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;
+    async fn set_meta(&self, key: &str, value: &str) -> StoreResult<()>;
+
+    /// Cheap round trip, for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// The database's clock, when it has one that replicas share (PostgreSQL); `None` for an
+    /// embedded database, whose clock is this process's.
+    async fn database_now(&self) -> StoreResult<Option<DateTime<Utc>>>;
+}

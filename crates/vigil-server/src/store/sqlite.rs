@@ -1,0 +1,387 @@
+//! The embedded default: one SQLite file in WAL mode, `synchronous = FULL` so that an
+//! acknowledged admin change survives a power cut. Times are stored as UTC microseconds.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+
+use super::{
+    AdminChange, BeatFlush, EventFilter, NewEvent, NewService, ServiceRecord, Store, StoreError,
+    StoreResult,
+};
+
+/// SQLite implementation of [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+#[derive(sqlx::FromRow)]
+struct ServiceRow {
+    id: i64,
+    host: String,
+    binary: String,
+    topic: Option<String>,
+    zone: String,
+    disabled: bool,
+    disabled_reason: Option<String>,
+    forced_down: bool,
+    frozen: bool,
+    report_count: i64,
+    report_interval: f64,
+    version: Option<String>,
+    created_at: i64,
+    updated_at: Option<i64>,
+    modified_at: Option<i64>,
+}
+
+impl From<ServiceRow> for ServiceRecord {
+    fn from(row: ServiceRow) -> Self {
+        ServiceRecord {
+            id: row.id,
+            host: row.host,
+            binary: row.binary,
+            topic: row.topic,
+            zone: row.zone,
+            disabled: row.disabled,
+            disabled_reason: row.disabled_reason,
+            forced_down: row.forced_down,
+            frozen: row.frozen,
+            report_count: row.report_count,
+            report_interval: row.report_interval,
+            version: row.version,
+            created_at: from_micros(row.created_at),
+            updated_at: row.updated_at.map(from_micros),
+            modified_at: row.modified_at.map(from_micros),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: i64,
+    service_id: i64,
+    host: String,
+    binary: String,
+    kind: String,
+    at: i64,
+    reason: Option<String>,
+    last_seen: Option<i64>,
+    threshold_s: Option<f64>,
+}
+
+impl From<EventRow> for vigil_proto::Event {
+    fn from(row: EventRow) -> Self {
+        vigil_proto::Event {
+            id: row.id,
+            service_id: row.service_id,
+            host: row.host,
+            binary: row.binary,
+            kind: row.kind,
+            at: from_micros(row.at),
+            reason: row.reason,
+            last_seen: row.last_seen.map(from_micros),
+            threshold_s: row.threshold_s,
+        }
+    }
+}
+
+const SERVICE_COLUMNS: &str = r#"id, host, "binary", topic, zone, disabled, disabled_reason,
+    forced_down, frozen, report_count, report_interval, version, created_at, updated_at, modified_at"#;
+
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+fn from_micros(value: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(value).unwrap_or_default()
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` (`sqlite://PATH` or `sqlite::memory:`)
+    /// and runs its migrations.
+    pub async fn connect(url: &str) -> StoreResult<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Other(format!("invalid database url {url:?}: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Other(format!("migrations failed: {e}")))?;
+        Ok(SqliteStore { pool })
+    }
+
+    async fn insert_events(
+        tx: &mut sqlx::SqliteConnection,
+        events: &[NewEvent],
+    ) -> StoreResult<Vec<i64>> {
+        let mut ids = Vec::with_capacity(events.len());
+        for event in events {
+            let id: i64 = sqlx::query_scalar(
+                r#"INSERT INTO events (service_id, host, "binary", kind, at, reason, last_seen, threshold_s)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"#,
+            )
+            .bind(event.service_id)
+            .bind(&event.host)
+            .bind(&event.binary)
+            .bind(event.kind.as_str())
+            .bind(micros(event.at))
+            .bind(&event.reason)
+            .bind(event.last_seen.map(micros))
+            .bind(event.threshold_s)
+            .fetch_one(&mut *tx)
+            .await?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    async fn fetch_service(
+        conn: &mut sqlx::SqliteConnection,
+        id: i64,
+    ) -> StoreResult<Option<ServiceRecord>> {
+        let row: Option<ServiceRow> = sqlx::query_as(&format!(
+            "SELECT {SERVICE_COLUMNS} FROM services WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(row.map(Into::into))
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn load_services(&self) -> StoreResult<Vec<ServiceRecord>> {
+        let rows: Vec<ServiceRow> = sqlx::query_as(&format!(
+            "SELECT {SERVICE_COLUMNS} FROM services ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn get_service(&self, id: i64) -> StoreResult<Option<ServiceRecord>> {
+        let mut conn = self.pool.acquire().await?;
+        Self::fetch_service(&mut conn, id).await
+    }
+
+    async fn register(
+        &self,
+        new: &NewService,
+        at: DateTime<Utc>,
+    ) -> StoreResult<(ServiceRecord, bool)> {
+        let mut tx = self.pool.begin().await?;
+        let inserted: Option<ServiceRow> = sqlx::query_as(&format!(
+            r#"INSERT INTO services (host, "binary", topic, zone, report_interval, version, created_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (host, "binary") DO NOTHING
+               RETURNING {SERVICE_COLUMNS}"#
+        ))
+        .bind(&new.host)
+        .bind(&new.binary)
+        .bind(&new.topic)
+        .bind(&new.zone)
+        .bind(new.report_interval)
+        .bind(&new.version)
+        .bind(micros(at))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (record, created) = match inserted {
+            Some(row) => (ServiceRecord::from(row), true),
+            None => {
+                let row: ServiceRow = sqlx::query_as(&format!(
+                    r#"UPDATE services SET topic = COALESCE(?, topic), zone = ?,
+                           report_interval = ?, version = COALESCE(?, version)
+                       WHERE host = ? AND "binary" = ?
+                       RETURNING {SERVICE_COLUMNS}"#
+                ))
+                .bind(&new.topic)
+                .bind(&new.zone)
+                .bind(new.report_interval)
+                .bind(&new.version)
+                .bind(&new.host)
+                .bind(&new.binary)
+                .fetch_one(&mut *tx)
+                .await?;
+                (ServiceRecord::from(row), false)
+            }
+        };
+        let mut event = NewEvent::about(&record, super::EventKind::Registered, at);
+        event.reason = Some(
+            if created {
+                "new service"
+            } else {
+                "reporter started again"
+            }
+            .into(),
+        );
+        Self::insert_events(&mut tx, &[event]).await?;
+        tx.commit().await?;
+        Ok((record, created))
+    }
+
+    async fn update_admin(
+        &self,
+        id: i64,
+        change: &AdminChange,
+        at: DateTime<Utc>,
+        events: &[NewEvent],
+    ) -> StoreResult<Option<ServiceRecord>> {
+        let mut tx = self.pool.begin().await?;
+        let (set_reason, reason) = match &change.disabled_reason {
+            Some(reason) => (true, reason.clone()),
+            None => (false, None),
+        };
+        let row: Option<ServiceRow> = sqlx::query_as(&format!(
+            r#"UPDATE services SET
+                   disabled = COALESCE(?, disabled),
+                   disabled_reason = CASE WHEN ? THEN ? ELSE disabled_reason END,
+                   forced_down = COALESCE(?, forced_down),
+                   frozen = COALESCE(?, frozen),
+                   modified_at = ?
+               WHERE id = ?
+               RETURNING {SERVICE_COLUMNS}"#
+        ))
+        .bind(change.disabled)
+        .bind(set_reason)
+        .bind(reason)
+        .bind(change.forced_down)
+        .bind(change.frozen)
+        .bind(micros(at))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Self::insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(Some(row.into()))
+    }
+
+    async fn delete(&self, id: i64, event: &NewEvent) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM services WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if deleted {
+            Self::insert_events(&mut tx, std::slice::from_ref(event)).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn flush_beats(&self, beats: &[BeatFlush]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for beat in beats {
+            sqlx::query(
+                r#"UPDATE services SET
+                       updated_at = MAX(COALESCE(updated_at, 0), ?),
+                       report_count = report_count + ?,
+                       zone = COALESCE(?, zone)
+                   WHERE id = ?"#,
+            )
+            .bind(micros(beat.updated_at))
+            .bind(beat.report_count_delta)
+            .bind(&beat.zone)
+            .bind(beat.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<Vec<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let ids = Self::insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<vigil_proto::Event>> {
+        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+            r#"SELECT id, service_id, host, "binary", kind, at, reason, last_seen, threshold_s
+               FROM events WHERE 1 = 1"#,
+        );
+        if let Some(id) = filter.service_id {
+            query.push(" AND service_id = ").push_bind(id);
+        }
+        if let Some(host) = &filter.host {
+            query.push(" AND host = ").push_bind(host.clone());
+        }
+        if let Some(binary) = &filter.binary {
+            query.push(r#" AND "binary" = "#).push_bind(binary.clone());
+        }
+        if let Some(kind) = filter.kind {
+            query.push(" AND kind = ").push_bind(kind.as_str());
+        }
+        if let Some(since) = filter.since {
+            query.push(" AND at >= ").push_bind(micros(since));
+        }
+        if let Some(before) = filter.before {
+            query.push(" AND id < ").push_bind(before);
+        }
+        match filter.after {
+            Some(after) => query
+                .push(" AND id > ")
+                .push_bind(after)
+                .push(" ORDER BY id ASC"),
+            None => query.push(" ORDER BY id DESC"),
+        };
+        query.push(" LIMIT ").push_bind(filter.limit);
+        let rows: Vec<EventRow> = query.build_query_as().fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn prune_events(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let result = sqlx::query("DELETE FROM events WHERE at < ?")
+            .bind(micros(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn database_now(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        Ok(None)
+    }
+}
