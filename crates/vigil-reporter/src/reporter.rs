@@ -1,7 +1,7 @@
 //! The reporter's public face: [`Reporter::builder`], [`ReporterBuilder`] and [`ReporterHandle`].
 
 use std::fmt;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
@@ -135,9 +135,13 @@ impl ReporterBuilder {
         self
     }
 
-    /// Time limit of each request; default, and at most, the report interval (larger values
-    /// are clamped down), so one slow request can never make the reporter miss more than one
-    /// beat.
+    /// Time limit of each tick's requests (together: a re-registration and its heartbeat share
+    /// it); default, and at most, the report interval (larger values are clamped down), so one
+    /// slow server can never make the reporter miss more than one beat.
+    ///
+    /// The limit actually applied is at most 95% of the interval, so that a tick whose request
+    /// times out still ends before the next tick is due, instead of a few milliseconds after it,
+    /// which the loop would report as an overrun on every tick of an outage.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = Some(timeout);
         self
@@ -207,7 +211,6 @@ impl ReporterBuilder {
             return Err(ReporterError::ZeroTimeout);
         }
         let client = reqwest::Client::builder()
-            .timeout(request_timeout)
             .user_agent(concat!("vigil-reporter/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(ReporterError::Client)?;
@@ -217,6 +220,7 @@ impl ReporterBuilder {
             base_url,
             register,
             interval: self.report_interval,
+            tick_budget: request_timeout.min(self.report_interval.mul_f64(TICK_SHARE)),
             clock: self.clock,
             token: self.token,
             health_check: self.health_check,
@@ -228,6 +232,9 @@ impl ReporterBuilder {
         })
     }
 }
+
+/// The largest share of the interval a tick's requests may take.
+const TICK_SHARE: f64 = 0.95;
 
 /// Checks the server URL and returns it without trailing slashes.
 fn check_url(url: &str) -> Result<String, ReporterError> {
@@ -256,15 +263,13 @@ fn check_field(
     required: bool,
 ) -> Result<(), ReporterError> {
     let reason = match value {
-        None if required => "must be given",
-        Some(value) if required && value.trim().is_empty() => "must not be empty",
-        Some(value) if value.chars().count() > MAX_FIELD_LEN => "is longer than 255 characters",
+        Some(value) if required && value.trim().is_empty() => "must not be empty".to_owned(),
+        Some(value) if value.chars().count() > MAX_FIELD_LEN => {
+            format!("is longer than {MAX_FIELD_LEN} characters")
+        }
         _ => return Ok(()),
     };
-    Err(ReporterError::InvalidField {
-        field,
-        reason: reason.to_owned(),
-    })
+    Err(ReporterError::InvalidField { field, reason })
 }
 
 /// A validated reporter, ready to run on some runtime.
@@ -310,7 +315,7 @@ impl Prepared {
             stop,
             done: Some(Waiters {
                 thread: None,
-                sync: sync_rx,
+                sync: Mutex::new(sync_rx),
                 r#async: async_rx,
             }),
         };
@@ -351,7 +356,8 @@ async fn drive(
 #[derive(Debug)]
 struct Waiters {
     thread: Option<std::thread::JoinHandle<()>>,
-    sync: mpsc::Receiver<()>,
+    /// In a mutex only to make the handle `Sync` (a receiver is not); never contended.
+    sync: Mutex<mpsc::Receiver<()>>,
     r#async: oneshot::Receiver<()>,
 }
 
@@ -403,7 +409,11 @@ impl ReporterHandle {
     pub fn wait(mut self) {
         if let Some(done) = self.done.take() {
             // An error only means the sender is gone, which is the signal itself.
-            let _ = done.sync.recv();
+            let _ = done
+                .sync
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .recv();
             if let Some(thread) = done.thread {
                 // The reporter never panics; if it somehow did, it is over all the same.
                 let _ = thread.join();

@@ -9,10 +9,11 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde::Deserialize;
+use tokio::time::Instant;
 use vigil_proto::{ErrorBody, HeartbeatRequest, HeartbeatResponse, RegisterRequest};
 
 use crate::clock::Clock;
@@ -27,6 +28,8 @@ pub(crate) struct Config {
     pub base_url: String,
     pub register: RegisterRequest,
     pub interval: Duration,
+    /// Time allowed to the requests of one tick, together.
+    pub tick_budget: Duration,
     pub clock: Arc<dyn Clock>,
     pub token: Option<String>,
     pub health_check: Option<HealthCheck>,
@@ -105,7 +108,9 @@ impl CallError {
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CallError::Transport(err) if err.is_timeout() => f.write_str("request timed out"),
+            CallError::Transport(err) if err.is_timeout() => {
+                f.write_str("no answer within the time allowed to a tick")
+            }
             CallError::Transport(err) => write_chain(f, err),
             CallError::Refused {
                 status,
@@ -142,6 +147,8 @@ pub(crate) struct Session {
     /// Whether the interval-versus-`service_down_time` warning was already given.
     warned_down_time: bool,
     last_rtt: Option<Duration>,
+    /// When the current tick's requests must be done.
+    deadline: Instant,
     /// The last error since the previous successful beat, sent with the next beat.
     last_error: Option<String>,
 }
@@ -155,6 +162,7 @@ impl Session {
             connected: true,
             warned_down_time: false,
             last_rtt: None,
+            deadline: Instant::now(),
             last_error: None,
         }
     }
@@ -162,11 +170,13 @@ impl Session {
     /// Registers once, as a service does when it starts; a failure is logged and retried by the
     /// ticks.
     pub async fn register_at_start(&mut self) {
+        self.deadline = Instant::now() + self.config.tick_budget;
         self.register().await;
     }
 
     /// One tick of the loop.
     pub async fn tick(&mut self, tick: Tick) {
+        self.deadline = Instant::now() + self.config.tick_budget;
         if let Err(reason) = self.check_health() {
             tracing::warn!(%reason, "health check failed, skipping this heartbeat");
             self.last_error = Some(format!("health check failed: {reason}"));
@@ -253,8 +263,10 @@ impl Session {
         answer
     }
 
+    /// A request limited to what is left of the tick's budget.
     fn post<T: serde::Serialize>(&self, url: &str, body: &T) -> reqwest::RequestBuilder {
-        let request = self.client.post(url).json(body);
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let request = self.client.post(url).json(body).timeout(left);
         match &self.config.token {
             Some(token) => request.bearer_auth(token),
             None => request,

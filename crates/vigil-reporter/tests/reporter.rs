@@ -153,10 +153,12 @@ impl Logs {
         (logs, tracing::subscriber::set_default(subscriber))
     }
 
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
     fn count(&self, text: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .matches(text)
-            .count()
+        self.text().matches(text).count()
     }
 }
 
@@ -298,6 +300,35 @@ async fn an_outage_is_logged_once_and_so_is_the_recovery() {
 }
 
 #[tokio::test]
+async fn a_server_that_never_answers_costs_one_log_line_and_no_overrun() {
+    let (logs, _guard) = Logs::capture();
+    let (listener, url) = listener().await;
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let holder = held.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            holder.lock().unwrap().push(stream);
+        }
+    });
+    // A wider interval than FAST leaves the 5% slack some room on a loaded machine.
+    let reporter = Reporter::builder(&url, "node-1", "cinder-volume")
+        .report_interval(FAST * 2)
+        .start()
+        .unwrap();
+    // Registration at start, then one attempt per tick, each given up before the next tick.
+    eventually("five attempts", || held.lock().unwrap().len() >= 5).await;
+    reporter.shutdown().await;
+    assert_eq!(
+        logs.count("lost connection to vigil server"),
+        1,
+        "{}",
+        logs.text()
+    );
+    assert_eq!(logs.count("no answer within the time allowed to a tick"), 1);
+    assert_eq!(logs.count("outlasted"), 0, "{}", logs.text());
+}
+
+#[tokio::test]
 async fn a_failing_health_check_skips_beats_and_reports_why() {
     let (logs, _guard) = Logs::capture();
     let (listener, url) = listener().await;
@@ -371,4 +402,12 @@ fn bad_settings_are_refused_at_start() {
     );
     let err = refused(Reporter::builder("http://x", "h", "b").request_timeout(Duration::ZERO));
     assert!(matches!(err, ReporterError::ZeroTimeout));
+}
+
+#[test]
+fn handles_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<vigil_reporter::ReporterHandle>();
+    shareable::<vigil_reporter::LoopHandle>();
+    shareable::<vigil_reporter::ReporterBuilder>();
 }
