@@ -1,1 +1,96 @@
-fn main() {}
+//! `vigil`: the one command of Vigil, a service-liveness registry.
+//!
+//! # Layout
+//! - `cmd/`: one module per subcommand (server, agent, service, config, demo, ...).
+//! - `client`: the HTTP client the admin subcommands share, and exit codes.
+//! - `table`: service tables as `cinder service-list` prints them.
+//!
+//! Exit codes: 0 success, 1 the server refused or the work failed, 2 usage error, 3 the server
+//! could not be reached.
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+mod client;
+mod cmd;
+mod table;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vigil",
+    version,
+    about = "Service-liveness registry: who is up, who is down, and why"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the registry server.
+    Server(cmd::server::ServerArgs),
+    /// Heartbeat for a service (optionally running it as a child): a sidecar.
+    Agent(cmd::agent::AgentArgs),
+    /// List and administer services.
+    Service(cmd::service::ServiceArgs),
+    /// Configuration helpers.
+    Config(cmd::config::ConfigArgs),
+    /// Run a server and a simulated fleet, and watch one service go down.
+    Demo(cmd::demo::DemoArgs),
+}
+
+fn init_logging(default: &str) {
+    let filter = EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server(args) => {
+            init_logging("info");
+            runtime().and_then(|rt| rt.block_on(cmd::server::run(args)))
+        }
+        Command::Agent(args) => {
+            init_logging("info");
+            cmd::agent::run(args)
+        }
+        Command::Service(args) => {
+            init_logging("warn");
+            runtime().and_then(|rt| rt.block_on(cmd::service::run(args)).map_err(Into::into))
+        }
+        Command::Config(args) => Ok(cmd::config::run(args)),
+        Command::Demo(args) => {
+            init_logging("error");
+            runtime().and_then(|rt| rt.block_on(cmd::demo::run(args)))
+        }
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            let code = err
+                .downcast_ref::<client::CliError>()
+                .map_or(1, |e| e.exit_code);
+            eprintln!("vigil: {}", one_line(&err));
+            std::process::exit(code);
+        }
+    }
+}
+
+/// The error and its causes on one line: "cannot listen on 127.0.0.1:1: Permission denied".
+fn one_line(err: &anyhow::Error) -> String {
+    err.chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}

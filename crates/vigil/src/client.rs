@@ -1,0 +1,203 @@
+//! A small blocking-free HTTP client for the Vigil API, used by the CLI subcommands.
+//!
+//! Errors carry an exit code: the server refused (1), or it could not be reached (3).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use vigil_proto::{ErrorBody, Service, ServiceList, UpdateServiceRequest};
+
+/// Exit code when the server answered with an error.
+pub const EXIT_REFUSED: i32 = 1;
+/// Exit code when the server could not be reached.
+pub const EXIT_UNREACHABLE: i32 = 3;
+
+/// A failed CLI call: one line for stderr and the exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CliError {
+    pub message: String,
+    pub exit_code: i32,
+}
+
+impl CliError {
+    pub fn refused(message: impl Into<String>) -> CliError {
+        CliError {
+            message: message.into(),
+            exit_code: EXIT_REFUSED,
+        }
+    }
+}
+
+/// Where the server is and how to prove admin rights; shared by the subcommands.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerOpts {
+    /// Base URL of the Vigil server.
+    #[arg(
+        long,
+        global = true,
+        env = "VIGIL_URL",
+        default_value = "http://127.0.0.1:8799"
+    )]
+    pub server: String,
+    /// Admin token [default: read from <data dir>/admin.token].
+    #[arg(long, global = true, env = "VIGIL_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data directory of a server on this machine, where its generated admin token is.
+    #[arg(
+        long,
+        global = true,
+        env = "VIGIL_DATA_DIR",
+        default_value = "vigil-data"
+    )]
+    pub data_dir: PathBuf,
+}
+
+impl ServerOpts {
+    pub fn client(&self) -> Client {
+        Client::new(&self.server, self.token.clone(), Some(&self.data_dir))
+    }
+}
+
+/// Client of one server.
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// `token` wins over the token file in `data_dir`.
+    pub fn new(base: &str, token: Option<String>, data_dir: Option<&Path>) -> Client {
+        let token = token.or_else(|| {
+            let path = data_dir?.join("admin.token");
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+        });
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        }
+    }
+
+    /// Adds the admin token, when there is one.
+    pub fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<Option<T>, CliError> {
+        let url = format!("{}{}", self.base, path);
+        let mut request = self.authorize(self.http.request(method, &url).query(query));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| CliError {
+            message: format!(
+                "cannot reach vigil server at {}: {}",
+                self.base,
+                root_cause(&e)
+            ),
+            exit_code: EXIT_UNREACHABLE,
+        })?;
+        let status = response.status();
+        if status == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        let bytes = response.bytes().await.map_err(|e| CliError {
+            message: format!("reading the answer of {url}: {}", root_cause(&e)),
+            exit_code: EXIT_UNREACHABLE,
+        })?;
+        if !status.is_success() {
+            let message = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(body) => format!("{} ({})", body.error.message, body.error.code),
+                Err(_) => format!("server answered {status}"),
+            };
+            return Err(CliError::refused(message));
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| CliError::refused(format!("unexpected answer from {url}: {e}")))
+    }
+
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T, CliError> {
+        self.send::<T>(Method::GET, path, query, None::<&()>)
+            .await?
+            .ok_or_else(|| CliError::refused(format!("empty answer from {path}")))
+    }
+
+    pub async fn list(&self, query: &[(&str, String)]) -> Result<Vec<Service>, CliError> {
+        Ok(self
+            .get::<ServiceList>("/v1/services", query)
+            .await?
+            .services)
+    }
+
+    /// The service (host, binary), or an error that names it.
+    pub async fn find(&self, host: &str, binary: &str) -> Result<Service, CliError> {
+        let query = [("host", host.to_string()), ("binary", binary.to_string())];
+        self.list(&query)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| CliError::refused(format!("no service {binary} on host {host}")))
+    }
+
+    pub async fn update(
+        &self,
+        id: i64,
+        change: &UpdateServiceRequest,
+    ) -> Result<Service, CliError> {
+        self.send(
+            Method::PATCH,
+            &format!("/v1/services/{id}"),
+            &[],
+            Some(change),
+        )
+        .await?
+        .ok_or_else(|| CliError::refused("empty answer to an update"))
+    }
+
+    pub async fn delete(&self, id: i64, force: bool) -> Result<(), CliError> {
+        let query = [("force", force.to_string())];
+        self.send::<serde_json::Value>(
+            Method::DELETE,
+            &format!("/v1/services/{id}"),
+            &query,
+            None::<&()>,
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// The innermost error message (reqwest's outer ones say only "error sending request").
+pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

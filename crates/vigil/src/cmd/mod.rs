@@ -1,0 +1,7 @@
+//! One module per subcommand, each with its args struct and `run()`.
+
+pub mod agent;
+pub mod config;
+pub mod demo;
+pub mod server;
+pub mod service;

@@ -1,0 +1,122 @@
+//! `vigil server`: run the registry.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use vigil_server::Config;
+
+/// Each flag overrides the same key of the configuration file; each has a `VIGIL_*` variable.
+#[derive(clap::Args, Debug)]
+pub struct ServerArgs {
+    /// TOML configuration file (`vigil config default` prints one).
+    #[arg(long, env = "VIGIL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8799].
+    #[arg(long, env = "VIGIL_LISTEN")]
+    pub listen: Option<String>,
+    /// Database URL: sqlite://PATH or postgres://... [default: sqlite://<data dir>/vigil.db].
+    #[arg(long, env = "VIGIL_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
+    /// Data directory for the embedded database and the generated admin token [default: vigil-data].
+    #[arg(long, env = "VIGIL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Seconds without a heartbeat after which a service is down [default: 60].
+    #[arg(long, env = "VIGIL_SERVICE_DOWN_TIME")]
+    pub service_down_time: Option<f64>,
+    /// Seconds between batched writes of heartbeats [default: 1].
+    #[arg(long, env = "VIGIL_FLUSH_INTERVAL")]
+    pub flush_interval: Option<f64>,
+    /// Zone of services that declare none [default: nova].
+    #[arg(long, env = "VIGIL_DEFAULT_ZONE")]
+    pub default_zone: Option<String>,
+    /// Admin bearer token [default: generated into <data dir>/admin.token].
+    #[arg(long, env = "VIGIL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Days of event history to keep [default: 30].
+    #[arg(long, env = "VIGIL_EVENT_RETENTION_DAYS")]
+    pub event_retention_days: Option<f64>,
+    /// Address of the Cinder-compatible os-services API [default: off].
+    #[arg(long, env = "VIGIL_CINDER_LISTEN")]
+    pub cinder_listen: Option<String>,
+    /// Simulated error of this machine's clock, seconds (tests of clock independence only).
+    #[arg(
+        long,
+        env = "VIGIL_CLOCK_OFFSET",
+        hide = true,
+        allow_hyphen_values = true
+    )]
+    pub clock_offset: Option<f64>,
+}
+
+impl ServerArgs {
+    /// The file (if any), then the flags and variables on top.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                Config::from_toml(&text)
+                    .with_context(|| format!("in config file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = self.database {
+            config.database = Some(v);
+        }
+        if let Some(v) = self.data_dir {
+            config.data_dir = v;
+        }
+        if let Some(v) = self.service_down_time {
+            config.service_down_time = v;
+        }
+        if let Some(v) = self.flush_interval {
+            config.flush_interval = v;
+        }
+        if let Some(v) = self.default_zone {
+            config.default_zone = v;
+        }
+        if let Some(v) = self.admin_token {
+            config.admin_token = Some(v);
+        }
+        if let Some(v) = self.event_retention_days {
+            config.event_retention_days = v;
+        }
+        if let Some(v) = self.cinder_listen {
+            config.cinder_api.listen = Some(v);
+        }
+        if let Some(v) = self.clock_offset {
+            config.clock_offset = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
+    let config = args.into_config()?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    vigil_server::serve(listener, config, shutdown_signal()).await?;
+    Ok(0)
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: draining requests and flushing heartbeats");
+}
