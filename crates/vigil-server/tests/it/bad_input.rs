@@ -1,0 +1,257 @@
+//! Every user mistake gets a 4xx with a stable code and loses nothing.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::{temp_dir, Backend, TestServer};
+
+async fn server() -> (tempfile::TempDir, TestServer) {
+    let dir = temp_dir();
+    let server = TestServer::start(Backend::Sqlite.config(dir.path())).await;
+    (dir, server)
+}
+
+fn assert_error(status: StatusCode, body: &Value, want_status: StatusCode, want_code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"]["code"], want_code, "{body}");
+    assert!(
+        !body["error"]["message"].as_str().unwrap_or("").is_empty(),
+        "a human message: {body}"
+    );
+}
+
+#[tokio::test]
+async fn registration_fields_are_checked() {
+    let (_dir, server) = server().await;
+    let long = "x".repeat(256);
+    let cases = [
+        (json!({"binary": "b"}), "invalid_host"),
+        (json!({"host": "", "binary": "b"}), "invalid_host"),
+        (json!({"host": long, "binary": "b"}), "invalid_host"),
+        (json!({"host": "a\u{7}b", "binary": "b"}), "invalid_host"),
+        (json!({"host": "h"}), "invalid_binary"),
+        (json!({"host": "h", "binary": ""}), "invalid_binary"),
+        (json!({"host": "h", "binary": long}), "invalid_binary"),
+        (json!({"host": "h", "binary": "b\n"}), "invalid_binary"),
+        (
+            json!({"host": "h", "binary": "b", "topic": long}),
+            "invalid_topic",
+        ),
+        (
+            json!({"host": "h", "binary": "b", "zone": long}),
+            "invalid_zone",
+        ),
+        (
+            json!({"host": "h", "binary": "b", "version": long}),
+            "invalid_version",
+        ),
+        (
+            json!({"host": "h", "binary": "b", "report_interval": 0.05}),
+            "invalid_report_interval",
+        ),
+        (
+            json!({"host": "h", "binary": "b", "report_interval": 3601}),
+            "invalid_report_interval",
+        ),
+        (
+            json!({"host": "h", "binary": "b", "report_interval": -1}),
+            "invalid_report_interval",
+        ),
+        (json!({"host": 7, "binary": "b"}), "invalid_json"),
+    ];
+    for (body, code) in cases {
+        let (status, answer) = server.post("/v1/services", body.clone()).await;
+        assert_error(status, &answer, StatusCode::BAD_REQUEST, code);
+    }
+    let (_, list) = server.get("/v1/services").await;
+    assert_eq!(
+        list["services"].as_array().unwrap().len(),
+        0,
+        "nothing was created"
+    );
+    let ok = "y".repeat(255);
+    let (status, _) = server
+        .post("/v1/services", json!({"host": ok, "binary": "b"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "255 characters are allowed");
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_our_error_body() {
+    let (_dir, server) = server().await;
+    let url = format!("{}/v1/services", server.url);
+    let send = |body: Vec<u8>, content_type: Option<&'static str>| {
+        let mut request = server.http.post(&url).body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = send(b"{\"host\": \"h\",".to_vec(), Some("application/json")).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_json");
+    let (status, body) = send(b"[]".to_vec(), Some("application/json")).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_json");
+    let (status, body) = send(
+        b"{\"host\":\"h\",\"binary\":\"b\"}".to_vec(),
+        Some("text/plain"),
+    )
+    .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    let (status, body) = send(b"{\"host\":\"h\",\"binary\":\"b\"}".to_vec(), None).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    let big = format!(
+        "{{\"host\":\"{}\",\"binary\":\"b\"}}",
+        "h".repeat(70 * 1024)
+    );
+    let (status, body) = send(big.into_bytes(), Some("application/json")).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    let (status, _) = send(
+        b"{\"host\":\"h\",\"binary\":\"b\"}".to_vec(),
+        Some("application/json; charset=utf-8"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn unknown_ids_and_routes() {
+    let (_dir, server) = server().await;
+    let (status, body) = server.get("/v1/services/999").await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "service_not_found");
+    let (status, body) = server.beat(999).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "service_not_found");
+    let (status, body) = server
+        .admin(
+            Method::PATCH,
+            "/v1/services/999",
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "service_not_found");
+    let (status, body) = server.admin(Method::DELETE, "/v1/services/999", None).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "service_not_found");
+    let (status, body) = server.get("/v1/services/nine").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_id");
+    let (status, body) = server.get("/v1/nothing").await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, body) = server
+        .request(Method::PUT, "/v1/services", None, None)
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+    let (status, body) = server.get("/v1/services?state=sideways").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_state");
+    let (status, body) = server.get("/v1/services?status=maybe").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_status");
+}
+
+#[tokio::test]
+async fn admin_changes_are_checked() {
+    let (_dir, server) = server().await;
+    let id = server.register("h", "b").await;
+    let path = format!("/v1/services/{id}");
+    let (status, body) = server
+        .request(Method::PATCH, &path, Some(json!({"disabled": true})), None)
+        .await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (status, body) = server
+        .request(
+            Method::PATCH,
+            &path,
+            Some(json!({"disabled": true})),
+            Some("nope"),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let long = "r".repeat(256);
+    let (status, body) = server
+        .admin(
+            Method::PATCH,
+            &path,
+            Some(json!({"disabled": true, "disabled_reason": long})),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "invalid_disabled_reason",
+    );
+    let (status, body) = server
+        .admin(Method::PATCH, &path, Some(json!({"disabeld": true})))
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_json");
+    let (status, body) = server.admin(Method::PATCH, &path, Some(json!({}))).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "empty_change");
+    assert_eq!(
+        server.service(id).await["status"],
+        "enabled",
+        "nothing changed"
+    );
+    let (status, body) = server
+        .post(
+            &format!("{path}/heartbeat"),
+            json!({"zone": "z".repeat(256)}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_zone");
+    assert_eq!(
+        server.service(id).await["report_count"],
+        0,
+        "a rejected beat counts nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_database_path_that_cannot_be_created_is_one_clear_error() {
+    let dir = temp_dir();
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let mut config = Backend::Sqlite.config(dir.path());
+    config.database = Some(format!("sqlite://{}/sub/vigil.db", blocker.display()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = vigil_server::serve(listener, config, std::future::pending())
+        .await
+        .expect_err("cannot start");
+    let text = err.to_string();
+    assert!(text.contains(&blocker.display().to_string()), "{text}");
+    assert!(!text.contains('\n'), "one line: {text}");
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let (_dir, server) = server().await;
+    let (status, body) = server.get("/healthz").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+}

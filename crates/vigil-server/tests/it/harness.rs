@@ -1,0 +1,242 @@
+//! Starts the real server on 127.0.0.1:0 with a real database, and talks to it over HTTP.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use vigil_server::Config;
+
+pub const TOKEN: &str = "test-admin-token";
+
+/// Which database a test runs against.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+}
+
+impl Backend {
+    /// A configuration with small times for this backend, storing in `dir`.
+    pub fn config(&self, dir: &std::path::Path) -> Config {
+        Config {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.to_path_buf(),
+            service_down_time: 1.0,
+            flush_interval: 0.1,
+            admin_token: Some(TOKEN.into()),
+            database: match self {
+                Backend::Sqlite => None,
+            },
+            ..Config::default()
+        }
+    }
+}
+
+/// A running server; dropping it stops it.
+pub struct TestServer {
+    pub url: String,
+    pub addr: std::net::SocketAddr,
+    pub config: Config,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), vigil_server::ServerError>>>,
+}
+
+impl TestServer {
+    /// Starts a server with `config`; listens on `config.listen` (use port 0 for any).
+    pub async fn start(config: Config) -> TestServer {
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .expect("bind a test port");
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(vigil_server::serve(listener, config.clone(), async {
+            let _ = stopped.await;
+        }));
+        let server = TestServer {
+            url: format!("http://{addr}"),
+            addr,
+            config,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        };
+        server
+            .eventually("server ready", Duration::from_secs(10), || async {
+                server.get("/healthz").await.0 == StatusCode::OK
+            })
+            .await;
+        server
+    }
+
+    /// Stops gracefully (drain, final flush) and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+    }
+
+    /// Stops, then starts again on the same port with the same configuration.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let mut config = self.config.clone();
+        config.listen = self.addr.to_string();
+        *self = TestServer::start(config).await;
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{}", self.url, path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request reaches the server");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("{path} answered non-JSON {status}: {text}"))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.request(Method::GET, path, None, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(Method::POST, path, Some(body), None).await
+    }
+
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.request(method, path, body, Some(TOKEN)).await
+    }
+
+    /// Registers (host, binary) with a declared interval; returns the id.
+    pub async fn register(&self, host: &str, binary: &str) -> i64 {
+        let (status, body) = self
+            .post(
+                "/v1/services",
+                serde_json::json!({"host": host, "binary": binary, "report_interval": 0.2}),
+            )
+            .await;
+        assert!(status.is_success(), "register: {status} {body}");
+        body["id"].as_i64().unwrap()
+    }
+
+    pub async fn beat(&self, id: i64) -> (StatusCode, Value) {
+        self.post(
+            &format!("/v1/services/{id}/heartbeat"),
+            serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn service(&self, id: i64) -> Value {
+        let (status, body) = self.get(&format!("/v1/services/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Waits until `check` holds, polling; panics after `limit` naming `what`.
+    pub async fn eventually<F, Fut>(&self, what: &str, limit: Duration, check: F)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        eventually(what, limit, check).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Waits until `check` holds, polling every 20 ms; panics after `limit` naming `what`.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A fresh temporary directory for one test.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("vigil-test-")
+        .tempdir()
+        .unwrap()
+}
+
+/// Log lines captured from `tracing`, for asserting what a reporter said.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Installs a capturing subscriber for this thread until the guard drops.
+    pub fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let logs = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || logs.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.text().matches(needle).count()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

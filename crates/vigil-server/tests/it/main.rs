@@ -1,0 +1,21 @@
+//! Integration tests of the Vigil server: the real server on 127.0.0.1:0, real databases, the
+//! real reporter crate as client. One binary, so the suite links once.
+
+mod bad_input;
+mod harness;
+mod story;
+
+/// Runs each named `async fn(Backend)` as a test against every backend.
+#[macro_export]
+macro_rules! each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Sqlite).await
+                }
+            )*
+        }
+    };
+}
