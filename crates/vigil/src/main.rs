@@ -8,6 +8,8 @@
 //! Exit codes: 0 success, 1 the server refused or the work failed, 2 usage error, 3 the server
 //! could not be reached.
 
+use std::io::IsTerminal;
+
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -45,6 +47,7 @@ fn init_logging(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

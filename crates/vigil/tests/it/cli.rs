@@ -1,0 +1,405 @@
+//! The CLI as an operator runs it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+
+/// A `vigil server` child process; killed on drop.
+struct ServerProcess {
+    child: Child,
+    url: String,
+}
+
+impl ServerProcess {
+    fn start(data_dir: &Path, extra: &[&str]) -> ServerProcess {
+        let mut child = Command::new(VIGIL)
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(["--service-down-time", "1", "--flush-interval", "0.1"])
+            .args(extra)
+            .env_remove("VIGIL_ADMIN_TOKEN")
+            .env("VIGIL_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start vigil server");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("addr=").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("server printed its address");
+        ServerProcess {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn vigil(args: &[&str], data_dir: &Path, url: &str) -> Output {
+    Command::new(VIGIL)
+        .args(args)
+        .arg("--server")
+        .arg(url)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("VIGIL_ADMIN_TOKEN")
+        .output()
+        .expect("run vigil")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn register(url: &str, host: &str, binary: &str) {
+    let body = serde_json::json!({"host": host, "binary": binary, "report_interval": 0.2});
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("{url}/v1/services"))
+            .json(&body)
+            .send()
+            .await
+            .expect("register request");
+        response.status()
+    });
+    assert!(status.is_success(), "register {host}/{binary}: {status}");
+}
+
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn config_default_prints_a_file_that_parses_to_the_defaults() {
+    let out = Command::new(VIGIL)
+        .args(["config", "default"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let parsed = vigil_server::Config::from_toml(&text(&out.stdout)).unwrap();
+    assert_eq!(parsed, vigil_server::Config::default());
+}
+
+#[test]
+fn a_listen_address_in_use_is_one_line_and_exit_code_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(VIGIL)
+        .args(["server", "--listen", &addr, "--data-dir"])
+        .arg(dir.path())
+        .env("VIGIL_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&addr) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn an_unusable_data_dir_is_one_line_and_exit_code_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let out = Command::new(VIGIL)
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(file.join("data"))
+        .env("VIGIL_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("not-a-dir"), "{stderr}");
+}
+
+#[test]
+fn bad_configuration_values_are_refused() {
+    let out = Command::new(VIGIL)
+        .args(["server", "--service-down-time", "0"])
+        .env("VIGIL_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("service_down_time"));
+    let out = Command::new(VIGIL)
+        .args(["service", "list", "--bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
+
+#[test]
+fn service_commands_administer_a_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    assert!(token.trim().len() >= 32, "a generated token");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("admin.token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    register(&server.url, "node-1", "cinder-volume");
+    register(&server.url, "node-2", "cinder-backup");
+
+    let out = vigil(&["service", "list"], dir.path(), &server.url);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    for column in [
+        "Binary",
+        "Host",
+        "Zone",
+        "Status",
+        "State",
+        "Updated At",
+        "Disabled Reason",
+    ] {
+        assert!(table.contains(column), "{table}");
+    }
+    assert!(
+        table.contains("cinder-volume") && table.contains("node-2"),
+        "{table}"
+    );
+
+    let out = vigil(
+        &[
+            "service",
+            "disable",
+            "node-1",
+            "cinder-volume",
+            "--reason",
+            "disk swap",
+        ],
+        dir.path(),
+        &server.url,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("disk swap"));
+    let out = vigil(
+        &["service", "list", "--status", "disabled", "--json"],
+        dir.path(),
+        &server.url,
+    );
+    let services: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(services.as_array().unwrap().len(), 1);
+    assert_eq!(services[0]["disabled_reason"], "disk swap");
+
+    let out = vigil(
+        &["service", "enable", "node-1", "cinder-volume"],
+        dir.path(),
+        &server.url,
+    );
+    assert!(out.status.success());
+    let out = vigil(
+        &["service", "show", "node-1", "cinder-volume"],
+        dir.path(),
+        &server.url,
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["status"], "enabled");
+
+    let out = vigil(
+        &["service", "force-down", "node-2", "cinder-backup"],
+        dir.path(),
+        &server.url,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("down (forced)"));
+    let out = vigil(
+        &[
+            "service",
+            "force-down",
+            "node-2",
+            "cinder-backup",
+            "--unset",
+        ],
+        dir.path(),
+        &server.url,
+    );
+    assert!(out.status.success());
+
+    let out = vigil(
+        &["service", "enable", "node-9", "nothing"],
+        dir.path(),
+        &server.url,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with("vigil: no service nothing on host node-9"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    register(&server.url, "node-3", "cinder-volume");
+    let out = vigil(
+        &["service", "delete", "node-3", "cinder-volume"],
+        dir.path(),
+        &server.url,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("service_up"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = vigil(
+        &["service", "delete", "node-3", "cinder-volume", "--force"],
+        dir.path(),
+        &server.url,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = Command::new(VIGIL)
+        .args([
+            "service",
+            "disable",
+            "node-1",
+            "cinder-volume",
+            "--token",
+            "wrong",
+            "--server",
+            &server.url,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("forbidden"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn an_unreachable_server_is_exit_code_3() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = vigil(
+        &["service", "list"],
+        dir.path(),
+        &format!("http://127.0.0.1:{port}"),
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("vigil: cannot reach vigil server"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_agent_heartbeats_for_its_child_and_exits_with_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let out = Command::new(VIGIL)
+        .args([
+            "agent",
+            "--server",
+            &server.url,
+            "--host",
+            "agent-host",
+            "--binary",
+            "worker",
+            "--report-interval",
+            "0.2",
+        ])
+        .args(["--", "sh", "-c", "sleep 1; exit 7"])
+        .env("VIGIL_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    let listed = vigil(
+        &["service", "list", "--host", "agent-host", "--json"],
+        dir.path(),
+        &server.url,
+    );
+    let services: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(services[0]["binary"], "worker");
+    assert!(
+        services[0]["report_count"].as_i64().unwrap() >= 2,
+        "{services}"
+    );
+    assert_eq!(services[0]["report_interval"], 0.2);
+    wait_until(
+        "the agent's service goes down",
+        Duration::from_secs(10),
+        || {
+            let listed = vigil(
+                &[
+                    "service",
+                    "list",
+                    "--host",
+                    "agent-host",
+                    "--state",
+                    "down",
+                    "--json",
+                ],
+                dir.path(),
+                &server.url,
+            );
+            serde_json::from_slice::<serde_json::Value>(&listed.stdout)
+                .map(|v| v.as_array().is_some_and(|a| a.len() == 1))
+                .unwrap_or(false)
+        },
+    );
+}
+
+#[test]
+fn the_demo_shows_a_service_going_down_and_cleans_up() {
+    let out = Command::new(VIGIL)
+        .args([
+            "demo",
+            "--stop-after",
+            "1",
+            "--service-down-time",
+            "2",
+            "--duration",
+            "6",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let last_table = stdout.rsplit("vigil demo at").next().unwrap();
+    assert_eq!(last_table.matches("| down ").count(), 1, "{stdout}");
+    assert_eq!(last_table.matches("| up ").count(), 11, "{stdout}");
+    assert!(stdout.contains("temporary database was removed"));
+}

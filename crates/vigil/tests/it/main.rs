@@ -1,0 +1,3 @@
+//! Tests of the built `vigil` binary: real processes, real server, real SQLite files.
+
+mod cli;
