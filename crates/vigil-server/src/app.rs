@@ -10,6 +10,7 @@ use vigil_proto::{HeartbeatResponse, Service};
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::detector::Detector;
 use crate::events::EventLog;
 use crate::registry::{Beat, ListFilter, Registry};
 use crate::store::{AdminChange, EventKind, NewEvent, NewService, Store, StoreError};
@@ -85,6 +86,7 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub registry: Registry,
     pub events: Arc<EventLog>,
+    pub detector: Detector,
     pub admin_token: String,
     pub database: DatabaseHealth,
 }
@@ -116,6 +118,7 @@ impl App {
         let (record, created) = self.store.register(&new, now).await?;
         self.events.notify();
         let entry = self.registry.upsert(record);
+        self.detector.file(self, &entry);
         let slot = entry.lock();
         Ok((self.registry.view(&slot, now), created))
     }
@@ -143,7 +146,8 @@ impl App {
                     .get_service(id)
                     .await?
                     .ok_or(AppError::NotFound(id))?;
-                self.registry.upsert(record);
+                let entry = self.registry.upsert(record);
+                self.detector.file(self, &entry);
                 self.registry
                     .heartbeat(id, &beat, now)
                     .ok_or(AppError::NotFound(id))?
@@ -151,9 +155,9 @@ impl App {
         };
         if outcome.revived {
             if let Some(entry) = self.registry.get(id) {
-                let slot = entry.lock();
-                self.events
-                    .emit(NewEvent::about(&slot.record, EventKind::Up, now));
+                let event = NewEvent::about(&entry.lock().record, EventKind::Up, now);
+                self.events.emit(event);
+                self.detector.file(self, &entry);
             }
         }
         Ok(HeartbeatResponse {
@@ -238,6 +242,7 @@ impl App {
             .ok_or(AppError::NotFound(id))?;
         self.events.notify();
         let entry = self.registry.upsert(record);
+        self.detector.file(self, &entry);
         let slot = entry.lock();
         Ok(self.registry.view(&slot, now))
     }

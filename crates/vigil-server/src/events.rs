@@ -18,17 +18,21 @@ pub struct EventLog {
     store: Arc<dyn Store>,
     queue: mpsc::UnboundedSender<NewEvent>,
     changed: watch::Sender<u64>,
+    /// Set when the server shuts down, so that live streams end and the drain can finish.
+    closed: watch::Sender<bool>,
 }
 
 impl EventLog {
     pub fn new(store: Arc<dyn Store>) -> (EventLog, mpsc::UnboundedReceiver<NewEvent>) {
         let (queue, receiver) = mpsc::unbounded_channel();
         let (changed, _) = watch::channel(0);
+        let (closed, _) = watch::channel(false);
         (
             EventLog {
                 store,
                 queue,
                 changed,
+                closed,
             },
             receiver,
         )
@@ -48,6 +52,16 @@ impl EventLog {
     /// A receiver that changes whenever events may have been written.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+
+    /// Ends every live stream (the server is shutting down).
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    /// A receiver that turns `true` when the server shuts down.
+    pub fn closed(&self) -> watch::Receiver<bool> {
+        self.closed.subscribe()
     }
 
     /// Writes queued events in batches until `shutdown` fires and the queue is drained. Events
@@ -106,6 +120,28 @@ impl EventLog {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Deletes events older than the retention, at start and then every `every`, until
+/// `shutdown`.
+pub async fn run_pruner(
+    app: Arc<crate::app::App>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let retention =
+        chrono::TimeDelta::microseconds((app.config.event_retention_days * 86_400e6) as i64);
+    loop {
+        match app.store.prune_events(app.clock.now() - retention).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "pruned events older than the retention"),
+            Err(err) => tracing::warn!(error = %err, "cannot prune old events; will try again"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
         }
     }
 }

@@ -12,6 +12,7 @@
 //! - [`liveness`]: the up/down rule and the grace after a gap.
 //! - [`stats`]: per-service heartbeat timing (suspicion, clock offset).
 //! - [`flusher`]: batches heartbeats to the database.
+//! - [`detector`]: finds up→down transitions on time, without scans.
 //! - [`events`]: the history writer and watcher notification.
 //! - [`store`]: the storage trait and one implementation per database; the only SQL.
 //! - [`api`]: the Vigil HTTP API.
@@ -30,6 +31,7 @@ pub mod api;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod detector;
 pub mod events;
 pub mod flusher;
 pub mod liveness;
@@ -193,6 +195,7 @@ pub async fn build_app(
         store,
         registry,
         events: Arc::new(events),
+        detector: detector::Detector::default(),
         admin_token,
         database: DatabaseHealth::default(),
     });
@@ -207,6 +210,9 @@ async fn calibrate(clock: &Clock, store: &dyn Store) {
         clock.calibrate(before, reference, after);
     }
 }
+
+/// How often old events are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Runs the server on `listener` until `shutdown` completes, then drains requests, flushes
 /// heartbeats and writes queued events before returning.
@@ -229,16 +235,31 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let flush_interval = Duration::from_secs_f64(app.config.flush_interval);
     let flusher = tokio::spawn(flusher::run(app.clone(), flush_interval, stop_rx.clone()));
-    let writer = tokio::spawn(app.events.clone().run_writer(receiver, stop_rx.clone()));
+    let (stop_writer, writer_rx) = watch::channel(false);
+    let writer = tokio::spawn(app.events.clone().run_writer(receiver, writer_rx));
+    let detector = tokio::spawn(detector::run(app.clone(), stop_rx.clone()));
+    let pruner = tokio::spawn(events::run_pruner(
+        app.clone(),
+        PRUNE_EVERY,
+        stop_rx.clone(),
+    ));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, services = app.registry.len(), "vigil server listening");
     }
     let router = api::router(app.clone());
+    let events = app.events.clone();
     let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            events.close();
+        })
         .await;
     let _ = stop_tx.send(true);
+    let _ = detector.await;
+    let _ = pruner.await;
     let _ = flusher.await;
+    // Last: the requests and the detector that queue events have stopped.
+    let _ = stop_writer.send(true);
     let _ = writer.await;
     tracing::info!("vigil server stopped");
     served.map_err(ServerError::Io)

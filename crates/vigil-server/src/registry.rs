@@ -36,6 +36,8 @@ pub struct Slot {
     pub declared_down: bool,
     /// Crossed the suspicion threshold while up (an event is sent once per crossing).
     pub declared_suspect: bool,
+    /// Filed in the detector's wheel.
+    pub filed: bool,
     /// Heartbeat timing, for suspicion and diagnosis.
     pub stats: BeatStats,
 }
@@ -121,6 +123,7 @@ impl Registry {
                 deleted: false,
                 declared_down: false,
                 declared_suspect: false,
+                filed: false,
                 stats: BeatStats::default(),
             }),
         });
@@ -198,6 +201,7 @@ impl Registry {
                 slot.pending_zone = Some(zone.clone());
             }
         }
+        slot.declared_suspect = false;
         let revived = slot.declared_down && !slot.record.forced_down;
         if revived {
             slot.declared_down = false;

@@ -84,11 +84,8 @@ impl BeatStats {
             .collect()
     }
 
-    /// Phi-accrual suspicion (Hayashibara et al. 2004) that the service is dead, given that
-    /// nothing arrived since `last_seen`: `-log10(P(gap > elapsed))` under a normal distribution
-    /// fitted to the recent gaps, with Akka's logistic approximation of its tail. `None` until
-    /// three gaps are known.
-    pub fn phi(&self, now: DateTime<Utc>, last_seen: DateTime<Utc>) -> Option<f64> {
+    /// Mean and (floored) standard deviation of the recent gaps; `None` until three are known.
+    fn distribution(&self) -> Option<(f64, f64)> {
         if self.gap_count < 3 {
             return None;
         }
@@ -99,6 +96,31 @@ impl BeatStats {
         // A floor on the deviation: perfectly regular beats must not make one late beat
         // infinitely suspicious.
         let std_dev = variance.sqrt().max(mean / 10.0).max(0.01);
+        Some((mean, std_dev))
+    }
+
+    /// Seconds after the last beat at which phi reaches `threshold`, so the detector can wake
+    /// up then instead of scanning. Inverts Akka's approximation: with `p = 10^-phi`,
+    /// `y (1.5976 + 0.070566 y^2) = ln((1 - p) / p)`, solved by Newton's method.
+    pub fn suspect_after(&self, threshold: f64) -> Option<f64> {
+        let (mean, std_dev) = self.distribution()?;
+        let p = 10f64.powf(-threshold);
+        let target = ((1.0 - p) / p).ln();
+        let mut y = 1.0f64;
+        for _ in 0..30 {
+            let f = 0.070566 * y * y * y + 1.5976 * y - target;
+            let df = 3.0 * 0.070566 * y * y + 1.5976;
+            y -= f / df;
+        }
+        Some(mean + y * std_dev)
+    }
+
+    /// Phi-accrual suspicion (Hayashibara et al. 2004) that the service is dead, given that
+    /// nothing arrived since `last_seen`: `-log10(P(gap > elapsed))` under a normal distribution
+    /// fitted to the recent gaps, with Akka's logistic approximation of its tail. `None` until
+    /// three gaps are known.
+    pub fn phi(&self, now: DateTime<Utc>, last_seen: DateTime<Utc>) -> Option<f64> {
+        let (mean, std_dev) = self.distribution()?;
         let elapsed = seconds(now - last_seen).max(0.0);
         let y = (elapsed - mean) / std_dev;
         let e = (-y * (1.5976 + 0.070566 * y * y)).exp();
@@ -136,6 +158,17 @@ mod tests {
         let last = at(9000);
         assert!(stats.phi(at(9500), last).unwrap() < 1.0);
         assert!(stats.phi(at(12000), last).unwrap() > 8.0);
+    }
+
+    #[test]
+    fn suspect_after_inverts_phi() {
+        let stats = regular(10, 1000);
+        let after = stats.suspect_after(8.0).unwrap();
+        assert!(after > 1.0 && after < 3.0, "{after}");
+        let last = at(9000);
+        let crossing = last + TimeDelta::microseconds((after * 1e6) as i64);
+        let phi = stats.phi(crossing, last).unwrap();
+        assert!((phi - 8.0).abs() < 0.05, "{phi}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::app::App;
 
 mod auth;
 mod error;
+mod events;
 mod extract;
 mod services;
 
@@ -33,6 +34,9 @@ pub fn router(app: Arc<App>) -> Router {
                 .delete(services::delete),
         )
         .route("/v1/services/{id}/heartbeat", post(services::heartbeat))
+        .route("/v1/services/{id}/events", get(events::for_service))
+        .route("/v1/events", get(events::list))
+        .route("/v1/events/stream", get(events::stream))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

@@ -240,3 +240,91 @@ impl std::io::Write for Logs {
         Ok(())
     }
 }
+
+/// A Server-Sent Events client of `/v1/events/stream`.
+pub struct EventStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+/// One SSE event: id, kind and the JSON event.
+#[derive(Debug, Clone)]
+pub struct StreamedEvent {
+    pub id: i64,
+    pub kind: String,
+    pub data: Value,
+}
+
+impl EventStream {
+    /// Connects; `last_event_id` resumes after that id.
+    pub async fn connect(
+        server: &TestServer,
+        query: &str,
+        last_event_id: Option<i64>,
+    ) -> EventStream {
+        let mut request = server
+            .http
+            .get(format!("{}/v1/events/stream{query}", server.url));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let response = request.send().await.expect("connect to the event stream");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        EventStream {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event, or `None` if none arrives within `limit`.
+    pub async fn next(&mut self, limit: Duration) -> Option<StreamedEvent> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut kind, mut data) = (None, String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse().ok();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        kind = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if let Some(id) = id {
+                    return Some(StreamedEvent {
+                        id,
+                        kind,
+                        data: serde_json::from_str(&data).expect("event data is JSON"),
+                    });
+                }
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Ok(Ok(Some(chunk))) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Events until one of `kind` arrives (included); panics after `limit`.
+    pub async fn until(&mut self, kind: &str, limit: Duration) -> Vec<StreamedEvent> {
+        let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await {
+                Some(event) => {
+                    let done = event.kind == kind;
+                    seen.push(event);
+                    if done {
+                        return seen;
+                    }
+                }
+                None => panic!("no {kind} event within {limit:?}; saw {seen:?}"),
+            }
+        }
+    }
+}

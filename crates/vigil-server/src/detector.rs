@@ -1,0 +1,193 @@
+//! Active failure detection: every up→down transition is noticed within one tick of its
+//! deadline, without anyone listing services, and written to the history.
+//!
+//! Design: a timer wheel of 100 ms buckets keyed by the time each service must be looked at
+//! next (its down deadline, or earlier the moment its phi-accrual suspicion would cross the
+//! threshold). Heartbeats never touch the wheel: when the detector reaches an entry whose
+//! heartbeats moved its deadline, it simply files it again under the new time. So a
+//! heartbeat costs the detector nothing, and the detector's work is proportional to the
+//! number of services whose time comes up, never a scan of all of them.
+//!
+//! Down→up transitions are found on the heartbeat path ([`crate::app::App::heartbeat`]),
+//! which files the revived service again through [`Detector::watch`].
+//!
+//! It also notices its own pauses (a stopped VM, a SIGSTOP): a tick that comes more than
+//! `service_down_time` late opens a grace period (see [`crate::liveness`]) instead of
+//! declaring every service down at once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::registry::{seconds, Entry};
+use crate::store::{EventKind, NewEvent};
+
+/// Width of a wheel bucket, and the detector's tick.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Services to look at, by bucket.
+#[derive(Default)]
+pub struct Detector {
+    wheel: Mutex<BTreeMap<i64, Vec<Arc<Entry>>>>,
+}
+
+fn bucket(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+        .div_euclid(TICK.as_micros() as i64)
+        .saturating_add(1)
+}
+
+impl Detector {
+    /// Files `entry` unless it is already filed, declared down (a heartbeat files it again)
+    /// or deleted.
+    pub fn file(&self, app: &App, entry: &Arc<Entry>) {
+        let at = {
+            let mut slot = entry.lock();
+            if slot.filed || slot.declared_down || slot.deleted {
+                return;
+            }
+            slot.filed = true;
+            next_visit(app, &slot, app.clock.now())
+        };
+        self.watch(entry.clone(), at);
+    }
+
+    /// Files `entry` to be looked at at `at`; the caller has set its `filed` flag.
+    fn watch(&self, entry: Arc<Entry>, at: DateTime<Utc>) {
+        self.wheel.lock().entry(bucket(at)).or_default().push(entry);
+    }
+
+    /// Number of filed entries.
+    pub fn len(&self) -> usize {
+        self.wheel.lock().values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes every entry whose bucket has passed at `now`.
+    fn due(&self, now: DateTime<Utc>) -> Vec<Arc<Entry>> {
+        let mut wheel = self.wheel.lock();
+        let later = wheel.split_off(&(bucket(now) + 1));
+        let due = std::mem::replace(&mut *wheel, later);
+        due.into_values().flatten().collect()
+    }
+}
+
+/// When `entry` must be looked at next, given that it is up: its down deadline, or the
+/// earlier moment its suspicion would cross the threshold.
+pub fn next_visit(app: &App, slot: &crate::registry::Slot, now: DateTime<Utc>) -> DateTime<Utc> {
+    let deadline = app.registry.liveness.deadline(&slot.record);
+    if slot.declared_suspect {
+        return deadline;
+    }
+    let last_seen = slot.record.updated_at.unwrap_or(slot.record.created_at);
+    match slot
+        .stats
+        .suspect_after(app.registry.liveness.phi_threshold)
+    {
+        Some(after) => {
+            let at = last_seen + TimeDelta::microseconds((after * 1e6) as i64);
+            at.min(deadline)
+        }
+        // Too few gaps to judge yet: look again once there should be enough.
+        None => {
+            let soon = last_seen
+                + TimeDelta::microseconds((4.0 * slot.record.report_interval * 1e6) as i64);
+            if soon > now {
+                soon.min(deadline)
+            } else {
+                deadline
+            }
+        }
+    }
+}
+
+/// Files every known service, marking those already past their deadline as declared down
+/// (their `down` event was written by an earlier run), so a restart does not repeat history.
+pub fn prime(app: &App) {
+    let now = app.clock.now();
+    for entry in app.registry.entries() {
+        {
+            let mut slot = entry.lock();
+            if now > app.registry.liveness.deadline(&slot.record) {
+                slot.declared_down = true;
+                continue;
+            }
+        }
+        app.detector.file(app, &entry);
+    }
+}
+
+/// Looks at every due entry: declares the ones past their deadline down, flags new suspects,
+/// files the rest again.
+pub fn tick(app: &App, now: DateTime<Utc>) {
+    let liveness = &app.registry.liveness;
+    for entry in app.detector.due(now) {
+        let mut slot = entry.lock();
+        slot.filed = false;
+        if slot.deleted || slot.declared_down {
+            continue;
+        }
+        let deadline = liveness.deadline(&slot.record);
+        if now > deadline {
+            slot.declared_down = true;
+            slot.declared_suspect = false;
+            let mut event = NewEvent::about(&slot.record, EventKind::Down, now);
+            event.last_seen = Some(slot.record.updated_at.unwrap_or(slot.record.created_at));
+            event.threshold_s = Some(liveness.service_down_time_s());
+            app.events.emit(event);
+            continue;
+        }
+        let last_seen = slot.record.updated_at.unwrap_or(slot.record.created_at);
+        if !slot.declared_suspect {
+            if let Some(phi) = slot.stats.phi(now, last_seen) {
+                if phi >= liveness.phi_threshold && !slot.record.forced_down {
+                    slot.declared_suspect = true;
+                    let mut event = NewEvent::about(&slot.record, EventKind::Suspect, now);
+                    event.last_seen = Some(last_seen);
+                    event.reason = Some(format!(
+                        "phi {phi:.1} >= {} after {:.2} s without a heartbeat",
+                        liveness.phi_threshold,
+                        seconds(now - last_seen)
+                    ));
+                    app.events.emit(event);
+                }
+            }
+        }
+        let at = next_visit(app, &slot, now).max(now);
+        slot.filed = true;
+        drop(slot);
+        app.detector.watch(entry, at);
+    }
+}
+
+/// Runs [`tick`] every [`TICK`] until `shutdown`.
+pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    prime(&app);
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_tick = app.clock.now();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = app.clock.now();
+        if now - last_tick > app.registry.liveness.service_down_time {
+            tracing::warn!(
+                paused_s = seconds(now - last_tick),
+                "the server was paused longer than service_down_time; services get a grace period before they count as down"
+            );
+            app.registry.liveness.set_gap(last_tick, now);
+        }
+        last_tick = now;
+        tick(&app, now);
+    }
+}
