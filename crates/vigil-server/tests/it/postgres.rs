@@ -7,7 +7,9 @@ use chrono::{TimeDelta, Utc};
 use futures_util::stream::{self, StreamExt};
 use reqwest::StatusCode;
 use sqlx::Connection;
-use vigil_server::store::{BeatFlush, EventFilter, EventKind, NewEvent, PostgresStore, Store};
+use vigil_server::store::{
+    BeatFlush, EventFilter, EventKind, NewEvent, PostgresStore, Store, StoreError,
+};
 
 use crate::harness::{temp_dir, Backend, TestServer};
 
@@ -335,4 +337,32 @@ async fn an_unreachable_database_fails_start_up_quickly_and_clearly() {
     );
     assert!(!text.contains("secret"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5), "{text}");
+}
+
+#[tokio::test]
+async fn a_connection_the_database_terminates_is_unavailable_not_an_internal_error() {
+    with_postgres(|backend| async move {
+        let mut victim = connect(&backend).await;
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut victim)
+            .await
+            .unwrap();
+        let mut admin = connect(&backend).await;
+        let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert!(terminated);
+        let err = sqlx::query("SELECT 1")
+            .execute(&mut victim)
+            .await
+            .expect_err("the connection was terminated");
+        let described = err.to_string();
+        assert!(
+            matches!(StoreError::from(err), StoreError::Unavailable(_)),
+            "{described}"
+        );
+    })
+    .await;
 }
