@@ -47,7 +47,7 @@ use clock::Clock;
 use events::EventLog;
 use liveness::Liveness;
 use registry::Registry;
-use store::{SqliteStore, Store};
+use store::{PostgresStore, SqliteStore, Store};
 
 /// Why the server could not start or stopped with an error. Each names what failed.
 #[derive(Debug, thiserror::Error)]
@@ -96,8 +96,15 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> 
             .await
             .map_err(|e| fail(e.to_string()))?;
         Ok(Arc::new(store))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = PostgresStore::connect(&url, config.database_max_connections)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Arc::new(store))
     } else {
-        Err(fail("unsupported database URL; use sqlite://PATH".into()))
+        Err(fail(
+            "unsupported database URL; use sqlite://PATH or postgres://USER@HOST/DB".into(),
+        ))
     }
 }
 

@@ -8,8 +8,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A service as stored (row type; the JSON type is `vigil_proto::Service`).
@@ -180,9 +182,19 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err.to_string()),
+            sqlx::Error::Database(ref db) if db.code().as_deref().is_some_and(unavailable_code) => {
+                StoreError::Unavailable(err.to_string())
+            }
             other => StoreError::Other(other.to_string()),
         }
     }
+}
+
+/// SQLSTATEs with which a database says it cannot serve now, rather than that the request is
+/// wrong: connection exceptions (class 08), shutting down or starting up (57P01 to 57P05), and
+/// too many connections (53300). A stopped PostgreSQL answers 57P01 on every open connection.
+fn unavailable_code(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57P") || code == "53300"
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

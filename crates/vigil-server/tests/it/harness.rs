@@ -12,13 +12,74 @@ use vigil_server::Config;
 
 pub const TOKEN: &str = "test-admin-token";
 
+/// The PostgreSQL the suite uses: trust auth, a database `test`. Each test gets its own schema.
+pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
 /// Which database a test runs against.
 #[derive(Debug, Clone)]
 pub enum Backend {
     Sqlite,
+    /// `url` selects `schema`, the test's own, through the connection's `search_path`.
+    Postgres {
+        url: String,
+        schema: String,
+    },
 }
 
 impl Backend {
+    /// A fresh, empty schema in [`POSTGRES_URL`], or `None` (test skipped) when PostgreSQL is
+    /// not running. Under CI (`CI` set) an unreachable PostgreSQL fails the test instead, so a
+    /// broken CI database cannot pass as skipped tests.
+    pub async fn postgres() -> Option<Backend> {
+        use sqlx::Connection;
+        let mut conn = match sqlx::PgConnection::connect(POSTGRES_URL).await {
+            Ok(conn) => conn,
+            Err(err) if under_ci() => {
+                panic!("PostgreSQL at {POSTGRES_URL} is required under CI: {err}")
+            }
+            Err(err) => {
+                // Straight to the stderr stream: the test harness swallows `eprintln!` of
+                // passing tests, and a skip must be seen.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipping a PostgreSQL test: {POSTGRES_URL} is not reachable: {err}"
+                );
+                return None;
+            }
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        drop_old_schemas(&mut conn, now).await;
+        let schema = format!("vigil_test_{now}_{:08x}", rand::random::<u32>());
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut conn)
+            .await
+            .expect("create a test schema");
+        let _ = conn.close().await;
+        Some(Backend::Postgres {
+            url: format!("{POSTGRES_URL}?options=-c%20search_path%3D{schema}"),
+            schema,
+        })
+    }
+
+    /// Drops a PostgreSQL test's schema. Called only after the test passed, so that a failed
+    /// test's data stays for a look (until [`drop_old_schemas`] takes it).
+    pub async fn drop_schema(&self) {
+        use sqlx::Connection;
+        if let Backend::Postgres { schema, .. } = self {
+            // Best effort: a schema left behind goes with the next run's `drop_old_schemas`.
+            if let Ok(mut conn) = sqlx::PgConnection::connect(POSTGRES_URL).await {
+                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .execute(&mut conn)
+                    .await;
+                let _ = conn.close().await;
+            }
+        }
+    }
+
     /// A configuration with small times for this backend, storing in `dir`.
     pub fn config(&self, dir: &std::path::Path) -> Config {
         Config {
@@ -29,8 +90,34 @@ impl Backend {
             admin_token: Some(TOKEN.into()),
             database: match self {
                 Backend::Sqlite => None,
+                Backend::Postgres { url, .. } => Some(url.clone()),
             },
             ..Config::default()
+        }
+    }
+}
+
+/// Whether this is a CI run (`CI` set, as CI services do, and not to `false` or `0`).
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Drops test schemas more than an hour old: those of failed tests, and of tests that did not
+/// drop theirs. An hour is longer than any run of the suite, so no running test loses its own.
+async fn drop_old_schemas(conn: &mut sqlx::PgConnection, now: u64) {
+    let names: Vec<String> = sqlx::query_scalar(
+        r"SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'vigil\_test\_%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap_or_default();
+    for name in names {
+        let created = name.split('_').nth(2).and_then(|s| s.parse::<u64>().ok());
+        if created.is_some_and(|created| created + 3600 < now) {
+            // Another test run may be dropping it too; either way it goes.
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                .execute(&mut *conn)
+                .await;
         }
     }
 }

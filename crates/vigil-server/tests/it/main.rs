@@ -4,9 +4,11 @@
 mod bad_input;
 mod detection;
 mod harness;
+mod postgres;
 mod story;
 
-/// Runs each named `async fn(Backend)` as a test against every backend.
+/// Runs each named `async fn(Backend)` as a test against every backend. The PostgreSQL tests
+/// are skipped when it is not running, except under CI (see `Backend::postgres`).
 #[macro_export]
 macro_rules! each_backend {
     ($($name:ident),* $(,)?) => {
@@ -15,6 +17,17 @@ macro_rules! each_backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::harness::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(backend) = $crate::harness::Backend::postgres().await {
+                        super::$name(backend.clone()).await;
+                        backend.drop_schema().await;
+                    }
                 }
             )*
         }

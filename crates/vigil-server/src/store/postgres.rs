@@ -1,0 +1,472 @@
+//! PostgreSQL, for several stateless server replicas sharing one database. Times are
+//! `TIMESTAMPTZ` (microseconds, as SQLite's integers).
+//!
+//! Two things differ from SQLite, where one process with one writer at a time owns the file:
+//! - Event ids must become visible in id order (see [`lock_events`]).
+//! - Replicas flush overlapping sets of services concurrently, so a flush locks its rows in id
+//!   order instead of deadlocking another replica's flush.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder};
+
+use super::{
+    AdminChange, BeatFlush, EventFilter, EventKind, NewEvent, NewService, ServiceRecord, Store,
+    StoreError, StoreResult,
+};
+
+/// How long a call waits for a connection before it reports the database `Unavailable`: short,
+/// so that a dead database is an answer, not a hang.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Rows per statement when flushing heartbeats or appending events: bounds the size of one
+/// statement's parameters for very large batches.
+const CHUNK: usize = 10_000;
+
+/// Key of the transaction-level advisory lock that serializes event inserts (see
+/// [`lock_events`]). Any constant works; this one is "vigil" in ASCII.
+const EVENTS_LOCK: i64 = 0x76_69_67_69_6c;
+
+/// PostgreSQL implementation of [`Store`].
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+#[derive(sqlx::FromRow)]
+struct ServiceRow {
+    id: i64,
+    host: String,
+    binary: String,
+    topic: Option<String>,
+    zone: String,
+    disabled: bool,
+    disabled_reason: Option<String>,
+    forced_down: bool,
+    frozen: bool,
+    report_count: i64,
+    report_interval: f64,
+    version: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: Option<DateTime<Utc>>,
+    modified_at: Option<DateTime<Utc>>,
+}
+
+impl From<ServiceRow> for ServiceRecord {
+    fn from(row: ServiceRow) -> Self {
+        ServiceRecord {
+            id: row.id,
+            host: row.host,
+            binary: row.binary,
+            topic: row.topic,
+            zone: row.zone,
+            disabled: row.disabled,
+            disabled_reason: row.disabled_reason,
+            forced_down: row.forced_down,
+            frozen: row.frozen,
+            report_count: row.report_count,
+            report_interval: row.report_interval,
+            version: row.version,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            modified_at: row.modified_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: i64,
+    service_id: i64,
+    host: String,
+    binary: String,
+    kind: String,
+    at: DateTime<Utc>,
+    reason: Option<String>,
+    last_seen: Option<DateTime<Utc>>,
+    threshold_s: Option<f64>,
+}
+
+impl From<EventRow> for vigil_proto::Event {
+    fn from(row: EventRow) -> Self {
+        vigil_proto::Event {
+            id: row.id,
+            service_id: row.service_id,
+            host: row.host,
+            binary: row.binary,
+            kind: row.kind,
+            at: row.at,
+            reason: row.reason,
+            last_seen: row.last_seen,
+            threshold_s: row.threshold_s,
+        }
+    }
+}
+
+const SERVICE_COLUMNS: &str = r#"id, host, "binary", topic, zone, disabled, disabled_reason,
+    forced_down, frozen, report_count, report_interval, version, created_at, updated_at, modified_at"#;
+
+/// Serializes the transactions that insert events, until they commit.
+///
+/// Watchers tail `events` by `id > cursor`. A `BIGSERIAL` id is taken when a row is inserted,
+/// but becomes visible only when its transaction commits; with concurrent writers (several
+/// replicas, or the event writer beside an admin call), id 8 can commit before id 7, a watcher
+/// reads 8 and moves its cursor past 7 for good. Holding this lock from the first event insert
+/// to the commit makes id order and commit order the same. Event rates are low, so the cost is
+/// small. It is taken just before the inserts and after any row locks of the transaction, and
+/// a holder takes no row locks of `services`, so it cannot deadlock with them.
+async fn lock_events(tx: &mut PgConnection) -> StoreResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(EVENTS_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Inserts `events` in order, one statement per chunk; returns their ids in the same order.
+async fn insert_events(tx: &mut PgConnection, events: &[NewEvent]) -> StoreResult<Vec<i64>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    lock_events(tx).await?;
+    let mut ids = Vec::with_capacity(events.len());
+    for chunk in events.chunks(CHUNK) {
+        let service_ids: Vec<i64> = chunk.iter().map(|e| e.service_id).collect();
+        let hosts: Vec<&str> = chunk.iter().map(|e| e.host.as_str()).collect();
+        let binaries: Vec<&str> = chunk.iter().map(|e| e.binary.as_str()).collect();
+        let kinds: Vec<&str> = chunk.iter().map(|e| e.kind.as_str()).collect();
+        let ats: Vec<DateTime<Utc>> = chunk.iter().map(|e| e.at).collect();
+        let reasons: Vec<Option<&str>> = chunk.iter().map(|e| e.reason.as_deref()).collect();
+        let last_seens: Vec<Option<DateTime<Utc>>> = chunk.iter().map(|e| e.last_seen).collect();
+        let thresholds: Vec<Option<f64>> = chunk.iter().map(|e| e.threshold_s).collect();
+        // Rows are inserted in ordinality order, so ids are taken in input order; RETURNING
+        // does not promise an order, hence the sort.
+        let mut chunk_ids: Vec<i64> = sqlx::query_scalar(
+            r#"INSERT INTO events (service_id, host, "binary", kind, at, reason, last_seen, threshold_s)
+               SELECT service_id, host, "binary", kind, at, reason, last_seen, threshold_s
+               FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                           $6::text[], $7::timestamptz[], $8::float8[])
+                    WITH ORDINALITY
+                    AS v(service_id, host, "binary", kind, at, reason, last_seen, threshold_s, n)
+               ORDER BY n
+               RETURNING id"#,
+        )
+        .bind(service_ids)
+        .bind(hosts)
+        .bind(binaries)
+        .bind(kinds)
+        .bind(ats)
+        .bind(reasons)
+        .bind(last_seens)
+        .bind(thresholds)
+        .fetch_all(&mut *tx)
+        .await?;
+        chunk_ids.sort_unstable();
+        ids.extend(chunk_ids);
+    }
+    Ok(ids)
+}
+
+async fn fetch_service(conn: &mut PgConnection, id: i64) -> StoreResult<Option<ServiceRecord>> {
+    let row: Option<ServiceRow> = sqlx::query_as(&format!(
+        "SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(Into::into))
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://` or `postgresql://`), runs the migrations and opens a
+    /// pool of at most `max_connections`. Fails at once, with the driver's reason, when the
+    /// database cannot be reached: a server that starts without its database would only
+    /// answer errors.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PostgresStore> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Other(format!("invalid database url: {e}")))?
+            .application_name("vigil");
+        // One plain connection first: the pool would retry a refused connection until its
+        // timeout and then report only "pool timed out".
+        let mut conn = tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("no answer within {ACQUIRE_TIMEOUT:?}")))?
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        sqlx::migrate!("./migrations/postgres")
+            .run_direct(&mut conn)
+            .await
+            .map_err(|e| StoreError::Other(format!("migrations failed: {e}")))?;
+        conn.close().await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn load_services(&self) -> StoreResult<Vec<ServiceRecord>> {
+        let rows: Vec<ServiceRow> = sqlx::query_as(&format!(
+            "SELECT {SERVICE_COLUMNS} FROM services ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn get_service(&self, id: i64) -> StoreResult<Option<ServiceRecord>> {
+        let mut conn = self.pool.acquire().await?;
+        fetch_service(&mut conn, id).await
+    }
+
+    async fn register(
+        &self,
+        new: &NewService,
+        at: DateTime<Utc>,
+    ) -> StoreResult<(ServiceRecord, bool)> {
+        let mut tx = self.pool.begin().await?;
+        // Two replicas registering the same new service: one inserts, the other's insert waits
+        // for it, then does nothing and updates the committed row. Should another replica
+        // delete the row between the two statements, the insert is tried again.
+        let mut attempts = 0;
+        let (record, created) = loop {
+            attempts += 1;
+            let inserted: Option<ServiceRow> = sqlx::query_as(&format!(
+                r#"INSERT INTO services (host, "binary", topic, zone, report_interval, version, created_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)
+                   ON CONFLICT (host, "binary") DO NOTHING
+                   RETURNING {SERVICE_COLUMNS}"#
+            ))
+            .bind(&new.host)
+            .bind(&new.binary)
+            .bind(&new.topic)
+            .bind(&new.zone)
+            .bind(new.report_interval)
+            .bind(&new.version)
+            .bind(at)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = inserted {
+                break (ServiceRecord::from(row), true);
+            }
+            let updated: Option<ServiceRow> = sqlx::query_as(&format!(
+                r#"UPDATE services SET topic = COALESCE($1, topic), zone = $2,
+                       report_interval = $3, version = COALESCE($4, version)
+                   WHERE host = $5 AND "binary" = $6
+                   RETURNING {SERVICE_COLUMNS}"#
+            ))
+            .bind(&new.topic)
+            .bind(&new.zone)
+            .bind(new.report_interval)
+            .bind(&new.version)
+            .bind(&new.host)
+            .bind(&new.binary)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match updated {
+                Some(row) => break (ServiceRecord::from(row), false),
+                None if attempts < 3 => continue,
+                None => {
+                    return Err(StoreError::Other(format!(
+                        "service {}/{} is being registered and deleted concurrently",
+                        new.host, new.binary
+                    )))
+                }
+            }
+        };
+        let mut event = NewEvent::about(&record, EventKind::Registered, at);
+        event.reason = Some(
+            if created {
+                "new service"
+            } else {
+                "reporter started again"
+            }
+            .into(),
+        );
+        insert_events(&mut tx, &[event]).await?;
+        tx.commit().await?;
+        Ok((record, created))
+    }
+
+    async fn update_admin(
+        &self,
+        id: i64,
+        change: &AdminChange,
+        at: DateTime<Utc>,
+        events: &[NewEvent],
+    ) -> StoreResult<Option<ServiceRecord>> {
+        let mut tx = self.pool.begin().await?;
+        let (set_reason, reason) = match &change.disabled_reason {
+            Some(reason) => (true, reason.clone()),
+            None => (false, None),
+        };
+        let row: Option<ServiceRow> = sqlx::query_as(&format!(
+            r#"UPDATE services SET
+                   disabled = COALESCE($1, disabled),
+                   disabled_reason = CASE WHEN $2 THEN $3 ELSE disabled_reason END,
+                   forced_down = COALESCE($4, forced_down),
+                   frozen = COALESCE($5, frozen),
+                   modified_at = $6
+               WHERE id = $7
+               RETURNING {SERVICE_COLUMNS}"#
+        ))
+        .bind(change.disabled)
+        .bind(set_reason)
+        .bind(reason)
+        .bind(change.forced_down)
+        .bind(change.frozen)
+        .bind(at)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(Some(row.into()))
+    }
+
+    async fn delete(&self, id: i64, event: &NewEvent) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM services WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if deleted {
+            insert_events(&mut tx, std::slice::from_ref(event)).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn flush_beats(&self, beats: &[BeatFlush]) -> StoreResult<()> {
+        if beats.is_empty() {
+            return Ok(());
+        }
+        let mut sorted: Vec<&BeatFlush> = beats.iter().collect();
+        sorted.sort_unstable_by_key(|beat| beat.id);
+        let mut tx = self.pool.begin().await?;
+        for chunk in sorted.chunks(CHUNK) {
+            let ids: Vec<i64> = chunk.iter().map(|b| b.id).collect();
+            let updated: Vec<DateTime<Utc>> = chunk.iter().map(|b| b.updated_at).collect();
+            let deltas: Vec<i64> = chunk.iter().map(|b| b.report_count_delta).collect();
+            let zones: Vec<Option<&str>> = chunk.iter().map(|b| b.zone.as_deref()).collect();
+            // `locked` takes the row locks in id order, and the chunks go in id order: another
+            // replica flushing an overlapping batch waits instead of deadlocking, whichever
+            // join order the planner picks for the UPDATE. GREATEST ignores NULL, so a service
+            // never flushed before takes the new time; an older time never moves it back.
+            sqlx::query(
+                r#"WITH locked AS MATERIALIZED (
+                       SELECT id FROM services WHERE id = ANY($1) ORDER BY id FOR UPDATE
+                   )
+                   UPDATE services s SET
+                       updated_at = GREATEST(s.updated_at, v.updated_at),
+                       report_count = s.report_count + v.delta,
+                       zone = COALESCE(v.zone, s.zone)
+                   FROM locked l
+                   JOIN UNNEST($1::bigint[], $2::timestamptz[], $3::bigint[], $4::text[])
+                        AS v(id, updated_at, delta, zone) ON v.id = l.id
+                   WHERE s.id = l.id"#,
+            )
+            .bind(ids)
+            .bind(updated)
+            .bind(deltas)
+            .bind(zones)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<Vec<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let ids = insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<vigil_proto::Event>> {
+        let mut query: QueryBuilder<Postgres> = QueryBuilder::new(
+            r#"SELECT id, service_id, host, "binary", kind, at, reason, last_seen, threshold_s
+               FROM events WHERE TRUE"#,
+        );
+        if let Some(id) = filter.service_id {
+            query.push(" AND service_id = ").push_bind(id);
+        }
+        if let Some(host) = &filter.host {
+            query.push(" AND host = ").push_bind(host.clone());
+        }
+        if let Some(binary) = &filter.binary {
+            query.push(r#" AND "binary" = "#).push_bind(binary.clone());
+        }
+        if let Some(kind) = filter.kind {
+            query.push(" AND kind = ").push_bind(kind.as_str());
+        }
+        if let Some(since) = filter.since {
+            query.push(" AND at >= ").push_bind(since);
+        }
+        if let Some(before) = filter.before {
+            query.push(" AND id < ").push_bind(before);
+        }
+        match filter.after {
+            Some(after) => query
+                .push(" AND id > ")
+                .push_bind(after)
+                .push(" ORDER BY id ASC"),
+            None => query.push(" ORDER BY id DESC"),
+        };
+        query.push(" LIMIT ").push_bind(filter.limit);
+        let rows: Vec<EventRow> = query.build_query_as().fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn prune_events(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let result = sqlx::query("DELETE FROM events WHERE at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn database_now(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        // clock_timestamp(), not now(): now() is the start of the transaction.
+        let now: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Some(now))
+    }
+}
