@@ -297,7 +297,8 @@ pub async fn run_with(
     let served = match cinder {
         Some(cinder) => {
             if let Ok(addr) = cinder.local_addr() {
-                tracing::info!(%addr, noauth = app.config.cinder_api.noauth, "cinder-compatible api listening");
+                let noauth = app.config.cinder_api.noauth;
+                tracing::info!(%addr, noauth, "cinder-compatible api listening");
             }
             let cinder = axum::serve(cinder, cinder::router(app.clone()))
                 .with_graceful_shutdown(stopped())
@@ -307,6 +308,7 @@ pub async fn run_with(
         }
         None => vigil.await,
     };
+    // Only still running when a server failed before `shutdown` came.
     signal.abort();
     let _ = stop_tx.send(true);
     let _ = flusher.await;

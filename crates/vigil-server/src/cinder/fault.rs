@@ -90,3 +90,29 @@ impl IntoResponse for Fault {
         (self.status, Json(body)).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_errors_take_cinder_fault_names() {
+        let unavailable = Fault::from(AppError::DatabaseUnavailable("gone".into()));
+        assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(unavailable.name(), "serviceUnavailable");
+        let invalid = Fault::from(AppError::Invalid {
+            code: "invalid_disabled_reason".into(),
+            message: "disabled_reason is too long".into(),
+        });
+        assert_eq!(invalid.name(), "badRequest");
+        assert_eq!(
+            invalid.message,
+            "Invalid input received: disabled_reason is too long"
+        );
+        assert_eq!(Fault::from(AppError::NotFound(1)).name(), "itemNotFound");
+        assert_eq!(
+            Fault::new(StatusCode::NOT_ACCEPTABLE, "").name(),
+            "computeFault"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -88,8 +89,9 @@ pub async fn list(
     State(app): State<Arc<App>>,
     _reader: Reader,
     Extension(version): Extension<Microversion>,
-    Query(params): Query<Vec<(String, String)>>,
-) -> Json<serde_json::Value> {
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, Fault> {
+    let Query(params) = query.map_err(|e| Fault::invalid_input(e.body_text()))?;
     let param = |name: &str| {
         params
             .iter()
@@ -107,7 +109,7 @@ pub async fn list(
         .into_iter()
         .map(|service| Row::new(service, version))
         .collect();
-    Json(json!({ "services": rows }))
+    Ok(Json(json!({ "services": rows })))
 }
 
 #[derive(Debug, Deserialize)]
