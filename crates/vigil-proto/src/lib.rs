@@ -155,6 +155,9 @@ pub struct Service {
     pub disabled_reason: Option<String>,
     #[serde(default)]
     pub forced_down: bool,
+    /// Frozen by Cinder's `freeze-host` (replication); shown, never acted on.
+    #[serde(default)]
+    pub frozen: bool,
     pub report_count: i64,
     /// Declared by the reporter, seconds.
     pub report_interval: f64,

@@ -3,7 +3,8 @@
 //! server's clock decides who is up.
 //!
 //! Entry point: [`serve`] takes a bound listener, a [`Config`] and a shutdown future, so tests
-//! run the real server on `127.0.0.1:0`.
+//! run the real server on `127.0.0.1:0`; [`serve_with`] also takes the Cinder-compatible
+//! API's listener already bound.
 //!
 //! # Layout
 //! - [`config`]: settings, defaults, the commented default file.
@@ -16,9 +17,10 @@
 //! - [`events`]: the history writer and watcher notification.
 //! - [`store`]: the storage trait and one implementation per database; the only SQL.
 //! - [`api`]: the Vigil HTTP API.
+//! - [`cinder`]: the optional Cinder-compatible `os-services` API on a second listener.
 //! - [`clock`]: the clock that decides liveness.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +31,7 @@ use tokio::sync::watch;
 
 pub mod api;
 pub mod app;
+pub mod cinder;
 pub mod clock;
 pub mod config;
 pub mod detector;
@@ -66,6 +69,11 @@ pub enum ServerError {
     },
     #[error("cannot open database {url}: {reason}")]
     Database { url: String, reason: String },
+    #[error("cannot listen on {addr} for the Cinder-compatible API: {source}")]
+    CinderListen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -222,14 +230,40 @@ async fn calibrate(clock: &Clock, store: &dyn Store) {
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Runs the server on `listener` until `shutdown` completes, then drains requests, flushes
-/// heartbeats and writes queued events before returning.
+/// heartbeats and writes queued events before returning. Binds `config.cinder_api.listen`
+/// too, when set.
 pub async fn serve(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let cinder = match &config.cinder_api.listen {
+        Some(addr) => {
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::CinderListen {
+                        addr: addr.clone(),
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    serve_with(listener, cinder, config, shutdown).await
+}
+
+/// [`serve`] with the Cinder-compatible API's listener bound by the caller (`None`: off),
+/// so that tests can bind `127.0.0.1:0` and learn the port. `config.cinder_api.listen` is
+/// not read.
+pub async fn serve_with(
+    listener: TcpListener,
+    cinder: Option<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let (app, receiver) = build_app(config).await?;
-    run(app, receiver, listener, shutdown).await
+    run_with(app, receiver, listener, cinder, shutdown).await
 }
 
 /// Runs a built [`App`] (see [`build_app`]).
@@ -237,6 +271,19 @@ pub async fn run(
     app: Arc<App>,
     receiver: tokio::sync::mpsc::UnboundedReceiver<store::NewEvent>,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    run_with(app, receiver, listener, None, shutdown).await
+}
+
+/// [`run`] with the Cinder-compatible API on `cinder` as well. Both listeners stop on the
+/// same `shutdown` and both drain before the final flush, so no admin change made through
+/// either is lost.
+pub async fn run_with(
+    app: Arc<App>,
+    receiver: tokio::sync::mpsc::UnboundedReceiver<store::NewEvent>,
+    listener: TcpListener,
+    cinder: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -253,14 +300,39 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, services = app.registry.len(), "vigil server listening");
     }
-    let router = api::router(app.clone());
+    let (stop_serving, serving) = watch::channel(false);
     let events = app.events.clone();
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            events.close();
-        })
-        .await;
+    let signal = tokio::spawn(async move {
+        shutdown.await;
+        // Live event streams end, so that the drain can finish.
+        events.close();
+        let _ = stop_serving.send(true);
+    });
+    let stopped = || {
+        let mut serving = serving.clone();
+        async move {
+            let _ = serving.wait_for(|stop| *stop).await;
+        }
+    };
+    let vigil = axum::serve(listener, api::router(app.clone()))
+        .with_graceful_shutdown(stopped())
+        .into_future();
+    let served = match cinder {
+        Some(cinder) => {
+            if let Ok(addr) = cinder.local_addr() {
+                let noauth = app.config.cinder_api.noauth;
+                tracing::info!(%addr, noauth, "cinder-compatible api listening");
+            }
+            let cinder = axum::serve(cinder, cinder::router(app.clone()))
+                .with_graceful_shutdown(stopped())
+                .into_future();
+            let (vigil, cinder) = tokio::join!(vigil, cinder);
+            vigil.and(cinder)
+        }
+        None => vigil.await,
+    };
+    // Only still running when a server failed before `shutdown` came.
+    signal.abort();
     let _ = stop_tx.send(true);
     let _ = detector.await;
     let _ = pruner.await;

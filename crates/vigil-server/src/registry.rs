@@ -317,6 +317,7 @@ impl Registry {
             disabled: record.disabled,
             disabled_reason: record.disabled_reason.clone(),
             forced_down: record.forced_down,
+            frozen: record.frozen,
             report_count: record.report_count,
             report_interval: record.report_interval,
             version: record.version.clone(),

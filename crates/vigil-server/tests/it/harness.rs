@@ -127,6 +127,8 @@ pub struct TestServer {
     pub url: String,
     pub addr: std::net::SocketAddr,
     pub config: Config,
+    /// Base URL of the Cinder-compatible API, when started with [`TestServer::start_with_cinder`].
+    pub cinder_url: Option<String>,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), vigil_server::ServerError>>>,
@@ -135,18 +137,39 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server with `config`; listens on `config.listen` (use port 0 for any).
     pub async fn start(config: Config) -> TestServer {
+        TestServer::launch(config, None).await
+    }
+
+    /// Starts a server that also serves the Cinder-compatible API on a free port of 127.0.0.1.
+    pub async fn start_with_cinder(config: Config) -> TestServer {
+        let cinder = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a test port for the cinder api");
+        TestServer::launch(config, Some(cinder)).await
+    }
+
+    async fn launch(config: Config, cinder: Option<tokio::net::TcpListener>) -> TestServer {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .expect("bind a test port");
         let addr = listener.local_addr().unwrap();
+        let cinder_url = cinder
+            .as_ref()
+            .map(|l| format!("http://{}", l.local_addr().unwrap()));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(vigil_server::serve(listener, config.clone(), async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(vigil_server::serve_with(
+            listener,
+            cinder,
+            config.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let server = TestServer {
             url: format!("http://{addr}"),
             addr,
             config,
+            cinder_url,
             http: reqwest::Client::new(),
             stop: Some(stop),
             task: Some(task),

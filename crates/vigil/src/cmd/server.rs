@@ -38,6 +38,9 @@ pub struct ServerArgs {
     /// Address of the Cinder-compatible os-services API [default: off].
     #[arg(long, env = "VIGIL_CINDER_LISTEN")]
     pub cinder_listen: Option<String>,
+    /// Let every call to the Cinder-compatible API through without a token: trusted networks only.
+    #[arg(long, env = "VIGIL_CINDER_NOAUTH")]
+    pub cinder_noauth: bool,
     /// Simulated error of this machine's clock, seconds (tests of clock independence only).
     #[arg(
         long,
@@ -86,6 +89,9 @@ impl ServerArgs {
         }
         if let Some(v) = self.cinder_listen {
             config.cinder_api.listen = Some(v);
+        }
+        if self.cinder_noauth {
+            config.cinder_api.noauth = true;
         }
         if let Some(v) = self.clock_offset {
             config.clock_offset = v;

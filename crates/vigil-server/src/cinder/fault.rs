@@ -1,0 +1,118 @@
+//! Errors in Cinder's shape: `{"<faultName>": {"code": N, "message": "..."}}`, the fault name
+//! chosen from the status exactly as Cinder's `wsgi.Fault` does, so clients that key on it
+//! (cinderclient's exception mapping reads the first key) see what a real Cinder sends.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::app::AppError;
+
+/// An HTTP status and a message for people.
+#[derive(Debug)]
+pub struct Fault {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl Fault {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Fault {
+        Fault {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Fault {
+        Fault::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// Cinder's `InvalidInput`, the 400 of most rejected bodies.
+    pub fn invalid_input(reason: impl std::fmt::Display) -> Fault {
+        Fault::bad_request(format!("Invalid input received: {reason}"))
+    }
+
+    /// Cinder's `ServiceNotFound` with a host.
+    pub fn service_not_found(host: &str, binary: &str) -> Fault {
+        Fault::new(
+            StatusCode::NOT_FOUND,
+            format!("Service {binary} could not be found on host {host}."),
+        )
+    }
+
+    /// The key Cinder puts the error under for this status.
+    fn name(&self) -> &'static str {
+        match self.status.as_u16() {
+            400 => "badRequest",
+            401 => "unauthorized",
+            403 => "forbidden",
+            404 => "itemNotFound",
+            405 => "badMethod",
+            409 => "conflictingRequest",
+            413 | 429 => "overLimit",
+            415 => "badMediaType",
+            501 => "notImplemented",
+            503 => "serviceUnavailable",
+            _ => "computeFault",
+        }
+    }
+}
+
+impl From<AppError> for Fault {
+    fn from(err: AppError) -> Self {
+        match err {
+            AppError::Invalid { message, .. } => Fault::invalid_input(message),
+            AppError::NotFound(_) => Fault::new(StatusCode::NOT_FOUND, err.to_string()),
+            AppError::ServiceUp { .. } => Fault::new(StatusCode::CONFLICT, err.to_string()),
+            AppError::DatabaseUnavailable(reason) => {
+                tracing::warn!(%reason, "refused a change: database unavailable");
+                Fault::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The database is unavailable; the change was not made, try again.",
+                )
+            }
+            AppError::Internal(reason) => {
+                tracing::error!(%reason, "internal error");
+                Fault::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal error; see the server log.",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for Fault {
+    fn into_response(self) -> Response {
+        let body =
+            json!({ self.name(): { "code": self.status.as_u16(), "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_errors_take_cinder_fault_names() {
+        let unavailable = Fault::from(AppError::DatabaseUnavailable("gone".into()));
+        assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(unavailable.name(), "serviceUnavailable");
+        let invalid = Fault::from(AppError::Invalid {
+            code: "invalid_disabled_reason".into(),
+            message: "disabled_reason is too long".into(),
+        });
+        assert_eq!(invalid.name(), "badRequest");
+        assert_eq!(
+            invalid.message,
+            "Invalid input received: disabled_reason is too long"
+        );
+        assert_eq!(Fault::from(AppError::NotFound(1)).name(), "itemNotFound");
+        assert_eq!(
+            Fault::new(StatusCode::NOT_ACCEPTABLE, "").name(),
+            "computeFault"
+        );
+    }
+}
