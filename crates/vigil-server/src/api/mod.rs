@@ -12,6 +12,7 @@ use vigil_proto::Health;
 use crate::app::App;
 
 mod auth;
+mod doctor;
 mod error;
 mod extract;
 mod services;
@@ -33,6 +34,7 @@ pub fn router(app: Arc<App>) -> Router {
                 .delete(services::delete),
         )
         .route("/v1/services/{id}/heartbeat", post(services::heartbeat))
+        .route("/v1/services/{id}/diagnosis", get(doctor::diagnosis))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
