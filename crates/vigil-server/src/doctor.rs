@@ -187,10 +187,10 @@ fn clock(inputs: &Inputs) -> Finding {
     let tolerance = (inputs.service_down_time - inputs.record.report_interval).max(0.0);
     let direction = if offset >= 0.0 { "ahead of" } else { "behind" };
     let measured = format!(
-        "clock of host {} is {} s {direction} the server's (\u{b1}{} s)",
+        "clock of host {} is {} s {direction} the server's (to within {} ms)",
         inputs.record.host,
         secs(offset.abs()),
-        secs(error)
+        (error * 1000.0).ceil().max(1.0)
     );
     let unaffected = "Vigil decides liveness with its own clock only, so this service's state \
                       here is unaffected";
@@ -522,7 +522,7 @@ fn restarts(inputs: &Inputs) -> Finding {
         n if n < CRASH_LOOP_RESTARTS => finding(
             "restarts",
             Severity::Ok,
-            format!("started again {n} times in the last {window} min"),
+            format!("started again {} in the last {window} min", times(n)),
             "a deploy or a manual restart; not a pattern".into(),
             String::new(),
         ),
@@ -533,8 +533,9 @@ fn restarts(inputs: &Inputs) -> Finding {
                 "restarts",
                 Severity::Error,
                 format!(
-                    "registered again {n} times in the last {window} min: the process is in a \
-                     crash loop"
+                    "registered again {} in the last {window} min: the process is in a crash \
+                     loop",
+                    times(n)
                 ),
                 format!(
                     "each start of a reporter registers; {n} starts between {} and {}: the \
@@ -573,9 +574,9 @@ fn duplicate(inputs: &Inputs) -> Finding {
     let mut severity = Severity::Ok;
     if recent_regressions {
         evidence.push(format!(
-            "sent_at went backwards {} times since the server started, the last at {}: one \
+            "sent_at went backwards {} since the server started, the last at {}: one \
              process's clock cannot do that unless it is stepped back",
-            stats.sent_at_regressions,
+            times(stats.sent_at_regressions as usize),
             stamp(stats.last_regression_at.unwrap_or(inputs.now))
         ));
         severity = if stats.sent_at_regressions >= 2 {
@@ -655,6 +656,15 @@ fn secs(value: f64) -> String {
     } else {
         let text = format!("{value:.2}");
         text.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// A count of occurrences for people: "once", "twice", "3 times".
+fn times(n: usize) -> String {
+    match n {
+        1 => "once".into(),
+        2 => "twice".into(),
+        n => format!("{n} times"),
     }
 }
 

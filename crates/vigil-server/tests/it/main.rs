@@ -2,6 +2,7 @@
 //! real reporter crate as client. One binary, so the suite links once.
 
 mod bad_input;
+mod doctor;
 mod harness;
 mod story;
 
