@@ -1,7 +1,7 @@
 //! The doctor: each known cause of "down" is produced for real and must be named, with the right
 //! severity and remedy, by `GET /v1/services/{id}/diagnosis`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -238,10 +238,10 @@ async fn late_beats_from_an_overrunning_reporter_are_a_warning(backend: Backend)
 async fn beats_skipped_by_a_failing_health_check_are_late_not_stopped(backend: Backend) {
     let dir = temp_dir();
     let server = start(&backend, dir.path(), 1.0).await;
-    let ticks = AtomicUsize::new(0);
+    let healthy = AtomicBool::new(false);
     let handle = reporter(&server, 200)
         .health_check(move || {
-            if ticks.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+            if !healthy.fetch_xor(true, Ordering::Relaxed) {
                 Err("volume backend not responding".into())
             } else {
                 Ok(())
