@@ -143,7 +143,7 @@ pub fn log_config(config: &Config) {
         vigil_proto::DEFAULT_REPORT_INTERVAL,
         config.service_down_time,
     );
-    log_interval(&finding, "with the default report_interval");
+    log_interval(&finding, "a service with Cinder's default report_interval");
 }
 
 /// Logs what [`interval`] says of a service that has just registered, when it is not `ok`.
@@ -269,7 +269,11 @@ fn punctuality(inputs: &Inputs) -> Finding {
         .unwrap_or(0.0);
     let max = gaps.last().copied().unwrap_or(0.0);
     let missed = gaps.iter().filter(|g| **g > MISSED_FACTOR * ri).count();
-    let down_gaps = gaps.iter().filter(|g| **g > sdt).count();
+    // A gap over service_down_time that was not late is the interval's fault, not lateness.
+    let down_gaps = gaps
+        .iter()
+        .filter(|g| **g > sdt && **g > MISSED_FACTOR * ri)
+        .count();
     let shape = format!(
         "gaps mean {} s, p99 {} s, max {} s for report_interval {} s over the last {n} gaps; \
          {missed} longer than {MISSED_FACTOR} x report_interval",
@@ -296,9 +300,14 @@ fn punctuality(inputs: &Inputs) -> Finding {
     }
     let mut detail = vec![shape];
     if down_gaps > 0 {
+        let counted = if down_gaps == 1 {
+            "1 gap was".to_string()
+        } else {
+            format!("{down_gaps} gaps were")
+        };
         detail.push(format!(
-            "{down_gaps} gaps were longer than service_down_time {} s: the service was shown \
-             down between those beats",
+            "{counted} longer than service_down_time {} s: the service was shown down until the \
+             beat that ended it",
             secs(sdt)
         ));
     }
@@ -393,6 +402,21 @@ fn heartbeat(inputs: &Inputs) -> Finding {
             Severity::Ok,
             format!("last heartbeat {} s ago", secs(age)),
             String::new(),
+            String::new(),
+        );
+    }
+    if age <= MISSED_FACTOR * record.report_interval {
+        return finding(
+            "heartbeat",
+            Severity::Ok,
+            format!(
+                "last heartbeat {} s ago, and the next is not due yet at report_interval {} s",
+                secs(age),
+                secs(record.report_interval)
+            ),
+            "the beats have not stopped; the service is down because its interval is longer \
+             than service_down_time (see the interval finding)"
+                .into(),
             String::new(),
         );
     }
@@ -865,6 +889,19 @@ mod tests {
         let late = check(&run(&r, &stats, 350_100), "punctuality").clone();
         assert_eq!(late.severity, Severity::Error);
         assert!(late.summary.contains("on the way"), "{}", late.summary);
+    }
+
+    #[test]
+    fn an_interval_too_long_is_not_blamed_on_the_beats() {
+        let mut r = record(90.0);
+        let times = every(90_000, 5);
+        let stats = beats(&mut r, &times, &times, 0.0);
+        let findings = run(&r, &stats, 450_000 + 75_000);
+        assert_eq!(check(&findings, "interval").severity, Severity::Error);
+        assert_eq!(check(&findings, "punctuality").severity, Severity::Ok);
+        let silent = check(&findings, "heartbeat");
+        assert_eq!(silent.severity, Severity::Ok);
+        assert!(silent.summary.contains("not due yet"), "{}", silent.summary);
     }
 
     #[test]
