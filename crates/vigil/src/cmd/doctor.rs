@@ -2,8 +2,8 @@
 //!
 //! Asks the server's doctor (`GET /v1/services/{id}/diagnosis`) about one service, the services
 //! of one host, or every service, and prints the findings grouped per service, worst first.
-//! Without a host only services with something above `ok` are shown, so the answer on a healthy
-//! fleet is one line. Exit code 0 when everything is ok, 1 when anything is not, so it can gate a
+//! Without a host only services with something above `ok` are shown, worst first, so the answer
+//! on a healthy fleet is one line. Exit code 0 when everything is ok, 1 when anything is not, so it can gate a
 //! deploy or a monitoring check.
 
 use std::fmt::Write as _;
@@ -56,7 +56,7 @@ pub async fn run(args: DoctorArgs) -> Result<i32, CliError> {
         .try_collect()
         .await?;
     let all_ok = diagnoses.iter().all(|d| worst(d) == Severity::Ok);
-    let shown: Vec<&Diagnosis> = if args.host.is_some() {
+    let mut shown: Vec<&Diagnosis> = if args.host.is_some() {
         diagnoses.iter().collect()
     } else {
         diagnoses
@@ -64,6 +64,7 @@ pub async fn run(args: DoctorArgs) -> Result<i32, CliError> {
             .filter(|d| worst(d) > Severity::Ok)
             .collect()
     };
+    shown.sort_by_key(|d| std::cmp::Reverse(worst(d)));
     if args.json {
         match serde_json::to_string_pretty(&shown) {
             Ok(text) => println!("{text}"),
