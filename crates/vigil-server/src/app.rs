@@ -116,6 +116,7 @@ impl App {
         };
         let now = self.clock.now();
         let (record, created) = self.store.register(&new, now).await?;
+        crate::doctor::log_registration(&record, self.config.service_down_time);
         self.events.notify();
         let entry = self.registry.upsert(record);
         self.detector.file(self, &entry);

@@ -12,6 +12,7 @@
 //! - [`registry`]: the in-memory table, the hot path.
 //! - [`liveness`]: the up/down rule and the grace after a gap.
 //! - [`stats`]: per-service heartbeat timing (suspicion, clock offset).
+//! - [`doctor`]: why a service is down (or about to be), one finding per known cause.
 //! - [`flusher`]: batches heartbeats to the database.
 //! - [`detector`]: finds up→down transitions on time, without scans.
 //! - [`events`]: the history writer and watcher notification.
@@ -35,6 +36,7 @@ pub mod cinder;
 pub mod clock;
 pub mod config;
 pub mod detector;
+pub mod doctor;
 pub mod events;
 pub mod flusher;
 pub mod liveness;
@@ -185,6 +187,7 @@ pub async fn build_app(
     ServerError,
 > {
     config.validate()?;
+    doctor::log_config(&config);
     let admin_token = admin_token(&config)?;
     let store = open_store(&config).await?;
     let clock = Clock::new(config.clock_offset);

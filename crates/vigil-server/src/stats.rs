@@ -27,6 +27,8 @@ pub struct BeatStats {
     /// Beats whose `sent_at` was earlier than the previous beat's: two processes reporting as
     /// one (host, binary) interleave their series.
     pub sent_at_regressions: u64,
+    /// Receipt time of the latest such beat, so that an old incident does not count forever.
+    pub last_regression_at: Option<DateTime<Utc>>,
     /// The reporter's latest self-reported loop overrun, seconds.
     pub last_overrun_s: f64,
     /// Largest overrun reported since this server started, seconds.
@@ -60,6 +62,7 @@ impl BeatStats {
             self.clock_offset_error_s = rtt.map(|r| r / 2.0);
             if self.last_sent_at.is_some_and(|last| sent_at < last) {
                 self.sent_at_regressions += 1;
+                self.last_regression_at = Some(now);
             }
             self.last_sent_at = Some(sent_at);
         }

@@ -40,6 +40,8 @@ enum Command {
     Config(cmd::config::ConfigArgs),
     /// Run a server and a simulated fleet, and watch one service go down.
     Demo(cmd::demo::DemoArgs),
+    /// Tell why services are down, or about to be: one finding per known cause.
+    Doctor(cmd::doctor::DoctorArgs),
 }
 
 fn init_logging(default: &str) {
@@ -76,6 +78,10 @@ fn main() {
         Command::Demo(args) => {
             init_logging("error");
             runtime().and_then(|rt| rt.block_on(cmd::demo::run(args)))
+        }
+        Command::Doctor(args) => {
+            init_logging("warn");
+            runtime().and_then(|rt| rt.block_on(cmd::doctor::run(args)).map_err(Into::into))
         }
     };
     match result {

@@ -12,6 +12,7 @@ use vigil_proto::Health;
 use crate::app::App;
 
 mod auth;
+mod doctor;
 mod error;
 mod events;
 mod extract;
@@ -37,6 +38,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/services/{id}/events", get(events::for_service))
         .route("/v1/events", get(events::list))
         .route("/v1/events/stream", get(events::stream))
+        .route("/v1/services/{id}/diagnosis", get(doctor::diagnosis))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

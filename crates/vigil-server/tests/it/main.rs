@@ -4,6 +4,7 @@
 mod bad_input;
 mod cinder;
 mod detection;
+mod doctor;
 mod harness;
 mod postgres;
 mod story;

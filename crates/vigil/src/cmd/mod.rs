@@ -3,5 +3,6 @@
 pub mod agent;
 pub mod config;
 pub mod demo;
+pub mod doctor;
 pub mod server;
 pub mod service;

@@ -1,3 +1,4 @@
 //! Tests of the built `vigil` binary: real processes, real server, real SQLite files.
 
 mod cli;
+mod doctor;
