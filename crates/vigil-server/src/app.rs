@@ -87,6 +87,10 @@ pub struct App {
     pub registry: Registry,
     pub events: Arc<EventLog>,
     pub detector: Detector,
+    /// Leads detection: writes `down`, `up` and `suspect` events.
+    pub leader: AtomicBool,
+    /// Where this server is in the other replicas' changes.
+    pub sync: tokio::sync::Mutex<crate::replica::SyncState>,
     pub admin_token: String,
     pub database: DatabaseHealth,
 }
@@ -118,8 +122,7 @@ impl App {
         let (record, created) = self.store.register(&new, now).await?;
         crate::doctor::log_registration(&record, self.config.service_down_time);
         self.events.notify();
-        let entry = self.registry.upsert(record);
-        self.detector.file(self, &entry);
+        let entry = self.absorb(record);
         let slot = entry.lock();
         Ok((self.registry.view(&slot, now), created))
     }
@@ -147,8 +150,7 @@ impl App {
                     .get_service(id)
                     .await?
                     .ok_or(AppError::NotFound(id))?;
-                let entry = self.registry.upsert(record);
-                self.detector.file(self, &entry);
+                self.absorb(record);
                 self.registry
                     .heartbeat(id, &beat, now)
                     .ok_or(AppError::NotFound(id))?
@@ -169,6 +171,7 @@ impl App {
 
     /// One service, from memory (read through to the database when unknown here).
     pub async fn get(&self, id: i64) -> Result<Service, AppError> {
+        self.sync_for_read().await;
         let entry = match self.registry.get(id) {
             Some(entry) => entry,
             None => {
@@ -177,16 +180,44 @@ impl App {
                     .get_service(id)
                     .await?
                     .ok_or(AppError::NotFound(id))?;
-                self.registry.upsert(record)
+                self.absorb(record)
             }
         };
         let slot = entry.lock();
         Ok(self.registry.view(&slot, self.clock.now()))
     }
 
-    /// Services matching `filter`, in id order.
-    pub fn list(&self, filter: &ListFilter) -> Vec<Service> {
+    /// Services matching `filter`, in id order. On a shared database, what other replicas
+    /// wrote is read first, so a change acknowledged anywhere shows here at once.
+    pub async fn list(&self, filter: &ListFilter) -> Vec<Service> {
+        self.sync_for_read().await;
         self.registry.list(filter, self.clock.now())
+    }
+
+    /// Puts a row read from or written to the database into memory, files it with the
+    /// detector, and, when this server leads detection, records a revival the row shows (a
+    /// heartbeat received by another replica, or forced down lifted from a live service).
+    pub fn absorb(&self, record: crate::store::ServiceRecord) -> Arc<crate::registry::Entry> {
+        let entry = self.registry.upsert(record);
+        let now = self.clock.now();
+        {
+            let mut slot = entry.lock();
+            if slot.declared_down
+                && !slot.deleted
+                && self.registry.liveness.is_up(&slot.record, now)
+            {
+                slot.declared_down = false;
+                self.events
+                    .emit(NewEvent::about(&slot.record, EventKind::Up, now));
+            }
+        }
+        self.detector.file(self, &entry);
+        entry
+    }
+
+    /// Whether this server leads detection (always, alone on its database).
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
     }
 
     /// Finds a service by (host, binary).
@@ -242,8 +273,7 @@ impl App {
             .await?
             .ok_or(AppError::NotFound(id))?;
         self.events.notify();
-        let entry = self.registry.upsert(record);
-        self.detector.file(self, &entry);
+        let entry = self.absorb(record);
         let slot = entry.lock();
         Ok(self.registry.view(&slot, now))
     }

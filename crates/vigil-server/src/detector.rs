@@ -46,6 +46,9 @@ impl Detector {
     /// Files `entry` unless it is already filed, declared down (a heartbeat files it again)
     /// or deleted.
     pub fn file(&self, app: &App, entry: &Arc<Entry>) {
+        if !app.is_leader() {
+            return;
+        }
         let at = {
             let mut slot = entry.lock();
             if slot.filed || slot.declared_down || slot.deleted {
@@ -60,6 +63,17 @@ impl Detector {
     /// Files `entry` to be looked at at `at`; the caller has set its `filed` flag.
     fn watch(&self, entry: Arc<Entry>, at: DateTime<Utc>) {
         self.wheel.lock().entry(bucket(at)).or_default().push(entry);
+    }
+
+    /// Forgets every filing and declaration (leadership lost or about to be rebuilt).
+    pub fn clear(&self, app: &App) {
+        self.wheel.lock().clear();
+        for entry in app.registry.entries() {
+            let mut slot = entry.lock();
+            slot.filed = false;
+            slot.declared_down = false;
+            slot.declared_suspect = false;
+        }
     }
 
     /// Number of filed entries.
@@ -109,20 +123,24 @@ pub fn next_visit(app: &App, slot: &crate::registry::Slot, now: DateTime<Utc>) -
     }
 }
 
-/// Files every known service, marking those already past their deadline as declared down
-/// (their `down` event was written by an earlier run), so a restart does not repeat history.
-pub fn prime(app: &App) {
-    let now = app.clock.now();
+/// Starts detection where the history left each service: a service whose latest transition
+/// is `down` stays declared down (no second `down`), every other one is filed, so that one
+/// that died while nobody was watching gets its `down` now, once.
+pub async fn prime(app: &App) -> crate::store::StoreResult<()> {
+    let down: std::collections::HashSet<i64> = app
+        .store
+        .last_transitions()
+        .await?
+        .into_iter()
+        .filter(|(_, kind)| *kind == EventKind::Down)
+        .map(|(id, _)| id)
+        .collect();
+    app.detector.clear(app);
     for entry in app.registry.entries() {
-        {
-            let mut slot = entry.lock();
-            if now > app.registry.liveness.deadline(&slot.record) {
-                slot.declared_down = true;
-                continue;
-            }
-        }
+        entry.lock().declared_down = down.contains(&entry.id);
         app.detector.file(app, &entry);
     }
+    Ok(())
 }
 
 /// Looks at every due entry: declares the ones past their deadline down, flags new suspects,
@@ -168,16 +186,71 @@ pub fn tick(app: &App, now: DateTime<Utc>) {
     }
 }
 
-/// Runs [`tick`] every [`TICK`] until `shutdown`.
-pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    prime(&app);
+/// How often a follower tries to take over detection, and a leader checks its lease.
+const LEASE_CHECK: Duration = Duration::from_secs(1);
+
+/// Leads detection whenever this server can: takes the lease (at once, alone on a database;
+/// among replicas, when no other holds it), starts from the history, and runs [`tick`] every
+/// [`TICK`] while the lease holds, until `shutdown`.
+pub async fn run(app: Arc<App>, retry: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut warned = false;
+    loop {
+        let lease = match app.store.try_lead().await {
+            Ok(Some(lease)) => Some(lease),
+            Ok(None) => None,
+            Err(err) => {
+                if !warned {
+                    tracing::warn!(error = %err, "cannot reach the database to lead detection");
+                    warned = true;
+                }
+                None
+            }
+        };
+        let Some(mut lease) = lease else {
+            tokio::select! {
+                _ = tokio::time::sleep(retry.min(LEASE_CHECK)) => continue,
+                _ = shutdown.changed() => return,
+            }
+        };
+        warned = false;
+        app.leader.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Err(err) = prime(&app).await {
+            app.leader
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(error = %err, "cannot read the history to start detection");
+            tokio::select! {
+                _ = tokio::time::sleep(retry) => continue,
+                _ = shutdown.changed() => return,
+            }
+        }
+        if app.store.shared() {
+            tracing::info!("this replica leads detection");
+        }
+        let stopped = lead(&app, lease.as_mut(), &mut shutdown).await;
+        app.leader
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        app.detector.clear(&app);
+        if stopped {
+            return;
+        }
+        tracing::warn!("lost the lead of detection; another replica takes over");
+    }
+}
+
+/// Ticks while the lease holds; `true` when stopped by `shutdown`.
+async fn lead(
+    app: &App,
+    lease: &mut dyn crate::store::Lease,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_tick = app.clock.now();
+    let mut checked = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => return true,
         }
         let now = app.clock.now();
         if now - last_tick > app.registry.liveness.service_down_time {
@@ -188,6 +261,12 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             app.registry.liveness.set_gap(last_tick, now);
         }
         last_tick = now;
-        tick(&app, now);
+        tick(app, now);
+        if checked.elapsed() >= LEASE_CHECK {
+            if !lease.holds().await {
+                return false;
+            }
+            checked = std::time::Instant::now();
+        }
     }
 }

@@ -710,7 +710,7 @@ impl App {
                     .get_service(id)
                     .await?
                     .ok_or(AppError::NotFound(id))?;
-                self.registry.upsert(record)
+                self.absorb(record)
             }
         };
         let now = self.clock.now();

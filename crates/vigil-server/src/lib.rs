@@ -16,6 +16,7 @@
 //! - [`flusher`]: batches heartbeats to the database.
 //! - [`detector`]: finds up→down transitions on time, without scans.
 //! - [`events`]: the history writer and watcher notification.
+//! - [`replica`]: several servers on one database: reading each other's changes.
 //! - [`store`]: the storage trait and one implementation per database; the only SQL.
 //! - [`api`]: the Vigil HTTP API.
 //! - [`cinder`]: the optional Cinder-compatible `os-services` API on a second listener.
@@ -41,6 +42,7 @@ pub mod events;
 pub mod flusher;
 pub mod liveness;
 pub mod registry;
+pub mod replica;
 pub mod stats;
 pub mod store;
 mod validate;
@@ -196,6 +198,16 @@ pub async fn build_app(
         url: redact(&config.database_url()),
         reason: e.to_string(),
     };
+    // Cursors first: what is written between them and the load is read again, harmlessly.
+    let row_cursor = store.change_cursor().await.map_err(fail)?;
+    let newest_event = store
+        .list_events(&store::EventFilter {
+            limit: 1,
+            ..store::EventFilter::default()
+        })
+        .await
+        .map_err(fail)?;
+    let event_cursor = newest_event.first().map_or(0, |e| e.id);
     let records = store.load_services().await.map_err(fail)?;
     let liveness = Liveness::new(config.service_down_time, config.phi_threshold);
     let now = clock.now();
@@ -214,6 +226,8 @@ pub async fn build_app(
         registry,
         events: Arc::new(events),
         detector: detector::Detector::default(),
+        leader: std::sync::atomic::AtomicBool::new(false),
+        sync: tokio::sync::Mutex::new(replica::SyncState::new(row_cursor, event_cursor)),
         admin_token,
         database: DatabaseHealth::default(),
     });
@@ -221,7 +235,7 @@ pub async fn build_app(
 }
 
 /// Corrects the clock towards the database's, when the database has a shared clock.
-async fn calibrate(clock: &Clock, store: &dyn Store) {
+pub(crate) async fn calibrate(clock: &Clock, store: &dyn Store) {
     let before = clock.local_now();
     if let Ok(Some(reference)) = store.database_now().await {
         let after = clock.local_now();
@@ -294,7 +308,8 @@ pub async fn run_with(
     let flusher = tokio::spawn(flusher::run(app.clone(), flush_interval, stop_rx.clone()));
     let (stop_writer, writer_rx) = watch::channel(false);
     let writer = tokio::spawn(app.events.clone().run_writer(receiver, writer_rx));
-    let detector = tokio::spawn(detector::run(app.clone(), stop_rx.clone()));
+    let detector = tokio::spawn(detector::run(app.clone(), flush_interval, stop_rx.clone()));
+    let replica = tokio::spawn(replica::run(app.clone(), flush_interval, stop_rx.clone()));
     let pruner = tokio::spawn(events::run_pruner(
         app.clone(),
         PRUNE_EVERY,
@@ -339,6 +354,7 @@ pub async fn run_with(
     let _ = stop_tx.send(true);
     let _ = detector.await;
     let _ = pruner.await;
+    let _ = replica.await;
     let _ = flusher.await;
     // Last: the requests and the detector that queue events have stopped.
     let _ = stop_writer.send(true);

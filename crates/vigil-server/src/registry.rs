@@ -347,16 +347,16 @@ impl Registry {
 }
 
 impl Slot {
-    /// Takes the admin-owned fields of a row read from the database, keeping the heartbeat
-    /// fields that memory holds newer.
+    /// Takes a row read from the database: its admin-owned fields as they are, the count as the
+    /// database's plus the beats this server has not flushed yet, and the later heartbeat of
+    /// the two (other replicas' beats arrive this way).
     fn merge_stored(&mut self, stored: ServiceRecord) {
         let memory_updated = self.record.updated_at;
-        let memory_count = self.record.report_count;
         let memory_zone = std::mem::take(&mut self.record.zone);
         let pending_zone = self.pending_zone.is_some();
         self.record = stored;
         self.record.updated_at = self.record.updated_at.max(memory_updated);
-        self.record.report_count = self.record.report_count.max(memory_count);
+        self.record.report_count += self.pending_beats;
         if pending_zone {
             self.record.zone = memory_zone;
         }

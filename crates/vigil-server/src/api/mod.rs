@@ -60,11 +60,21 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// The process is alive and serving.
-async fn healthz() -> Json<Health> {
+async fn healthz(State(app): State<Arc<App>>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
         reason: None,
+        role: Some(role(&app)),
     })
+}
+
+fn role(app: &App) -> String {
+    if app.is_leader() {
+        "leader"
+    } else {
+        "follower"
+    }
+    .into()
 }
 
 /// The database answers: 200, or 503 with the reason. Heartbeats are still accepted while it
@@ -81,6 +91,7 @@ async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
             Json(Health {
                 status: "ok".into(),
                 reason: None,
+                role: Some(role(&app)),
             }),
         ),
         Some(reason) => (
@@ -88,6 +99,7 @@ async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
             Json(Health {
                 status: "unavailable".into(),
                 reason: Some(reason),
+                role: Some(role(&app)),
             }),
         ),
     }

@@ -100,7 +100,7 @@ pub async fn list(
         status,
     };
     Ok(axum::Json(ServiceList {
-        services: app.list(&filter),
+        services: app.list(&filter).await,
     }))
 }
 

@@ -106,6 +106,7 @@ pub async fn list(
     };
     let rows: Vec<Row> = app
         .list(&filter)
+        .await
         .into_iter()
         .map(|service| Row::new(service, version))
         .collect();
@@ -221,10 +222,12 @@ async fn set_disabled(
 /// `frozen` or `thawed` event. Answers 200 with no body, as Cinder does.
 async fn set_frozen(app: &App, body: &ActionBody, frozen: bool) -> Result<Response, Fault> {
     let host = body.host()?;
-    let services = app.list(&ListFilter {
-        host: Some(host.to_string()),
-        ..ListFilter::default()
-    });
+    let services = app
+        .list(&ListFilter {
+            host: Some(host.to_string()),
+            ..ListFilter::default()
+        })
+        .await;
     if services.is_empty() {
         return Err(Fault::invalid_input(format!(
             "No service could be found on host {host}."

@@ -199,6 +199,23 @@ fn unavailable_code(code: &str) -> bool {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Leadership of detection, held while the lease holds.
+#[async_trait]
+pub trait Lease: Send {
+    /// `false` once leadership is lost (the connection that held it broke).
+    async fn holds(&mut self) -> bool;
+}
+
+/// The lease of a server alone on its database.
+pub struct SoleLease;
+
+#[async_trait]
+impl Lease for SoleLease {
+    async fn holds(&mut self) -> bool {
+        true
+    }
+}
+
 /// Durable storage of services and their history.
 ///
 /// Every method that changes something commits before it returns, so that what the API
@@ -249,6 +266,37 @@ pub trait Store: Send + Sync + 'static {
     /// A small fact about the server itself.
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;
     async fn set_meta(&self, key: &str, value: &str) -> StoreResult<()>;
+
+    /// Whether several servers may share this database: then each polls the others' changes
+    /// ([`Store::changes_since`]) and one at a time leads detection ([`Store::try_lead`]).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// The cursor of [`Store::changes_since`] that covers everything written so far.
+    async fn change_cursor(&self) -> StoreResult<i64> {
+        Ok(0)
+    }
+
+    /// Services written (registered, changed, flushed) after `cursor`, oldest change first, at
+    /// most `limit`; and the cursor to ask from next time.
+    async fn changes_since(
+        &self,
+        cursor: i64,
+        _limit: i64,
+    ) -> StoreResult<(Vec<ServiceRecord>, i64)> {
+        Ok((Vec::new(), cursor))
+    }
+
+    /// Tries to become the one server that detects transitions. `None`: another server leads.
+    /// An unshared database has one server, which always leads.
+    async fn try_lead(&self) -> StoreResult<Option<Box<dyn Lease>>> {
+        Ok(Some(Box::new(SoleLease)))
+    }
+
+    /// The latest `down` or `up` event of every service that has one: where the history left
+    /// each service, so a new detector neither repeats nor misses a transition.
+    async fn last_transitions(&self) -> StoreResult<Vec<(i64, EventKind)>>;
 
     /// Cheap round trip, for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;

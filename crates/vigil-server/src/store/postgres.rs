@@ -27,9 +27,12 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// statement's parameters for very large batches.
 const CHUNK: usize = 10_000;
 
-/// Key of the transaction-level advisory lock that serializes event inserts (see
-/// [`lock_events`]). Any constant works; this one is "vigil" in ASCII.
-const EVENTS_LOCK: i64 = 0x76_69_67_69_6c;
+/// Key of the transaction-level advisory lock that serializes writes (see [`lock_writes`]).
+/// Any constant works; this one is "vigil" in ASCII.
+const WRITE_LOCK: i64 = 0x76_69_67_69_6c;
+
+/// Key of the session-level advisory lock held by the replica that leads detection.
+const LEADER_LOCK: i64 = 0x76_69_67_69_6c_64;
 
 /// PostgreSQL implementation of [`Store`].
 #[derive(Clone)]
@@ -107,21 +110,43 @@ impl From<EventRow> for vigil_proto::Event {
     }
 }
 
+#[derive(sqlx::FromRow)]
+struct VersionedRow {
+    #[sqlx(flatten)]
+    row: ServiceRow,
+    row_version: i64,
+}
+
+/// Leadership held by a session-level advisory lock on a dedicated connection.
+struct PgLease {
+    conn: PgConnection,
+}
+
+#[async_trait]
+impl super::Lease for PgLease {
+    async fn holds(&mut self) -> bool {
+        let ping = sqlx::query("SELECT 1").execute(&mut self.conn);
+        matches!(tokio::time::timeout(ACQUIRE_TIMEOUT, ping).await, Ok(Ok(_)))
+    }
+}
+
 const SERVICE_COLUMNS: &str = r#"id, host, "binary", topic, zone, disabled, disabled_reason,
     forced_down, frozen, report_count, report_interval, version, created_at, updated_at, modified_at"#;
 
-/// Serializes the transactions that insert events, until they commit.
+/// Serializes the transactions that write services or events, until they commit.
 ///
-/// Watchers tail `events` by `id > cursor`. A `BIGSERIAL` id is taken when a row is inserted,
-/// but becomes visible only when its transaction commits; with concurrent writers (several
-/// replicas, or the event writer beside an admin call), id 8 can commit before id 7, a watcher
-/// reads 8 and moves its cursor past 7 for good. Holding this lock from the first event insert
-/// to the commit makes id order and commit order the same. Event rates are low, so the cost is
-/// small. It is taken just before the inserts and after any row locks of the transaction, and
-/// a holder takes no row locks of `services`, so it cannot deadlock with them.
-async fn lock_events(tx: &mut PgConnection) -> StoreResult<()> {
+/// Readers tail two sequences: watchers read `events` by `id > cursor`, replicas read
+/// `services` by `row_version > cursor`. A sequence value is taken when a row is written but
+/// becomes visible only when its transaction commits; with concurrent writers (several
+/// replicas, or the event writer beside an admin call), value 8 can commit before value 7, a
+/// reader sees 8 and moves its cursor past 7 for good. Holding this lock from before the first
+/// write to the commit makes sequence order and commit order the same. Every writing
+/// transaction takes it first, before any row lock, so it cannot deadlock with row locks; the
+/// cost is that writes to one database are serial, which the batching of heartbeats makes
+/// cheap (one flush per replica per `flush_interval`).
+async fn lock_writes(tx: &mut PgConnection) -> StoreResult<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(EVENTS_LOCK)
+        .bind(WRITE_LOCK)
         .execute(&mut *tx)
         .await?;
     Ok(())
@@ -132,7 +157,7 @@ async fn insert_events(tx: &mut PgConnection, events: &[NewEvent]) -> StoreResul
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    lock_events(tx).await?;
+    lock_writes(tx).await?;
     let mut ids = Vec::with_capacity(events.len());
     for chunk in events.chunks(CHUNK) {
         let service_ids: Vec<i64> = chunk.iter().map(|e| e.service_id).collect();
@@ -232,6 +257,7 @@ impl Store for PostgresStore {
         at: DateTime<Utc>,
     ) -> StoreResult<(ServiceRecord, bool)> {
         let mut tx = self.pool.begin().await?;
+        lock_writes(&mut tx).await?;
         // Two replicas registering the same new service: one inserts, the other's insert waits
         // for it, then does nothing and updates the committed row. Should another replica
         // delete the row between the two statements, the insert is tried again.
@@ -258,7 +284,8 @@ impl Store for PostgresStore {
             }
             let updated: Option<ServiceRow> = sqlx::query_as(&format!(
                 r#"UPDATE services SET topic = COALESCE($1, topic), zone = $2,
-                       report_interval = $3, version = COALESCE($4, version)
+                       report_interval = $3, version = COALESCE($4, version),
+                       row_version = nextval('services_row_version')
                    WHERE host = $5 AND "binary" = $6
                    RETURNING {SERVICE_COLUMNS}"#
             ))
@@ -303,6 +330,7 @@ impl Store for PostgresStore {
         events: &[NewEvent],
     ) -> StoreResult<Option<ServiceRecord>> {
         let mut tx = self.pool.begin().await?;
+        lock_writes(&mut tx).await?;
         let (set_reason, reason) = match &change.disabled_reason {
             Some(reason) => (true, reason.clone()),
             None => (false, None),
@@ -313,7 +341,8 @@ impl Store for PostgresStore {
                    disabled_reason = CASE WHEN $2 THEN $3 ELSE disabled_reason END,
                    forced_down = COALESCE($4, forced_down),
                    frozen = COALESCE($5, frozen),
-                   modified_at = $6
+                   modified_at = $6,
+                   row_version = nextval('services_row_version')
                WHERE id = $7
                RETURNING {SERVICE_COLUMNS}"#
         ))
@@ -336,6 +365,7 @@ impl Store for PostgresStore {
 
     async fn delete(&self, id: i64, event: &NewEvent) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
+        lock_writes(&mut tx).await?;
         let deleted = sqlx::query("DELETE FROM services WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -356,6 +386,7 @@ impl Store for PostgresStore {
         let mut sorted: Vec<&BeatFlush> = beats.iter().collect();
         sorted.sort_unstable_by_key(|beat| beat.id);
         let mut tx = self.pool.begin().await?;
+        lock_writes(&mut tx).await?;
         for chunk in sorted.chunks(CHUNK) {
             let ids: Vec<i64> = chunk.iter().map(|b| b.id).collect();
             let updated: Vec<DateTime<Utc>> = chunk.iter().map(|b| b.updated_at).collect();
@@ -372,7 +403,8 @@ impl Store for PostgresStore {
                    UPDATE services s SET
                        updated_at = GREATEST(s.updated_at, v.updated_at),
                        report_count = s.report_count + v.delta,
-                       zone = COALESCE(v.zone, s.zone)
+                       zone = COALESCE(v.zone, s.zone),
+                       row_version = nextval('services_row_version')
                    FROM locked l
                    JOIN UNNEST($1::bigint[], $2::timestamptz[], $3::bigint[], $4::text[])
                         AS v(id, updated_at, delta, zone) ON v.id = l.id
@@ -455,6 +487,64 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn change_cursor(&self) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(row_version), 0) FROM services")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn changes_since(
+        &self,
+        cursor: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<ServiceRecord>, i64)> {
+        let rows: Vec<VersionedRow> = sqlx::query_as(&format!(
+            "SELECT {SERVICE_COLUMNS}, row_version FROM services
+             WHERE row_version > $1 ORDER BY row_version LIMIT $2"
+        ))
+        .bind(cursor)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let next = rows.last().map_or(cursor, |r| r.row_version);
+        Ok((rows.into_iter().map(|r| r.row.into()).collect(), next))
+    }
+
+    async fn try_lead(&self) -> StoreResult<Option<Box<dyn super::Lease>>> {
+        // A connection of its own, out of the pool: the lock lives as long as this session,
+        // and ends with it when this process dies, which is what lets another replica take over.
+        let mut conn = self.pool.acquire().await?.detach();
+        let led: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LEADER_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        if led {
+            Ok(Some(Box::new(PgLease { conn })))
+        } else {
+            let _ = conn.close().await;
+            Ok(None)
+        }
+    }
+
+    async fn last_transitions(&self) -> StoreResult<Vec<(i64, EventKind)>> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT DISTINCT ON (service_id) service_id, kind FROM events
+             WHERE kind IN ('down', 'up') ORDER BY service_id, id DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, kind)| EventKind::parse(&kind).map(|k| (id, k)))
+            .collect())
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -10,8 +10,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use super::{
-    AdminChange, BeatFlush, EventFilter, NewEvent, NewService, ServiceRecord, Store, StoreError,
-    StoreResult,
+    AdminChange, BeatFlush, EventFilter, EventKind, NewEvent, NewService, ServiceRecord, Store,
+    StoreError, StoreResult,
 };
 
 /// SQLite implementation of [`Store`].
@@ -374,6 +374,19 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn last_transitions(&self) -> StoreResult<Vec<(i64, EventKind)>> {
+        // SQLite returns the bare column `kind` from the row holding MAX(id).
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT service_id, kind, MAX(id) FROM events WHERE kind IN ('down', 'up') GROUP BY service_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, kind, _)| EventKind::parse(&kind).map(|k| (id, k)))
+            .collect())
     }
 
     async fn ping(&self) -> StoreResult<()> {

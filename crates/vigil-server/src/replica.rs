@@ -1,0 +1,131 @@
+//! Several servers on one database: each keeps its own in-memory table and learns what the
+//! others wrote (registrations, admin changes, flushed heartbeats, deletions) by reading the
+//! database from a cursor, every `flush_interval` and before every list.
+//!
+//! A heartbeat received by one replica is seen by the others after at most one flush and one
+//! read, that is `2 x flush_interval`. Admin changes are read through: a list or a detail
+//! read by any replica after the change was acknowledged shows it.
+//!
+//! Every replica also corrects its clock towards the database's, so a replica whose clock is
+//! wrong stamps heartbeats with the same time as the others (**one clock**).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::store::{EventFilter, EventKind, StoreResult};
+
+/// Rows read per query.
+const PAGE: i64 = 10_000;
+
+/// How often the clock is corrected towards the database's.
+const CALIBRATE_EVERY: Duration = Duration::from_secs(10);
+
+/// Where this server is in the other replicas' changes.
+#[derive(Debug)]
+pub struct SyncState {
+    /// `row_version` of the newest service row read.
+    pub row_cursor: i64,
+    /// Id of the newest `deleted` event applied.
+    pub event_cursor: i64,
+    /// When the last read finished.
+    pub finished: Instant,
+}
+
+impl SyncState {
+    pub fn new(row_cursor: i64, event_cursor: i64) -> SyncState {
+        SyncState {
+            row_cursor,
+            event_cursor,
+            finished: Instant::now(),
+        }
+    }
+}
+
+impl App {
+    /// Reads what other replicas wrote since the last read. Concurrent callers share one read:
+    /// a caller that waited while another read finished uses that read.
+    pub async fn sync_from_database(&self) -> StoreResult<()> {
+        if !self.store.shared() {
+            return Ok(());
+        }
+        let asked = Instant::now();
+        let mut state = self.sync.lock().await;
+        if state.finished > asked {
+            return Ok(());
+        }
+        loop {
+            let (records, next) = self.store.changes_since(state.row_cursor, PAGE).await?;
+            let full = records.len() as i64 == PAGE;
+            for record in records {
+                self.absorb(record);
+            }
+            state.row_cursor = next;
+            if !full {
+                break;
+            }
+        }
+        loop {
+            let filter = EventFilter {
+                kind: Some(EventKind::Deleted),
+                after: Some(state.event_cursor),
+                limit: PAGE,
+                ..EventFilter::default()
+            };
+            let deleted = self.store.list_events(&filter).await?;
+            let full = deleted.len() as i64 == PAGE;
+            for event in &deleted {
+                self.registry.remove(event.service_id);
+                state.event_cursor = event.id;
+            }
+            if !full {
+                break;
+            }
+        }
+        state.finished = Instant::now();
+        Ok(())
+    }
+
+    /// [`App::sync_from_database`] before a read; on failure the read is served from memory.
+    pub async fn sync_for_read(&self) {
+        if let Err(err) = self.sync_from_database().await {
+            tracing::warn!(error = %err, "cannot read other replicas' changes; answering from memory");
+        }
+    }
+}
+
+/// Reads other replicas' changes every `interval`, and corrects the clock now and then, until
+/// `shutdown`. Does nothing on an unshared database.
+pub async fn run(app: Arc<App>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    if !app.store.shared() {
+        return;
+    }
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut calibrated = Instant::now();
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match app.sync_from_database().await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("reading other replicas' changes again");
+            }
+            Ok(()) => {}
+            Err(err) if !failing => {
+                failing = true;
+                tracing::warn!(error = %err, "cannot read other replicas' changes");
+            }
+            Err(_) => {}
+        }
+        if calibrated.elapsed() >= CALIBRATE_EVERY {
+            crate::calibrate(&app.clock, app.store.as_ref()).await;
+            calibrated = Instant::now();
+        }
+    }
+}
