@@ -31,8 +31,8 @@ const CHUNK: usize = 10_000;
 /// Any constant works; this one is "vigil" in ASCII.
 const WRITE_LOCK: i64 = 0x76_69_67_69_6c;
 
-/// Key of the session-level advisory lock held by the replica that leads detection.
-const LEADER_LOCK: i64 = 0x76_69_67_69_6c_64;
+/// Key of the session-level advisory lock held by the replica that leads detection ("vigild").
+const LEADER_LOCK: i64 = 0x7669_6769_6c64;
 
 /// PostgreSQL implementation of [`Store`].
 #[derive(Clone)]
