@@ -98,7 +98,7 @@ impl Backend {
 }
 
 /// Whether this is a CI run (`CI` set, as CI services do, and not to `false` or `0`).
-fn under_ci() -> bool {
+pub fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 

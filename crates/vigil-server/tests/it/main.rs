@@ -7,6 +7,7 @@ mod detection;
 mod doctor;
 mod harness;
 mod postgres;
+mod replicas;
 mod story;
 
 /// Runs each named `async fn(Backend)` as a test against every backend. The PostgreSQL tests

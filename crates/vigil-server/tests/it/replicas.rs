@@ -1,0 +1,406 @@
+//! Several servers on one PostgreSQL database, and PostgreSQL going away under them.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::{eventually, temp_dir, under_ci, Backend, TestServer};
+
+/// `n` servers on one fresh schema, each with its own data directory.
+async fn replicas(
+    backend: &Backend,
+    n: usize,
+    offsets: &[f64],
+) -> (Vec<tempfile::TempDir>, Vec<TestServer>) {
+    let mut dirs = Vec::new();
+    let mut servers = Vec::new();
+    for i in 0..n {
+        let dir = temp_dir();
+        let mut config = backend.config(dir.path());
+        config.clock_offset = offsets.get(i).copied().unwrap_or(0.0);
+        servers.push(TestServer::start(config).await);
+        dirs.push(dir);
+    }
+    (dirs, servers)
+}
+
+async fn leaders(servers: &[TestServer]) -> Vec<usize> {
+    let mut leaders = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        if server.get("/healthz").await.1["role"] == "leader" {
+            leaders.push(i);
+        }
+    }
+    leaders
+}
+
+async fn state(server: &TestServer, id: i64) -> String {
+    server.service(id).await["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn down_events(server: &TestServer, id: i64) -> usize {
+    let (_, body) = server
+        .get(&format!("/v1/events?service={id}&kind=down"))
+        .await;
+    body["events"].as_array().unwrap().len()
+}
+
+macro_rules! postgres_only {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(backend) = Backend::postgres().await {
+                    tests::$name(&backend).await;
+                    backend.drop_schema().await;
+                }
+            }
+        )*
+    };
+}
+
+postgres_only!(
+    heartbeats_spread_over_replicas_keep_a_service_up_everywhere,
+    changes_through_one_replica_show_through_all_at_once,
+    a_replica_with_a_wrong_clock_changes_nothing,
+);
+
+mod tests {
+    use super::*;
+
+    pub async fn heartbeats_spread_over_replicas_keep_a_service_up_everywhere(backend: &Backend) {
+        let (_dirs, servers) = replicas(backend, 3, &[]).await;
+        eventually("one leader", Duration::from_secs(10), || async {
+            leaders(&servers).await.len() == 1
+        })
+        .await;
+        let id = servers[0].register("node-r", "cinder-volume").await;
+        for round in 0..15 {
+            let (status, body) = servers[round % 3].beat(id).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for server in &servers {
+            assert_eq!(state(server, id).await, "up");
+        }
+        eventually(
+            "every replica counts every beat",
+            Duration::from_secs(10),
+            || async {
+                let mut all = true;
+                for server in &servers {
+                    all &= server.service(id).await["report_count"] == 15;
+                }
+                all
+            },
+        )
+        .await;
+        eventually(
+            "down, as seen from every replica",
+            Duration::from_secs(10),
+            || async {
+                let mut all = true;
+                for server in &servers {
+                    all &= state(server, id).await == "down";
+                }
+                all
+            },
+        )
+        .await;
+        eventually("the down event", Duration::from_secs(10), || async {
+            down_events(&servers[1], id).await == 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            down_events(&servers[2], id).await,
+            1,
+            "written once, by the leader only"
+        );
+        servers[2].beat(id).await;
+        eventually("up again", Duration::from_secs(10), || async {
+            let (_, body) = servers[0]
+                .get(&format!("/v1/events?service={id}&kind=up"))
+                .await;
+            body["events"].as_array().unwrap().len() == 1
+        })
+        .await;
+    }
+
+    pub async fn changes_through_one_replica_show_through_all_at_once(backend: &Backend) {
+        let (_dirs, servers) = replicas(backend, 3, &[]).await;
+        let id = servers[0].register("node-a", "cinder-backup").await;
+        let (_, list) = servers[1].get("/v1/services?host=node-a").await;
+        assert_eq!(
+            list["services"][0]["id"], id,
+            "a registration shows at once"
+        );
+        let (status, _) = servers[1]
+            .admin(
+                Method::PATCH,
+                &format!("/v1/services/{id}"),
+                Some(json!({"disabled": true, "disabled_reason": "swap"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        for server in &servers {
+            let body = server.service(id).await;
+            assert_eq!(body["status"], "disabled");
+            assert_eq!(body["disabled_reason"], "swap");
+            let (_, list) = server.get("/v1/services?status=disabled").await;
+            assert_eq!(list["services"].as_array().unwrap().len(), 1);
+        }
+        let (status, _) = servers[2]
+            .admin(
+                Method::DELETE,
+                &format!("/v1/services/{id}?force=true"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        for server in &servers {
+            let (_, list) = server.get("/v1/services").await;
+            assert!(
+                list["services"].as_array().unwrap().is_empty(),
+                "a deletion shows at once"
+            );
+        }
+    }
+
+    pub async fn a_replica_with_a_wrong_clock_changes_nothing(backend: &Backend) {
+        let (_dirs, servers) = replicas(backend, 3, &[0.0, 300.0, -300.0]).await;
+        let id = servers[0].register("node-c", "cinder-volume").await;
+        for round in 0..20 {
+            let server = &servers[1 + round % 2];
+            assert_eq!(server.beat(id).await.0, StatusCode::OK);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for server in &servers {
+            let body = server.service(id).await;
+            assert_eq!(body["state"], "up", "{body}");
+            let stamped: DateTime<Utc> =
+                DateTime::parse_from_rfc3339(body["updated_at"].as_str().unwrap())
+                    .unwrap()
+                    .with_timezone(&Utc);
+            let off = (stamped - Utc::now()).num_milliseconds().abs();
+            assert!(
+                off < 2000,
+                "updated_at is {off} ms off the real time: {body}"
+            );
+            assert!(
+                body["last_heartbeat_age_s"].as_f64().unwrap() < 2.0,
+                "{body}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(down_events(&servers[0], id).await, 0, "no false down");
+    }
+}
+
+/// A PostgreSQL cluster of the test's own, on a free port, that the test may stop and start:
+/// the shared one must stay up for the rest of the suite.
+struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl PrivatePostgres {
+    /// `None` (test skipped) outside CI when PostgreSQL's programs are not installed.
+    fn start() -> Option<PrivatePostgres> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|mut versions| versions.next())
+            .and_then(Result::ok)
+            .map(|version| version.path().join("bin"));
+        let Some(bin) = bin.filter(|b| b.join("pg_ctl").exists()) else {
+            assert!(
+                !under_ci(),
+                "PostgreSQL's programs (/usr/lib/postgresql/*/bin) are required under CI"
+            );
+            return None;
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("vigil-pg-")
+            .tempdir()
+            .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if is_root() {
+            let chown = Command::new("chown")
+                .arg("postgres")
+                .arg(dir.path())
+                .status();
+            assert!(
+                chown.is_ok_and(|s| s.success()),
+                "chown the cluster's directory to postgres"
+            );
+        }
+        let cluster = PrivatePostgres { dir, bin, port };
+        let data = cluster.data();
+        cluster.pg(&["initdb", "-D", &data, "-A", "trust", "-U", "postgres"]);
+        cluster.ctl_start();
+        Some(cluster)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Runs one of PostgreSQL's programs, as the `postgres` user when this process is root
+    /// (PostgreSQL refuses to run as root).
+    fn pg(&self, args: &[&str]) {
+        let program = self.bin.join(args[0]);
+        let mut command = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        };
+        let out = command
+            .args(&args[1..])
+            .output()
+            .expect("run a PostgreSQL program");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn ctl_start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let data = self.data();
+        let log = self.dir.path().join("log").display().to_string();
+        self.pg(&[
+            "pg_ctl", "-D", &data, "-o", &options, "-l", &log, "-w", "start",
+        ]);
+    }
+
+    fn ctl_stop(&self) {
+        let data = self.data();
+        self.pg(&["pg_ctl", "-D", &data, "-m", "fast", "-w", "stop"]);
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.data();
+        let pg_ctl = self.bin.join("pg_ctl");
+        let mut command = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(pg_ctl);
+            c
+        } else {
+            Command::new(pg_ctl)
+        };
+        let _ = command
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_and_restarted_under_heartbeats_loses_nothing_acknowledged() {
+    let Some(postgres) = PrivatePostgres::start() else {
+        return;
+    };
+    let dir = temp_dir();
+    let mut config = Backend::Sqlite.config(dir.path());
+    config.database = Some(postgres.url());
+    config.service_down_time = 30.0;
+    let mut server = TestServer::start(config).await;
+    let id = server.register("node-o", "cinder-volume").await;
+    let mut acknowledged = 0;
+    for _ in 0..5 {
+        assert_eq!(server.beat(id).await.0, StatusCode::OK);
+        acknowledged += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    postgres.ctl_stop();
+    for _ in 0..10 {
+        let (status, body) = server.beat(id).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "heartbeats are accepted into memory: {body}"
+        );
+        acknowledged += 1;
+    }
+    eventually(
+        "not ready while the database is away",
+        Duration::from_secs(15),
+        || async {
+            let (status, body) = server.get("/readyz").await;
+            status == StatusCode::SERVICE_UNAVAILABLE
+                && body["status"] == "unavailable"
+                && body["reason"].is_string()
+        },
+    )
+    .await;
+    let (status, body) = server
+        .admin(
+            Method::PATCH,
+            &format!("/v1/services/{id}"),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "database_unavailable");
+    let (status, body) = server
+        .post("/v1/services", json!({"host": "new", "binary": "b"}))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+    postgres.ctl_start();
+    eventually(
+        "ready again without a restart",
+        Duration::from_secs(20),
+        || async { server.get("/readyz").await.0 == StatusCode::OK },
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(server.beat(id).await.0, StatusCode::OK);
+        acknowledged += 1;
+    }
+    let (status, body) = server
+        .admin(
+            Method::PATCH,
+            &format!("/v1/services/{id}"),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    server.restart().await;
+    let body: Value = server.service(id).await;
+    assert_eq!(
+        body["report_count"], acknowledged,
+        "every acknowledged heartbeat was written"
+    );
+    assert_eq!(body["status"], "disabled");
+}
