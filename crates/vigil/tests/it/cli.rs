@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
 /// A `vigil server` child process; killed on drop.
-struct ServerProcess {
-    child: Child,
-    url: String,
+pub(crate) struct ServerProcess {
+    pub(crate) child: Child,
+    pub(crate) url: String,
 }
 
 impl ServerProcess {
-    fn start(data_dir: &Path, extra: &[&str]) -> ServerProcess {
+    pub(crate) fn start(data_dir: &Path, extra: &[&str]) -> ServerProcess {
         let mut child = Command::new(VIGIL)
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)

@@ -1,4 +1,5 @@
-//! Tests of the built `vigil` binary: real processes, real server, real SQLite files.
+//! Tests of the built `vigil` binary: real processes, real server, real databases.
 
 mod cli;
 mod doctor;
+mod failover;
