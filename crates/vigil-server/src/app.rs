@@ -145,12 +145,7 @@ impl App {
         let outcome = match self.registry.heartbeat(id, &beat, now) {
             Some(outcome) => outcome,
             None => {
-                let record = self
-                    .store
-                    .get_service(id)
-                    .await?
-                    .ok_or(AppError::NotFound(id))?;
-                self.absorb(record);
+                self.entry(id).await?;
                 self.registry
                     .heartbeat(id, &beat, now)
                     .ok_or(AppError::NotFound(id))?
@@ -172,19 +167,23 @@ impl App {
     /// One service, from memory (read through to the database when unknown here).
     pub async fn get(&self, id: i64) -> Result<Service, AppError> {
         self.sync_for_read().await;
-        let entry = match self.registry.get(id) {
-            Some(entry) => entry,
-            None => {
-                let record = self
-                    .store
-                    .get_service(id)
-                    .await?
-                    .ok_or(AppError::NotFound(id))?;
-                self.absorb(record)
-            }
-        };
+        let entry = self.entry(id).await?;
         let slot = entry.lock();
         Ok(self.registry.view(&slot, self.clock.now()))
+    }
+
+    /// One service's entry: from memory, or read through to the database when unknown here
+    /// (another replica may have registered it).
+    pub async fn entry(&self, id: i64) -> Result<Arc<crate::registry::Entry>, AppError> {
+        if let Some(entry) = self.registry.get(id) {
+            return Ok(entry);
+        }
+        let record = self
+            .store
+            .get_service(id)
+            .await?
+            .ok_or(AppError::NotFound(id))?;
+        Ok(self.absorb(record))
     }
 
     /// Services matching `filter`, in id order. On a shared database, what other replicas
@@ -234,14 +233,7 @@ impl App {
         if change.disabled == Some(false) && change.disabled_reason.is_none() {
             change.disabled_reason = Some(None);
         }
-        let current = match self.registry.get(id) {
-            Some(entry) => entry.lock().record.clone(),
-            None => self
-                .store
-                .get_service(id)
-                .await?
-                .ok_or(AppError::NotFound(id))?,
-        };
+        let current = self.entry(id).await?.lock().record.clone();
         let now = self.clock.now();
         let mut events = Vec::new();
         let mut event = |kind: EventKind, reason: Option<String>| {
@@ -282,14 +274,7 @@ impl App {
     /// re-create it at its next heartbeat (Cinder's `service remove` pitfall).
     pub async fn delete(&self, id: i64, force: bool) -> Result<(), AppError> {
         let now = self.clock.now();
-        let record = match self.registry.get(id) {
-            Some(entry) => entry.lock().record.clone(),
-            None => self
-                .store
-                .get_service(id)
-                .await?
-                .ok_or(AppError::NotFound(id))?,
-        };
+        let record = self.entry(id).await?.lock().record.clone();
         if !force && self.registry.liveness.is_up(&record, now) {
             return Err(AppError::ServiceUp {
                 host: record.host,

@@ -702,17 +702,7 @@ impl App {
     /// degrades the checks that need it instead of failing the whole diagnosis: the doctor is
     /// needed most when something is broken.
     pub async fn diagnose(&self, id: i64) -> Result<Diagnosis, AppError> {
-        let entry = match self.registry.get(id) {
-            Some(entry) => entry,
-            None => {
-                let record = self
-                    .store
-                    .get_service(id)
-                    .await?
-                    .ok_or(AppError::NotFound(id))?;
-                self.absorb(record)
-            }
-        };
+        let entry = self.entry(id).await?;
         let now = self.clock.now();
         let (service, record, stats) = {
             let slot = entry.lock();
