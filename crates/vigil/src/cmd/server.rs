@@ -32,6 +32,9 @@ pub struct ServerArgs {
     /// Admin bearer token [default: generated into <data dir>/admin.token].
     #[arg(long, env = "VIGIL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Most database connections the server opens [default: 8].
+    #[arg(long, env = "VIGIL_DATABASE_MAX_CONNECTIONS")]
+    pub database_max_connections: Option<u32>,
     /// Days of event history to keep [default: 30].
     #[arg(long, env = "VIGIL_EVENT_RETENTION_DAYS")]
     pub event_retention_days: Option<f64>,
@@ -83,6 +86,9 @@ impl ServerArgs {
         }
         if let Some(v) = self.admin_token {
             config.admin_token = Some(v);
+        }
+        if let Some(v) = self.database_max_connections {
+            config.database_max_connections = v;
         }
         if let Some(v) = self.event_retention_days {
             config.event_retention_days = v;
