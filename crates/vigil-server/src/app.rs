@@ -219,8 +219,9 @@ impl App {
         self.leader.load(Ordering::Relaxed)
     }
 
-    /// Finds a service by (host, binary).
-    pub fn find(&self, host: &str, binary: &str) -> Option<i64> {
+    /// Finds a service by (host, binary), after reading other replicas' changes.
+    pub async fn find(&self, host: &str, binary: &str) -> Option<i64> {
+        self.sync_for_read().await;
         self.registry.find(host, binary).map(|entry| entry.id)
     }
 
@@ -230,7 +231,8 @@ impl App {
         if let Some(Some(reason)) = &change.disabled_reason {
             validate::text("disabled_reason", Some(reason), false)?;
         }
-        if change.disabled == Some(false) && change.disabled_reason.is_none() {
+        if change.disabled == Some(false) {
+            // An enabled service has no reason to be disabled.
             change.disabled_reason = Some(None);
         }
         let current = self.entry(id).await?.lock().record.clone();

@@ -101,17 +101,21 @@ impl Config {
         positive("flush_interval", self.flush_interval)?;
         positive("event_retention_days", self.event_retention_days)?;
         positive("phi_threshold", self.phi_threshold)?;
-        if self.flush_interval > 60.0 {
-            return Err(ConfigError(format!(
-                "flush_interval must be at most 60 s, not {}",
-                self.flush_interval
-            )));
-        }
-        if !self.clock_offset.is_finite() {
-            return Err(ConfigError(
-                "clock_offset must be a number of seconds".into(),
-            ));
-        }
+        // Upper bounds keep every time computed from these far inside chrono's range.
+        let within = |name: &str, value: f64, low: f64, high: f64| {
+            if (low..=high).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError(format!(
+                    "{name} must be between {low} and {high}, not {value}"
+                )))
+            }
+        };
+        within("service_down_time", self.service_down_time, 0.01, 1e6)?;
+        within("flush_interval", self.flush_interval, 0.01, 60.0)?;
+        within("event_retention_days", self.event_retention_days, 1e-9, 1e5)?;
+        within("phi_threshold", self.phi_threshold, 0.1, 100.0)?;
+        within("clock_offset", self.clock_offset, -1e6, 1e6)?;
         if self.database_max_connections == 0 {
             return Err(ConfigError(
                 "database_max_connections must be at least 1".into(),

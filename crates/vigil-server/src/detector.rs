@@ -88,7 +88,8 @@ impl Detector {
     /// Takes every entry whose bucket has passed at `now`.
     fn due(&self, now: DateTime<Utc>) -> Vec<Arc<Entry>> {
         let mut wheel = self.wheel.lock();
-        let later = wheel.split_off(&(bucket(now) + 1));
+        // Buckets before `now`'s hold only times that have passed.
+        let later = wheel.split_off(&bucket(now));
         let due = std::mem::replace(&mut *wheel, later);
         due.into_values().flatten().collect()
     }
@@ -98,7 +99,7 @@ impl Detector {
 /// earlier moment its suspicion would cross the threshold.
 pub fn next_visit(app: &App, slot: &crate::registry::Slot, now: DateTime<Utc>) -> DateTime<Utc> {
     let deadline = app.registry.liveness.deadline(&slot.record);
-    if slot.declared_suspect {
+    if slot.declared_suspect || slot.record.forced_down {
         return deadline;
     }
     let last_seen = slot.record.updated_at.unwrap_or(slot.record.created_at);

@@ -213,7 +213,15 @@ pub async fn build_app(
     let now = clock.now();
     if let Some(last_alive) = store.get_meta(flusher::LAST_ALIVE).await.map_err(fail)? {
         if let Ok(last_alive) = chrono::DateTime::parse_from_rfc3339(&last_alive) {
-            liveness.set_gap(last_alive.with_timezone(&chrono::Utc), now);
+            // Other replicas write `last_alive` every flush: a replica joining a running
+            // cluster sees a fresh stamp and opens no grace period.
+            let last_alive = last_alive.with_timezone(&chrono::Utc);
+            let watched =
+                chrono::TimeDelta::milliseconds((3.0 * config.flush_interval * 1e3) as i64)
+                    .max(chrono::TimeDelta::seconds(1));
+            if now - last_alive > watched {
+                liveness.set_gap(last_alive, now);
+            }
         }
     }
     tracing::info!(services = records.len(), "loaded services");
@@ -242,6 +250,9 @@ pub(crate) async fn calibrate(clock: &Clock, store: &dyn Store) {
         clock.calibrate(before, reference, after);
     }
 }
+
+/// How long a graceful shutdown waits for open requests before it flushes and stops anyway.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// How often old events are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -335,19 +346,34 @@ pub async fn run_with(
     let vigil = axum::serve(listener, api::router(app.clone()))
         .with_graceful_shutdown(stopped())
         .into_future();
-    let served = match cinder {
-        Some(cinder) => {
-            if let Ok(addr) = cinder.local_addr() {
-                let noauth = app.config.cinder_api.noauth;
-                tracing::info!(%addr, noauth, "cinder-compatible api listening");
+    let serving_both = async {
+        match cinder {
+            Some(cinder) => {
+                if let Ok(addr) = cinder.local_addr() {
+                    let noauth = app.config.cinder_api.noauth;
+                    tracing::info!(%addr, noauth, "cinder-compatible api listening");
+                }
+                let cinder = axum::serve(cinder, cinder::router(app.clone()))
+                    .with_graceful_shutdown(stopped())
+                    .into_future();
+                let (vigil, cinder) = tokio::join!(vigil, cinder);
+                vigil.and(cinder)
             }
-            let cinder = axum::serve(cinder, cinder::router(app.clone()))
-                .with_graceful_shutdown(stopped())
-                .into_future();
-            let (vigil, cinder) = tokio::join!(vigil, cinder);
-            vigil.and(cinder)
+            None => vigil.await,
         }
-        None => vigil.await,
+    };
+    // A client that never lets go (a stalled stream reader) must not keep the final flush
+    // from happening: the drain gets DRAIN_LIMIT after the shutdown signal.
+    let drain_limit = async {
+        stopped().await;
+        tokio::time::sleep(DRAIN_LIMIT).await;
+    };
+    let served = tokio::select! {
+        served = serving_both => served,
+        _ = drain_limit => {
+            tracing::warn!("requests still open after {DRAIN_LIMIT:?}; stopping without them");
+            Ok(())
+        }
     };
     // Only still running when a server failed before `shutdown` came.
     signal.abort();

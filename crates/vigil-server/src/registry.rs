@@ -108,11 +108,11 @@ impl Registry {
 
     fn insert_into(table: &mut Table, record: ServiceRecord) -> Arc<Entry> {
         let id = record.id;
-        table
-            .by_host
-            .entry(record.host.clone())
-            .or_default()
-            .insert(record.binary.clone(), id);
+        let binaries = table.by_host.entry(record.host.clone()).or_default();
+        // Never point the key back at an older (deleted) service.
+        if binaries.get(&record.binary).is_none_or(|known| *known < id) {
+            binaries.insert(record.binary.clone(), id);
+        }
         let entry = Arc::new(Entry {
             id,
             slot: Mutex::new(Slot {
@@ -173,7 +173,10 @@ impl Registry {
         let mut slot = entry.lock();
         slot.deleted = true;
         if let Some(binaries) = table.by_host.get_mut(&slot.record.host) {
-            binaries.remove(&slot.record.binary);
+            // The key may already name a newer service (deleted and registered again).
+            if binaries.get(&slot.record.binary) == Some(&id) {
+                binaries.remove(&slot.record.binary);
+            }
             if binaries.is_empty() {
                 table.by_host.remove(&slot.record.host);
             }
@@ -195,7 +198,7 @@ impl Registry {
         slot.record.updated_at = Some(now);
         slot.record.report_count += 1;
         slot.pending_beats += 1;
-        if let Some(zone) = &beat.zone {
+        if let Some(zone) = beat.zone.as_ref().filter(|z| !z.is_empty()) {
             if *zone != slot.record.zone {
                 slot.record.zone = zone.clone();
                 slot.pending_zone = Some(zone.clone());
@@ -352,11 +355,14 @@ impl Slot {
     /// the two (other replicas' beats arrive this way).
     fn merge_stored(&mut self, stored: ServiceRecord) {
         let memory_updated = self.record.updated_at;
+        let memory_count = self.record.report_count;
         let memory_zone = std::mem::take(&mut self.record.zone);
         let pending_zone = self.pending_zone.is_some();
         self.record = stored;
         self.record.updated_at = self.record.updated_at.max(memory_updated);
-        self.record.report_count += self.pending_beats;
+        // A flush in flight is in neither the stored count nor `pending_beats`: never go back.
+        self.record.report_count =
+            (self.record.report_count + self.pending_beats).max(memory_count);
         if pending_zone {
             self.record.zone = memory_zone;
         }

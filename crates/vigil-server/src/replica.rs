@@ -20,6 +20,9 @@ use crate::store::{EventFilter, EventKind, StoreResult};
 /// Rows read per query.
 const PAGE: i64 = 10_000;
 
+/// Longest wait for other replicas' changes before a read answers from memory.
+const SYNC_LIMIT: Duration = Duration::from_secs(2);
+
 /// How often the clock is corrected towards the database's.
 const CALIBRATE_EVERY: Duration = Duration::from_secs(10);
 
@@ -30,8 +33,11 @@ pub struct SyncState {
     pub row_cursor: i64,
     /// Id of the newest `deleted` event applied.
     pub event_cursor: i64,
-    /// When the last read finished.
-    pub finished: Instant,
+    /// When the last successful read started: it saw everything committed before then.
+    pub started: Instant,
+    /// When the last failed read started: callers that waited for it share its failure
+    /// instead of each trying again in turn.
+    pub failed: Option<Instant>,
 }
 
 impl SyncState {
@@ -39,7 +45,8 @@ impl SyncState {
         SyncState {
             row_cursor,
             event_cursor,
-            finished: Instant::now(),
+            started: Instant::now(),
+            failed: None,
         }
     }
 }
@@ -53,9 +60,31 @@ impl App {
         }
         let asked = Instant::now();
         let mut state = self.sync.lock().await;
-        if state.finished > asked {
+        if state.started > asked {
             return Ok(());
         }
+        if state.failed.is_some_and(|failed| failed > asked) {
+            return Err(crate::store::StoreError::Unavailable(
+                "the database did not answer a moment ago".into(),
+            ));
+        }
+        let started = Instant::now();
+        // A database that stopped answering must not hold every reader: after SYNC_LIMIT the
+        // read gives up and the caller answers from memory.
+        let result = match tokio::time::timeout(SYNC_LIMIT, self.read_changes(&mut state)).await {
+            Ok(result) => result,
+            Err(_) => Err(crate::store::StoreError::Unavailable(format!(
+                "no answer within {SYNC_LIMIT:?}"
+            ))),
+        };
+        match result {
+            Ok(()) => state.started = started,
+            Err(_) => state.failed = Some(started),
+        }
+        result
+    }
+
+    async fn read_changes(&self, state: &mut SyncState) -> StoreResult<()> {
         loop {
             let (records, next) = self.store.changes_since(state.row_cursor, PAGE).await?;
             let full = records.len() as i64 == PAGE;
@@ -84,7 +113,6 @@ impl App {
                 break;
             }
         }
-        state.finished = Instant::now();
         Ok(())
     }
 

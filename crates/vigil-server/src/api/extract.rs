@@ -12,7 +12,7 @@ use super::error::ApiError;
 
 /// A JSON body. Requires `Content-Type: application/json` (415 otherwise), at most the router's
 /// body limit (413), and valid JSON of the expected shape (400 `invalid_json`). An empty body
-/// without a content type reads as `{}`.
+/// reads as `{}`.
 pub struct Json<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
@@ -39,6 +39,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             })?;
         let json = match content_type.as_deref() {
             None if bytes.is_empty() => b"{}".as_slice(),
+            Some(ct) if is_json(ct) && bytes.is_empty() => b"{}".as_slice(),
             Some(ct) if is_json(ct) => &bytes[..],
             other => {
                 return Err(ApiError::new(

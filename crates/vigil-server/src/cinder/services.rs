@@ -195,6 +195,7 @@ async fn set_disabled(
     let binary = body.binary()?;
     let id = app
         .find(host, binary)
+        .await
         .ok_or_else(|| Fault::service_not_found(host, binary))?;
     let change = AdminChange {
         disabled: Some(disabled),

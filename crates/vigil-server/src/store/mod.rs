@@ -192,9 +192,13 @@ impl From<sqlx::Error> for StoreError {
 
 /// SQLSTATEs with which a database says it cannot serve now, rather than that the request is
 /// wrong: connection exceptions (class 08), shutting down or starting up (57P01 to 57P05), and
-/// too many connections (53300). A stopped PostgreSQL answers 57P01 on every open connection.
+/// too many connections (53300), and the server-side timeouts Vigil sets so that a stalled
+/// peer cannot hold the write lock: lock wait (55P03), statement (57014), idle in transaction
+/// (25P03). A stopped PostgreSQL answers 57P01 on every open connection.
 fn unavailable_code(code: &str) -> bool {
-    code.starts_with("08") || code.starts_with("57P") || code == "53300"
+    code.starts_with("08")
+        || code.starts_with("57P")
+        || matches!(code, "53300" | "55P03" | "57014" | "25P03")
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

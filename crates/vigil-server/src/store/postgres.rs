@@ -38,6 +38,10 @@ const LEADER_LOCK: i64 = 0x7669_6769_6c64;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    options: PgConnectOptions,
+    /// The connection that asks for the detection lease, kept between attempts so that a
+    /// follower does not open a connection every second.
+    lease_conn: std::sync::Arc<tokio::sync::Mutex<Option<PgConnection>>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -115,6 +119,35 @@ struct VersionedRow {
     #[sqlx(flatten)]
     row: ServiceRow,
     row_version: i64,
+}
+
+/// A connection of its own, out of the pool, for the detection lease: the session lock lives
+/// as long as this session. The session is set to end soon after its holder stops talking
+/// (dead, paused or cut off), not hours later when TCP gives up, so that another replica
+/// can take over.
+async fn lead_session_settings(conn: &mut PgConnection) -> StoreResult<()> {
+    for setting in [
+        "SET tcp_keepalives_idle = 5",
+        "SET tcp_keepalives_interval = 1",
+        "SET tcp_keepalives_count = 3",
+    ] {
+        sqlx::query(setting).execute(&mut *conn).await?;
+    }
+    // PostgreSQL 14 and later: the holder pings every second, so 5 s of silence means it is
+    // gone. Older servers lack the setting and rely on the keepalives above.
+    let _ = sqlx::query("SET idle_session_timeout = '5s'")
+        .execute(&mut *conn)
+        .await;
+    Ok(())
+}
+
+async fn lease_connection(options: &PgConnectOptions) -> StoreResult<PgConnection> {
+    let mut conn = tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(options))
+        .await
+        .map_err(|_| StoreError::Unavailable(format!("no answer within {ACQUIRE_TIMEOUT:?}")))?
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    lead_session_settings(&mut conn).await?;
+    Ok(conn)
 }
 
 /// Leadership held by a session-level advisory lock on a dedicated connection.
@@ -214,7 +247,14 @@ impl PostgresStore {
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PostgresStore> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Other(format!("invalid database url: {e}")))?
-            .application_name("vigil");
+            .application_name("vigil")
+            // A replica that stalls inside a transaction (paused, cut off) must not hold the
+            // write lock for the others until TCP gives up: the server ends it.
+            .options([
+                ("idle_in_transaction_session_timeout", "10s"),
+                ("lock_timeout", "10s"),
+                ("statement_timeout", "60s"),
+            ]);
         // One plain connection first: the pool would retry a refused connection until its
         // timeout and then report only "pool timed out".
         let mut conn = tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
@@ -229,9 +269,13 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            options,
+            lease_conn: Default::default(),
+        })
     }
 }
 
@@ -464,10 +508,17 @@ impl Store for PostgresStore {
     }
 
     async fn prune_events(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        let result = sqlx::query("DELETE FROM events WHERE at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
+        // Each service's latest down/up event stays, however old: it is where a new detector
+        // starts from (see `last_transitions`); without it a long-dead service would get a
+        // fresh `down` at the next restart.
+        let result = sqlx::query(
+            "DELETE FROM events WHERE at < $1 AND id NOT IN (
+                 SELECT MAX(id) FROM events WHERE kind IN ('down', 'up') GROUP BY service_id
+             )",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
         Ok(result.rows_affected())
     }
 
@@ -519,9 +570,11 @@ impl Store for PostgresStore {
     }
 
     async fn try_lead(&self) -> StoreResult<Option<Box<dyn super::Lease>>> {
-        // A connection of its own, out of the pool: the lock lives as long as this session,
-        // and ends with it when this process dies, which is what lets another replica take over.
-        let mut conn = self.pool.acquire().await?.detach();
+        let mut slot = self.lease_conn.lock().await;
+        let mut conn = match slot.take() {
+            Some(conn) => conn,
+            None => lease_connection(&self.options).await?,
+        };
         let led: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(LEADER_LOCK)
             .fetch_one(&mut conn)
@@ -529,7 +582,7 @@ impl Store for PostgresStore {
         if led {
             Ok(Some(Box::new(PgLease { conn })))
         } else {
-            let _ = conn.close().await;
+            *slot = Some(conn);
             Ok(None)
         }
     }

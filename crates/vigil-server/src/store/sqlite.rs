@@ -351,10 +351,17 @@ impl Store for SqliteStore {
     }
 
     async fn prune_events(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        let result = sqlx::query("DELETE FROM events WHERE at < ?")
-            .bind(micros(before))
-            .execute(&self.pool)
-            .await?;
+        // Each service's latest down/up event stays, however old: it is where a new detector
+        // starts from (see `last_transitions`); without it a long-dead service would get a
+        // fresh `down` at the next restart.
+        let result = sqlx::query(
+            "DELETE FROM events WHERE at < ? AND id NOT IN (
+                 SELECT MAX(id) FROM events WHERE kind IN ('down', 'up') GROUP BY service_id
+             )",
+        )
+        .bind(micros(before))
+        .execute(&self.pool)
+        .await?;
         Ok(result.rows_affected())
     }
 

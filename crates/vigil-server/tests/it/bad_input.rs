@@ -255,3 +255,49 @@ async fn health_and_readiness() {
         (StatusCode::OK, Some("ok"))
     );
 }
+
+#[tokio::test]
+async fn lenient_where_it_is_harmless() {
+    let (_dir, server) = server().await;
+    let id = server.register("h", "b").await;
+    let response = server
+        .http
+        .post(format!("{}/v1/services/{id}/heartbeat", server.url))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "an empty JSON body is a beat"
+    );
+    let (status, _) = server
+        .post(&format!("/v1/services/{id}/heartbeat"), json!({"zone": ""}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        server.service(id).await["zone"],
+        "nova",
+        "an empty zone changes nothing"
+    );
+    let path = format!("/v1/services/{id}");
+    server
+        .admin(
+            Method::PATCH,
+            &path,
+            Some(json!({"disabled": true, "disabled_reason": "x"})),
+        )
+        .await;
+    let (_, body) = server
+        .admin(
+            Method::PATCH,
+            &path,
+            Some(json!({"disabled": false, "disabled_reason": "y"})),
+        )
+        .await;
+    assert!(
+        body["disabled_reason"].is_null(),
+        "enabling clears the reason: {body}"
+    );
+}

@@ -310,15 +310,25 @@ async fn suspicion_rises_before_the_deadline(backend: Backend) {
 async fn old_events_are_pruned(backend: Backend) {
     let dir = temp_dir();
     let mut server = TestServer::start(backend.config(dir.path())).await;
-    server.register("old", "b").await;
-    assert_eq!(events(&server, "").await.len(), 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = server.register("old", "b").await;
+    eventually("down", Duration::from_secs(10), || async {
+        kinds(&events(&server, "").await) == ["down", "registered"]
+    })
+    .await;
     server.stop().await;
     let mut config = server.config.clone();
     config.event_retention_days = 0.1 / 86_400.0;
     let server = TestServer::start(config).await;
     eventually("pruned at start", Duration::from_secs(10), || async {
-        events(&server, "").await.is_empty()
+        events(&server, "").await.len() == 1
     })
     .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let left = events(&server, "").await;
+    assert_eq!(
+        kinds(&left),
+        ["down"],
+        "the latest transition stays, and is not repeated"
+    );
+    assert_eq!(left[0]["service_id"], id);
 }

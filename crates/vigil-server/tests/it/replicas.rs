@@ -172,6 +172,18 @@ mod tests {
                 "a deletion shows at once"
             );
         }
+        let again = servers[2].register("node-a", "cinder-backup").await;
+        let other = servers[0].register("node-z", "cinder-backup").await;
+        assert!(again > id && other > again);
+        for server in &servers {
+            let (_, list) = server
+                .get("/v1/services?host=node-a&binary=cinder-backup")
+                .await;
+            assert_eq!(
+                list["services"][0]["id"], again,
+                "the new service keeps its key after the old one's deletion"
+            );
+        }
     }
 
     pub async fn a_replica_with_a_wrong_clock_changes_nothing(backend: &Backend) {
