@@ -44,6 +44,8 @@ enum Command {
     Doctor(cmd::doctor::DoctorArgs),
     /// The history of transitions and admin changes, newest first.
     Events(cmd::events::EventsArgs),
+    /// Print events as they happen, until Ctrl-C; survives server restarts.
+    Watch(cmd::watch::WatchArgs),
 }
 
 fn init_logging(default: &str) {
@@ -88,6 +90,10 @@ fn main() {
         Command::Events(args) => {
             init_logging("warn");
             runtime().and_then(|rt| rt.block_on(cmd::events::run(args)).map_err(Into::into))
+        }
+        Command::Watch(args) => {
+            init_logging("warn");
+            runtime().and_then(|rt| rt.block_on(cmd::watch::run(args)).map_err(Into::into))
         }
     };
     match result {

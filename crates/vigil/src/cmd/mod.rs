@@ -7,3 +7,4 @@ pub mod doctor;
 pub mod events;
 pub mod server;
 pub mod service;
+pub mod watch;
