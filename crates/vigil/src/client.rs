@@ -90,6 +90,11 @@ impl Client {
         }
     }
 
+    /// The server's base URL, as given (without a trailing slash).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// Adds the admin token, when there is one.
     pub fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.token {

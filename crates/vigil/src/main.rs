@@ -3,7 +3,7 @@
 //! # Layout
 //! - `cmd/`: one module per subcommand (server, agent, service, config, demo, ...).
 //! - `client`: the HTTP client the admin subcommands share, and exit codes.
-//! - `table`: service tables as `cinder service-list` prints them.
+//! - `table`: service tables as `cinder service-list` prints them, and event tables.
 //!
 //! Exit codes: 0 success, 1 the server refused or the work failed, 2 usage error, 3 the server
 //! could not be reached.
@@ -42,6 +42,10 @@ enum Command {
     Demo(cmd::demo::DemoArgs),
     /// Tell why services are down, or about to be: one finding per known cause.
     Doctor(cmd::doctor::DoctorArgs),
+    /// The history of transitions and admin changes, newest first.
+    Events(cmd::events::EventsArgs),
+    /// Print events as they happen, until Ctrl-C; survives server restarts.
+    Watch(cmd::watch::WatchArgs),
 }
 
 fn init_logging(default: &str) {
@@ -82,6 +86,14 @@ fn main() {
         Command::Doctor(args) => {
             init_logging("warn");
             runtime().and_then(|rt| rt.block_on(cmd::doctor::run(args)).map_err(Into::into))
+        }
+        Command::Events(args) => {
+            init_logging("warn");
+            runtime().and_then(|rt| rt.block_on(cmd::events::run(args)).map_err(Into::into))
+        }
+        Command::Watch(args) => {
+            init_logging("warn");
+            runtime().and_then(|rt| rt.block_on(cmd::watch::run(args)).map_err(Into::into))
         }
     };
     match result {

@@ -4,5 +4,7 @@ pub mod agent;
 pub mod config;
 pub mod demo;
 pub mod doctor;
+pub mod events;
 pub mod server;
 pub mod service;
+pub mod watch;

@@ -2,4 +2,5 @@
 
 mod cli;
 mod doctor;
+mod events;
 mod failover;

@@ -1,0 +1,101 @@
+//! `vigil events [HOST [BINARY]]`: the history of transitions and admin changes, newest first.
+//!
+//! One page by default (`--limit`, 50); `--all` follows the server's `next_before` cursor page
+//! by page, so a long history is read in bounded requests rather than one huge answer.
+
+use vigil_proto::{Event, EventList};
+
+use crate::client::{CliError, ServerOpts};
+use crate::table;
+
+/// Page size of `--all`: the most the server gives in one answer.
+const ALL_PAGE: i64 = 1000;
+
+#[derive(clap::Args, Debug)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub server: ServerOpts,
+    /// Only the events of this host (the same as --host).
+    #[arg(value_name = "HOST", conflicts_with = "host")]
+    pub at_host: Option<String>,
+    /// Only the events of this binary (the same as --binary).
+    #[arg(value_name = "BINARY", conflicts_with = "binary")]
+    pub of_binary: Option<String>,
+    /// Only the events of the service with this id.
+    #[arg(long, value_name = "ID")]
+    pub service: Option<i64>,
+    /// Only the events of this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only the events of this binary.
+    #[arg(long)]
+    pub binary: Option<String>,
+    /// Only events of this kind: registered, down, up, suspect, disabled, enabled, forced_down,
+    /// unforced, frozen, thawed, deleted.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only events at or after this time (RFC 3339, such as 2026-11-25T11:00:00Z).
+    #[arg(long, value_name = "RFC3339")]
+    pub since: Option<String>,
+    /// How many of the newest events to print.
+    #[arg(
+        long,
+        default_value_t = 50,
+        value_parser = clap::value_parser!(i64).range(1..=ALL_PAGE),
+        conflicts_with = "all"
+    )]
+    pub limit: i64,
+    /// Print every matching event, reading the history page by page.
+    #[arg(long)]
+    pub all: bool,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: EventsArgs) -> Result<i32, CliError> {
+    let client = args.server.client();
+    let mut query = Vec::new();
+    for (key, value) in [
+        ("service", args.service.map(|id| id.to_string())),
+        ("host", args.at_host.or(args.host)),
+        ("binary", args.of_binary.or(args.binary)),
+        ("kind", args.kind),
+        ("since", args.since),
+    ] {
+        if let Some(value) = value {
+            query.push((key, value));
+        }
+    }
+    let limit = if args.all { ALL_PAGE } else { args.limit };
+    query.push(("limit", limit.to_string()));
+    let mut events: Vec<Event> = Vec::new();
+    let mut more: Option<i64> = None;
+    loop {
+        let mut page_query = query.clone();
+        if let Some(before) = more {
+            page_query.push(("before", before.to_string()));
+        }
+        let page: EventList = client.get("/v1/events", &page_query).await?;
+        events.extend(page.events);
+        more = page.next_before;
+        if !args.all || more.is_none() {
+            break;
+        }
+    }
+    if args.json {
+        match serde_json::to_string_pretty(&events) {
+            Ok(text) => println!("{text}"),
+            Err(err) => eprintln!("vigil: cannot print JSON: {err}"),
+        }
+    } else {
+        println!("{}", table::events(&events));
+        if more.is_some() {
+            eprintln!(
+                "vigil: the newest {} events shown; --all prints every one",
+                events.len()
+            );
+        }
+    }
+    Ok(0)
+}
