@@ -11,9 +11,9 @@
 //! Down→up transitions are found on the heartbeat path ([`crate::app::App::heartbeat`]),
 //! which files the revived service again through [`Detector::watch`].
 //!
-//! It also notices its own pauses (a stopped VM, a SIGSTOP): a tick that comes more than
-//! `service_down_time` late opens a grace period (see [`crate::liveness`]) instead of
-//! declaring every service down at once.
+//! It also notices its own pauses (a stopped VM, a SIGSTOP): a tick that comes more than a
+//! second late opens a grace period (see [`crate::liveness`]) instead of declaring every
+//! service whose heartbeats were held up meanwhile down at once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -187,6 +187,9 @@ pub fn tick(app: &App, now: DateTime<Utc>) {
     }
 }
 
+/// A tick this late means the process stopped watching (ticks come every [`TICK`]).
+const PAUSE: TimeDelta = TimeDelta::seconds(1);
+
 /// How often a follower tries to take over detection, and a leader checks its lease.
 const LEASE_CHECK: Duration = Duration::from_secs(1);
 
@@ -254,10 +257,10 @@ async fn lead(
             _ = shutdown.changed() => return true,
         }
         let now = app.clock.now();
-        if now - last_tick > app.registry.liveness.service_down_time {
+        if now - last_tick > PAUSE {
             tracing::warn!(
                 paused_s = seconds(now - last_tick),
-                "the server was paused longer than service_down_time; services get a grace period before they count as down"
+                "the server stalled (paused process, stopped VM, clock stepped); services get a grace period before they count as down"
             );
             app.registry.liveness.set_gap(last_tick, now);
         }

@@ -6,10 +6,11 @@
 //! come from the same clock, so a reporter's wrong clock cannot make it look down; a stamp in
 //! the future (possible only after a clock correction) counts as up, as in Cinder.
 //!
-//! **Grace after a gap.** When the server starts (or resumes after a pause longer than
-//! `service_down_time`), services that were up when it stopped watching get a full
-//! `service_down_time` of running time to beat again before they count as down: the monitor's
-//! own absence is not evidence against them (etcd #15247, Eureka's self-preservation).
+//! **Grace after a gap.** When the server starts, or resumes after its process stalled for
+//! more than a second (a stopped VM, SIGSTOP, a clock stepped forward), services that were up
+//! when it stopped watching get a full `service_down_time` of running time to beat again before
+//! they count as down: the monitor's own absence is not evidence against them (etcd #15247,
+//! Eureka's self-preservation). Their heartbeats were queued or refused meanwhile.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use parking_lot::RwLock;
@@ -47,8 +48,17 @@ impl Liveness {
     }
 
     /// Records that the server was not watching from `last_alive` to `resumed_at`.
+    /// A gap that comes while an earlier one's grace still runs extends it: services that were
+    /// up before the earlier gap keep their grace too.
     pub fn set_gap(&self, last_alive: DateTime<Utc>, resumed_at: DateTime<Utc>) {
-        *self.gap.write() = Some(Gap {
+        let mut gap = self.gap.write();
+        let last_alive = match *gap {
+            Some(old) if old.resumed_at + self.service_down_time > last_alive => {
+                old.last_alive.min(last_alive)
+            }
+            _ => last_alive,
+        };
+        *gap = Some(Gap {
             last_alive,
             resumed_at,
         });
@@ -132,6 +142,20 @@ mod tests {
         let mut r = record(t(0), Some(t(100)));
         r.forced_down = true;
         assert!(!rule.is_up(&r, t(100)));
+    }
+
+    #[test]
+    fn a_gap_during_grace_keeps_the_earlier_services_eligible() {
+        let rule = Liveness::new(60.0, 8.0);
+        rule.set_gap(t(1000), t(2000));
+        rule.set_gap(t(2010), t(2020));
+        let up_before_first = record(t(0), Some(t(990)));
+        assert!(rule.is_up(&up_before_first, t(2079)));
+        rule.set_gap(t(5000), t(5005));
+        assert!(
+            !rule.is_up(&up_before_first, t(5006)),
+            "an old grace does not carry over"
+        );
     }
 
     #[test]

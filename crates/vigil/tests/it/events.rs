@@ -521,13 +521,24 @@ fn watch_survives_a_server_restart_and_prints_each_event_once() {
 /// service_down_time of server running time to beat again; one that stays silent still is.
 #[test]
 fn a_paused_server_downs_no_beating_service_and_still_downs_a_silent_one() {
+    pause_and_check(1, "0.2", Duration::from_millis(2500));
+}
+
+/// A stall shorter than service_down_time held up heartbeats too: a service beating at the
+/// largest interval the doctor accepts (a third of service_down_time) must not flap.
+#[test]
+fn a_short_stall_downs_no_beating_service() {
+    pause_and_check(3, "1", Duration::from_millis(2900));
+}
+
+fn pause_and_check(service_down_time: i64, report_interval: &str, pause: Duration) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), "127.0.0.1:0", "1");
+    let server = Server::start(dir.path(), "127.0.0.1:0", &service_down_time.to_string());
     let url = server.url.as_str();
     let _agent = Terminated(
         Command::new(VIGIL)
             .args(["agent", "--server", url, "--host", "pause-host"])
-            .args(["--binary", "worker", "--report-interval", "0.2"])
+            .args(["--binary", "worker", "--report-interval", report_interval])
             .args(["--", "sleep", "30"])
             .env("VIGIL_LOG", "warn")
             .stdout(Stdio::null())
@@ -547,21 +558,20 @@ fn a_paused_server_downs_no_beating_service_and_still_downs_a_silent_one() {
     beat(url, silent);
 
     server.signal(libc::SIGSTOP);
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(pause);
     let resumed = Utc::now();
     server.signal(libc::SIGCONT);
-    wait_until("the silent service down", Duration::from_secs(10), || {
+    wait_until("the silent service down", Duration::from_secs(15), || {
         !events(url, "kind=down&binary=silent").is_empty()
     });
-    std::thread::sleep(
-        Duration::from_secs(2).saturating_sub((Utc::now() - resumed).to_std().unwrap_or_default()),
-    );
+    let settle = Duration::from_secs(service_down_time as u64 + 1);
+    std::thread::sleep(settle.saturating_sub((Utc::now() - resumed).to_std().unwrap_or_default()));
 
     let downs = events(url, "kind=down&host=pause-host");
     assert_eq!(downs.len(), 1, "only the silent service is down: {downs:?}");
     assert_eq!(downs[0]["binary"], "silent");
     assert!(
-        at(&downs[0]) >= resumed + chrono::TimeDelta::seconds(1),
+        at(&downs[0]) >= resumed + chrono::TimeDelta::seconds(service_down_time),
         "down only after a full service_down_time of running time: {downs:?}"
     );
     assert_eq!(get(&worker)["services"][0]["state"], "up");
