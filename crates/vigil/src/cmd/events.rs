@@ -11,16 +11,9 @@ use crate::table;
 /// Page size of `--all`: the most the server gives in one answer.
 const ALL_PAGE: i64 = 1000;
 
-#[derive(clap::Args, Debug)]
-pub struct EventsArgs {
-    #[command(flatten)]
-    pub server: ServerOpts,
-    /// Only the events of this host (the same as --host).
-    #[arg(value_name = "HOST", conflicts_with = "host")]
-    pub at_host: Option<String>,
-    /// Only the events of this binary (the same as --binary).
-    #[arg(value_name = "BINARY", conflicts_with = "binary")]
-    pub of_binary: Option<String>,
+/// Filters shared by `vigil events` and `vigil watch`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EventFilters {
     /// Only the events of the service with this id.
     #[arg(long, value_name = "ID")]
     pub service: Option<i64>,
@@ -34,6 +27,35 @@ pub struct EventsArgs {
     /// unforced, frozen, thawed, deleted.
     #[arg(long)]
     pub kind: Option<String>,
+}
+
+impl EventFilters {
+    /// The filters given, as query parameters.
+    pub fn query(&self) -> Vec<(&'static str, String)> {
+        [
+            ("service", self.service.map(|id| id.to_string())),
+            ("host", self.host.clone()),
+            ("binary", self.binary.clone()),
+            ("kind", self.kind.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.map(|v| (key, v)))
+        .collect()
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub server: ServerOpts,
+    /// Only the events of this host (the same as --host).
+    #[arg(value_name = "HOST", conflicts_with = "host")]
+    pub at_host: Option<String>,
+    /// Only the events of this binary (the same as --binary).
+    #[arg(value_name = "BINARY", conflicts_with = "binary")]
+    pub of_binary: Option<String>,
+    #[command(flatten)]
+    pub filters: EventFilters,
     /// Only events at or after this time (RFC 3339, such as 2026-11-25T11:00:00Z).
     #[arg(long, value_name = "RFC3339")]
     pub since: Option<String>,
@@ -55,17 +77,12 @@ pub struct EventsArgs {
 
 pub async fn run(args: EventsArgs) -> Result<i32, CliError> {
     let client = args.server.client();
-    let mut query = Vec::new();
-    for (key, value) in [
-        ("service", args.service.map(|id| id.to_string())),
-        ("host", args.at_host.or(args.host)),
-        ("binary", args.of_binary.or(args.binary)),
-        ("kind", args.kind),
-        ("since", args.since),
-    ] {
-        if let Some(value) = value {
-            query.push((key, value));
-        }
+    let mut filters = args.filters;
+    filters.host = args.at_host.or(filters.host);
+    filters.binary = args.of_binary.or(filters.binary);
+    let mut query = filters.query();
+    if let Some(since) = args.since {
+        query.push(("since", since));
     }
     let limit = if args.all { ALL_PAGE } else { args.limit };
     query.push(("limit", limit.to_string()));

@@ -31,18 +31,8 @@ const KIND_WIDTH: usize = 11;
 pub struct WatchArgs {
     #[command(flatten)]
     pub server: ServerOpts,
-    /// Only the events of the service with this id.
-    #[arg(long, value_name = "ID")]
-    pub service: Option<i64>,
-    /// Only the events of this host.
-    #[arg(long)]
-    pub host: Option<String>,
-    /// Only the events of this binary.
-    #[arg(long)]
-    pub binary: Option<String>,
-    /// Only events of this kind (see `vigil events --help`).
-    #[arg(long)]
-    pub kind: Option<String>,
+    #[command(flatten)]
+    pub filters: super::events::EventFilters,
     /// Start after this event id, replaying the history since [default: only new events].
     #[arg(long, value_name = "ID")]
     pub from: Option<i64>,
@@ -84,17 +74,7 @@ async fn follow(args: WatchArgs) -> Result<i32, CliError> {
         .connect_timeout(Duration::from_secs(10))
         .build()
         .unwrap_or_default();
-    let mut query = Vec::new();
-    for (key, value) in [
-        ("service", args.service.map(|id| id.to_string())),
-        ("host", args.host.clone()),
-        ("binary", args.binary.clone()),
-        ("kind", args.kind.clone()),
-    ] {
-        if let Some(value) = value {
-            query.push((key, value));
-        }
-    }
+    let query = args.filters.query();
     let mut printer = Printer {
         json: args.json,
         left: args.count,
