@@ -783,6 +783,7 @@ mod tests {
             created_at: t(0),
             updated_at: None,
             modified_at: None,
+            row_version: 0,
         }
     }
 

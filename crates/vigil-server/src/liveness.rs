@@ -107,6 +107,7 @@ mod tests {
             created_at,
             updated_at,
             modified_at: None,
+            row_version: 0,
         }
     }
 

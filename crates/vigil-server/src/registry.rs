@@ -354,6 +354,11 @@ impl Slot {
     /// database's plus the beats this server has not flushed yet, and the later heartbeat of
     /// the two (other replicas' beats arrive this way).
     fn merge_stored(&mut self, stored: ServiceRecord) {
+        if stored.row_version < self.record.row_version {
+            // Read before a write this server has already applied (a change-feed page racing
+            // an admin change): the newer write stands.
+            return;
+        }
         let memory_updated = self.record.updated_at;
         let memory_count = self.record.report_count;
         let memory_zone = std::mem::take(&mut self.record.zone);

@@ -33,6 +33,9 @@ pub struct ServiceRecord {
     /// Server receipt time of the newest heartbeat (Cinder's `updated_at`).
     pub updated_at: Option<DateTime<Utc>>,
     pub modified_at: Option<DateTime<Utc>>,
+    /// Position of this row's last write in the change feed of a shared database (0 on an
+    /// unshared one): a replica never lets an older read undo a newer write.
+    pub row_version: i64,
 }
 
 /// What a reporter declares when it registers.

@@ -61,6 +61,7 @@ struct ServiceRow {
     created_at: DateTime<Utc>,
     updated_at: Option<DateTime<Utc>>,
     modified_at: Option<DateTime<Utc>>,
+    row_version: i64,
 }
 
 impl From<ServiceRow> for ServiceRecord {
@@ -81,6 +82,7 @@ impl From<ServiceRow> for ServiceRecord {
             created_at: row.created_at,
             updated_at: row.updated_at,
             modified_at: row.modified_at,
+            row_version: row.row_version,
         }
     }
 }
@@ -112,13 +114,6 @@ impl From<EventRow> for vigil_proto::Event {
             threshold_s: row.threshold_s,
         }
     }
-}
-
-#[derive(sqlx::FromRow)]
-struct VersionedRow {
-    #[sqlx(flatten)]
-    row: ServiceRow,
-    row_version: i64,
 }
 
 /// A connection of its own, out of the pool, for the detection lease: the session lock lives
@@ -164,7 +159,8 @@ impl super::Lease for PgLease {
 }
 
 const SERVICE_COLUMNS: &str = r#"id, host, "binary", topic, zone, disabled, disabled_reason,
-    forced_down, frozen, report_count, report_interval, version, created_at, updated_at, modified_at"#;
+    forced_down, frozen, report_count, report_interval, version, created_at, updated_at, modified_at,
+    row_version"#;
 
 /// Serializes the transactions that write services or events, until they commit.
 ///
@@ -557,8 +553,8 @@ impl Store for PostgresStore {
         cursor: i64,
         limit: i64,
     ) -> StoreResult<(Vec<ServiceRecord>, i64)> {
-        let rows: Vec<VersionedRow> = sqlx::query_as(&format!(
-            "SELECT {SERVICE_COLUMNS}, row_version FROM services
+        let rows: Vec<ServiceRow> = sqlx::query_as(&format!(
+            "SELECT {SERVICE_COLUMNS} FROM services
              WHERE row_version > $1 ORDER BY row_version LIMIT $2"
         ))
         .bind(cursor)
@@ -566,7 +562,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         let next = rows.last().map_or(cursor, |r| r.row_version);
-        Ok((rows.into_iter().map(|r| r.row.into()).collect(), next))
+        Ok((rows.into_iter().map(Into::into).collect(), next))
     }
 
     async fn try_lead(&self) -> StoreResult<Option<Box<dyn super::Lease>>> {

@@ -57,6 +57,7 @@ impl From<ServiceRow> for ServiceRecord {
             created_at: from_micros(row.created_at),
             updated_at: row.updated_at.map(from_micros),
             modified_at: row.modified_at.map(from_micros),
+            row_version: 0,
         }
     }
 }
