@@ -235,35 +235,11 @@ impl App {
             // An enabled service has no reason to be disabled.
             change.disabled_reason = Some(None);
         }
-        let current = self.entry(id).await?.lock().record.clone();
         let now = self.clock.now();
-        let mut events = Vec::new();
-        let mut event = |kind: EventKind, reason: Option<String>| {
-            let mut event = NewEvent::about(&current, kind, now);
-            event.reason = reason;
-            events.push(event);
-        };
-        match change.disabled {
-            Some(true) if !current.disabled => {
-                let reason = change.disabled_reason.clone().flatten();
-                event(EventKind::Disabled, reason);
-            }
-            Some(false) if current.disabled => event(EventKind::Enabled, None),
-            _ => {}
-        }
-        match change.forced_down {
-            Some(true) if !current.forced_down => event(EventKind::ForcedDown, None),
-            Some(false) if current.forced_down => event(EventKind::Unforced, None),
-            _ => {}
-        }
-        match change.frozen {
-            Some(true) if !current.frozen => event(EventKind::Frozen, None),
-            Some(false) if current.frozen => event(EventKind::Thawed, None),
-            _ => {}
-        }
+        let events_for = |before: &crate::store::ServiceRecord| admin_events(before, &change, now);
         let record = self
             .store
-            .update_admin(id, &change, now, &events)
+            .update_admin(id, &change, now, &events_for)
             .await?
             .ok_or(AppError::NotFound(id))?;
         self.events.notify();
@@ -295,4 +271,40 @@ impl App {
         self.registry.remove(id);
         Ok(())
     }
+}
+
+/// The events an admin change makes of a service as it was: only real transitions count, so
+/// disabling a disabled service records nothing.
+fn admin_events(
+    before: &crate::store::ServiceRecord,
+    change: &AdminChange,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Vec<NewEvent> {
+    let mut events = Vec::new();
+    let mut event = |kind: EventKind, reason: Option<String>| {
+        let mut event = NewEvent::about(before, kind, at);
+        event.reason = reason;
+        events.push(event);
+    };
+    match change.disabled {
+        Some(true) if !before.disabled => {
+            event(
+                EventKind::Disabled,
+                change.disabled_reason.clone().flatten(),
+            );
+        }
+        Some(false) if before.disabled => event(EventKind::Enabled, None),
+        _ => {}
+    }
+    match change.forced_down {
+        Some(true) if !before.forced_down => event(EventKind::ForcedDown, None),
+        Some(false) if before.forced_down => event(EventKind::Unforced, None),
+        _ => {}
+    }
+    match change.frozen {
+        Some(true) if !before.frozen => event(EventKind::Frozen, None),
+        Some(false) if before.frozen => event(EventKind::Thawed, None),
+        _ => {}
+    }
+    events
 }

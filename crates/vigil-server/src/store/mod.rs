@@ -152,6 +152,9 @@ impl NewEvent {
     }
 }
 
+/// Derives the events of an admin change from the row as it was before the change.
+pub type EventsFor<'a> = dyn for<'r> Fn(&'r ServiceRecord) -> Vec<NewEvent> + Send + Sync + 'a;
+
 /// Which events to list; all filters are ANDed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventFilter {
@@ -244,14 +247,16 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> StoreResult<(ServiceRecord, bool)>;
 
-    /// Applies an admin change and appends `events` in one transaction. `None` when the
-    /// service does not exist.
+    /// Applies an admin change and appends the events `events_for` derives from the row as it
+    /// was, all in one transaction that no other write interleaves with, so concurrent changes
+    /// (through several replicas) each record exactly the transitions they made. `None` when
+    /// the service does not exist.
     async fn update_admin(
         &self,
         id: i64,
         change: &AdminChange,
         at: DateTime<Utc>,
-        events: &[NewEvent],
+        events_for: &EventsFor<'_>,
     ) -> StoreResult<Option<ServiceRecord>>;
 
     /// Deletes a service and appends its `deleted` event in one transaction. `false` when it

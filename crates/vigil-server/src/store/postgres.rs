@@ -15,8 +15,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder};
 
 use super::{
-    AdminChange, BeatFlush, EventFilter, EventKind, NewEvent, NewService, ServiceRecord, Store,
-    StoreError, StoreResult,
+    AdminChange, BeatFlush, EventFilter, EventKind, EventsFor, NewEvent, NewService, ServiceRecord,
+    Store, StoreError, StoreResult,
 };
 
 /// How long a call waits for a connection before it reports the database `Unavailable`: short,
@@ -367,10 +367,15 @@ impl Store for PostgresStore {
         id: i64,
         change: &AdminChange,
         at: DateTime<Utc>,
-        events: &[NewEvent],
+        events_for: &EventsFor<'_>,
     ) -> StoreResult<Option<ServiceRecord>> {
         let mut tx = self.pool.begin().await?;
         lock_writes(&mut tx).await?;
+        // The write lock keeps every other writer out until commit: this read is current.
+        let Some(before) = fetch_service(&mut tx, id).await? else {
+            return Ok(None);
+        };
+        let events = events_for(&before);
         let (set_reason, reason) = match &change.disabled_reason {
             Some(reason) => (true, reason.clone()),
             None => (false, None),
@@ -398,7 +403,7 @@ impl Store for PostgresStore {
         let Some(row) = row else {
             return Ok(None);
         };
-        insert_events(&mut tx, events).await?;
+        insert_events(&mut tx, &events).await?;
         tx.commit().await?;
         Ok(Some(row.into()))
     }

@@ -10,8 +10,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use super::{
-    AdminChange, BeatFlush, EventFilter, EventKind, NewEvent, NewService, ServiceRecord, Store,
-    StoreError, StoreResult,
+    AdminChange, BeatFlush, EventFilter, EventKind, EventsFor, NewEvent, NewService, ServiceRecord,
+    Store, StoreError, StoreResult,
 };
 
 /// SQLite implementation of [`Store`].
@@ -239,9 +239,24 @@ impl Store for SqliteStore {
         id: i64,
         change: &AdminChange,
         at: DateTime<Utc>,
-        events: &[NewEvent],
+        events_for: &EventsFor<'_>,
     ) -> StoreResult<Option<ServiceRecord>> {
         let mut tx = self.pool.begin().await?;
+        // A write first, so that this transaction holds SQLite's write lock before it reads
+        // the row its events are derived from.
+        let exists = sqlx::query("UPDATE services SET id = id WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if !exists {
+            return Ok(None);
+        }
+        let Some(before) = Self::fetch_service(&mut tx, id).await? else {
+            return Ok(None);
+        };
+        let events = events_for(&before);
         let (set_reason, reason) = match &change.disabled_reason {
             Some(reason) => (true, reason.clone()),
             None => (false, None),
@@ -268,7 +283,7 @@ impl Store for SqliteStore {
         let Some(row) = row else {
             return Ok(None);
         };
-        Self::insert_events(&mut tx, events).await?;
+        Self::insert_events(&mut tx, &events).await?;
         tx.commit().await?;
         Ok(Some(row.into()))
     }

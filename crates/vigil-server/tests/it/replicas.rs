@@ -70,6 +70,7 @@ postgres_only!(
     heartbeats_spread_over_replicas_keep_a_service_up_everywhere,
     changes_through_one_replica_show_through_all_at_once,
     a_replica_with_a_wrong_clock_changes_nothing,
+    concurrent_admin_changes_record_each_transition_once,
 );
 
 mod tests {
@@ -184,6 +185,30 @@ mod tests {
                 "the new service keeps its key after the old one's deletion"
             );
         }
+    }
+
+    pub async fn concurrent_admin_changes_record_each_transition_once(backend: &Backend) {
+        let (_dirs, servers) = replicas(backend, 2, &[]).await;
+        let id = servers[0].register("node-x", "cinder-volume").await;
+        let path = format!("/v1/services/{id}");
+        let disable = json!({"disabled": true, "disabled_reason": "swap"});
+        let (a, b) = tokio::join!(
+            servers[0].admin(Method::PATCH, &path, Some(disable.clone())),
+            servers[1].admin(Method::PATCH, &path, Some(disable)),
+        );
+        assert_eq!((a.0, b.0), (StatusCode::OK, StatusCode::OK));
+        let (status, _) = servers[1]
+            .admin(Method::PATCH, &path, Some(json!({"disabled": false})))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, body) = servers[0].get(&format!("/v1/events?service={id}")).await;
+        let kinds: Vec<&str> = body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["enabled", "disabled", "registered"]);
     }
 
     pub async fn a_replica_with_a_wrong_clock_changes_nothing(backend: &Backend) {
