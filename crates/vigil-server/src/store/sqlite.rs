@@ -93,6 +93,10 @@ impl From<EventRow> for vigil_proto::Event {
 const SERVICE_COLUMNS: &str = r#"id, host, "binary", topic, zone, disabled, disabled_reason,
     forced_down, frozen, report_count, report_interval, version, created_at, updated_at, modified_at"#;
 
+/// Rows per multi-row INSERT: 7 parameters each stays under SQLite's limit of 32,766 bound
+/// parameters per statement.
+const BULK_CHUNK: usize = 4_000;
+
 fn micros(at: DateTime<Utc>) -> i64 {
     at.timestamp_micros()
 }
@@ -171,6 +175,31 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn bulk_insert_services(
+        &self,
+        services: &[NewService],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in services.chunks(BULK_CHUNK) {
+            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+                r#"INSERT INTO services (host, "binary", topic, zone, report_interval, version, created_at) "#,
+            );
+            query.push_values(chunk, |mut row, new| {
+                row.push_bind(&new.host)
+                    .push_bind(&new.binary)
+                    .push_bind(&new.topic)
+                    .push_bind(&new.zone)
+                    .push_bind(new.report_interval)
+                    .push_bind(&new.version)
+                    .push_bind(micros(at));
+            });
+            query.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn get_service(&self, id: i64) -> StoreResult<Option<ServiceRecord>> {
