@@ -17,6 +17,7 @@ mod doctor;
 mod error;
 mod events;
 mod extract;
+mod list_body;
 mod services;
 
 pub use auth::token_matches;
