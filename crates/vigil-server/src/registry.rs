@@ -264,12 +264,16 @@ impl Registry {
     pub fn list(&self, filter: &ListFilter, now: DateTime<Utc>) -> Vec<vigil_proto::Service> {
         self.candidates(filter)
             .iter()
-            .filter_map(|entry| self.view_if(&entry.lock(), filter, now))
+            .filter_map(|entry| {
+                let slot = entry.lock();
+                self.passes(&slot, filter, now)
+                    .then(|| self.view(&slot, now))
+            })
             .collect()
     }
 
     /// The entries that `filter.host` (with `filter.binary`) selects through the index, in id
-    /// order; every entry without a host. The rest of the filter is [`Registry::view_if`]'s,
+    /// order; every entry without a host. The rest of the filter is [`Registry::passes`]'s,
     /// so that a large list can be viewed and sent a piece at a time.
     pub fn candidates(&self, filter: &ListFilter) -> Vec<Arc<Entry>> {
         let table = self.table.read();
@@ -291,26 +295,25 @@ impl Registry {
         }
     }
 
-    /// The API view of `slot` at `now`, if it passes `filter` (a candidate's remaining tests).
-    pub fn view_if(
-        &self,
-        slot: &Slot,
-        filter: &ListFilter,
-        now: DateTime<Utc>,
-    ) -> Option<vigil_proto::Service> {
+    /// Whether `slot` passes `filter` at `now` (a candidate's remaining tests).
+    pub fn passes(&self, slot: &Slot, filter: &ListFilter, now: DateTime<Utc>) -> bool {
         let record = &slot.record;
-        if filter.binary.as_ref().is_some_and(|b| *b != record.binary)
+        let state = || {
+            if self.liveness.is_up(record, now) {
+                vigil_proto::State::Up
+            } else {
+                vigil_proto::State::Down
+            }
+        };
+        let status = if record.disabled {
+            vigil_proto::Status::Disabled
+        } else {
+            vigil_proto::Status::Enabled
+        };
+        !(filter.binary.as_ref().is_some_and(|b| *b != record.binary)
             || filter.zone.as_ref().is_some_and(|z| *z != record.zone)
-        {
-            return None;
-        }
-        let view = self.view(slot, now);
-        if filter.state.is_some_and(|s| s != view.state)
-            || filter.status.is_some_and(|s| s != view.status)
-        {
-            return None;
-        }
-        Some(view)
+            || filter.state.is_some_and(|s| s != state())
+            || filter.status.is_some_and(|s| s != status))
     }
 
     /// The API view of one slot at `now`.

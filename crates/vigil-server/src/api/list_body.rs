@@ -56,19 +56,14 @@ impl Cursor {
                 self.done = true;
                 break;
             };
-            let view = {
-                let slot = entry.lock();
-                self.app.registry.view_if(&slot, &self.filter, self.now)
-            };
-            let Some(view) = view else {
+            let slot = entry.lock();
+            if !self.app.registry.passes(&slot, &self.filter, self.now) {
                 continue;
-            };
+            }
             if !std::mem::take(&mut self.first) {
                 piece.push(b',');
             }
-            // Writing into a Vec fails only when a Serialize impl reports an error, and
-            // `Service`'s derived one has none to report.
-            serde_json::to_writer(&mut piece, &view).expect("a service serializes");
+            super::service_json::write(&mut piece, &self.app.registry, &slot, self.now);
         }
         Some(Bytes::from(piece))
     }

@@ -18,6 +18,7 @@ mod error;
 mod events;
 mod extract;
 mod list_body;
+mod service_json;
 mod services;
 
 pub use auth::token_matches;
