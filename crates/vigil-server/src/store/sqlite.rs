@@ -166,7 +166,11 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // A flush statement updates hundreds of rows, and SQLite copies each page it
+            // first changes into a statement journal, which spills to a temporary file
+            // past 64 KiB; kept in memory, that copy is a memcpy instead of a write.
+            .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
