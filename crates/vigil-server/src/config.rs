@@ -35,6 +35,10 @@ pub struct Config {
     pub clock_offset: f64,
     /// The optional Cinder-compatible `os-services` listener.
     pub cinder_api: CinderApiConfig,
+    /// Mounts `POST /v1/bench/reference/{id}/heartbeat`, the baseline `vigil bench` compares
+    /// heartbeats with. Set only by the hidden `--bench-reference` flag, never from a file.
+    #[serde(skip)]
+    pub bench_reference: bool,
 }
 
 /// `[cinder_api]`: a second listener speaking the Block Storage API's `os-services`.
@@ -62,6 +66,7 @@ impl Default for Config {
             database_max_connections: 8,
             clock_offset: 0.0,
             cinder_api: CinderApiConfig::default(),
+            bench_reference: false,
         }
     }
 }

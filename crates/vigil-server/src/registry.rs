@@ -265,44 +265,58 @@ impl Registry {
 
     /// Every entry matching `filter`, in id order, with its API view at `now`.
     pub fn list(&self, filter: &ListFilter, now: DateTime<Utc>) -> Vec<vigil_proto::Service> {
-        let entries: Vec<Arc<Entry>> = {
-            let table = self.table.read();
-            match &filter.host {
-                Some(host) => match table.by_host.get(host) {
-                    Some(binaries) => {
-                        let mut ids: Vec<i64> = match &filter.binary {
-                            Some(binary) => binaries.get(binary).copied().into_iter().collect(),
-                            None => binaries.values().copied().collect(),
-                        };
-                        ids.sort_unstable();
-                        ids.iter()
-                            .filter_map(|id| table.by_id.get(id).cloned())
-                            .collect()
-                    }
-                    None => Vec::new(),
-                },
-                None => table.by_id.values().cloned().collect(),
-            }
-        };
-        entries
+        self.candidates(filter)
             .iter()
             .filter_map(|entry| {
                 let slot = entry.lock();
-                let record = &slot.record;
-                if filter.binary.as_ref().is_some_and(|b| *b != record.binary)
-                    || filter.zone.as_ref().is_some_and(|z| *z != record.zone)
-                {
-                    return None;
-                }
-                let view = self.view(&slot, now);
-                if filter.state.is_some_and(|s| s != view.state)
-                    || filter.status.is_some_and(|s| s != view.status)
-                {
-                    return None;
-                }
-                Some(view)
+                self.passes(&slot, filter, now)
+                    .then(|| self.view(&slot, now))
             })
             .collect()
+    }
+
+    /// The entries that `filter.host` (with `filter.binary`) selects through the index, in id
+    /// order; every entry without a host. The rest of the filter is [`Registry::passes`]'s,
+    /// so that a large list can be viewed and sent a piece at a time.
+    pub fn candidates(&self, filter: &ListFilter) -> Vec<Arc<Entry>> {
+        let table = self.table.read();
+        match &filter.host {
+            Some(host) => match table.by_host.get(host) {
+                Some(binaries) => {
+                    let mut ids: Vec<i64> = match &filter.binary {
+                        Some(binary) => binaries.get(binary).copied().into_iter().collect(),
+                        None => binaries.values().copied().collect(),
+                    };
+                    ids.sort_unstable();
+                    ids.iter()
+                        .filter_map(|id| table.by_id.get(id).cloned())
+                        .collect()
+                }
+                None => Vec::new(),
+            },
+            None => table.by_id.values().cloned().collect(),
+        }
+    }
+
+    /// Whether `slot` passes `filter` at `now` (a candidate's remaining tests).
+    pub fn passes(&self, slot: &Slot, filter: &ListFilter, now: DateTime<Utc>) -> bool {
+        let record = &slot.record;
+        let state = || {
+            if self.liveness.is_up(record, now) {
+                vigil_proto::State::Up
+            } else {
+                vigil_proto::State::Down
+            }
+        };
+        let status = if record.disabled {
+            vigil_proto::Status::Disabled
+        } else {
+            vigil_proto::Status::Enabled
+        };
+        !(filter.binary.as_ref().is_some_and(|b| *b != record.binary)
+            || filter.zone.as_ref().is_some_and(|z| *z != record.zone)
+            || filter.state.is_some_and(|s| s != state())
+            || filter.status.is_some_and(|s| s != status))
     }
 
     /// The API view of one slot at `now`.

@@ -1,7 +1,7 @@
 //! `vigil`: the one command of Vigil, a service-liveness registry.
 //!
 //! # Layout
-//! - `cmd/`: one module per subcommand (server, agent, service, config, demo, ...).
+//! - `cmd/`: one module per subcommand (server, agent, service, config, demo, bench, ...).
 //! - `client`: the HTTP client the admin subcommands share, and exit codes.
 //! - `table`: service tables as `cinder service-list` prints them, and event tables.
 //!
@@ -40,6 +40,8 @@ enum Command {
     Config(cmd::config::ConfigArgs),
     /// Run a server and a simulated fleet, and watch one service go down.
     Demo(cmd::demo::DemoArgs),
+    /// Measure a server on this machine: heartbeat ingest, lists, detection, memory, restart.
+    Bench(cmd::bench::BenchArgs),
     /// Tell why services are down, or about to be: one finding per known cause.
     Doctor(cmd::doctor::DoctorArgs),
     /// The history of transitions and admin changes, newest first.
@@ -82,6 +84,10 @@ fn main() {
         Command::Demo(args) => {
             init_logging("error");
             runtime().and_then(|rt| rt.block_on(cmd::demo::run(args)))
+        }
+        Command::Bench(args) => {
+            init_logging("warn");
+            runtime().and_then(|rt| rt.block_on(cmd::bench::run(args)))
         }
         Command::Doctor(args) => {
             init_logging("warn");

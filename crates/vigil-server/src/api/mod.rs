@@ -12,10 +12,13 @@ use vigil_proto::Health;
 use crate::app::App;
 
 mod auth;
+mod bench;
 mod doctor;
 mod error;
 mod events;
 mod extract;
+mod list_body;
+mod service_json;
 mod services;
 
 pub use auth::token_matches;
@@ -26,7 +29,15 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// The router of the Vigil API over `app`.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let router = if app.config.bench_reference {
+        Router::new().route(
+            "/v1/bench/reference/{id}/heartbeat",
+            post(bench::reference_heartbeat),
+        )
+    } else {
+        Router::new()
+    };
+    router
         .route("/v1/services", post(services::register).get(services::list))
         .route(
             "/v1/services/{id}",

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
-use vigil_proto::{HeartbeatRequest, HeartbeatResponse, Service, ServiceList};
+use vigil_proto::{HeartbeatRequest, HeartbeatResponse, Service};
 
 use super::auth::Admin;
 use super::error::ApiError;
@@ -77,7 +77,7 @@ pub struct ListParams {
 pub async fn list(
     State(app): State<Arc<App>>,
     Query(params): Query<ListParams>,
-) -> Result<axum::Json<ServiceList>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let state = match params.state {
         Some(v) => Some(
             v.parse()
@@ -99,9 +99,9 @@ pub async fn list(
         state,
         status,
     };
-    Ok(axum::Json(ServiceList {
-        services: app.list(&filter).await,
-    }))
+    // Other replicas' changes first, so a change acknowledged anywhere shows here at once.
+    app.sync_for_read().await;
+    Ok(super::list_body::services(app, filter))
 }
 
 pub async fn show(

@@ -235,6 +235,16 @@ pub trait Store: Send + Sync + 'static {
     /// Every service, for the in-memory table at start-up.
     async fn load_services(&self) -> StoreResult<Vec<ServiceRecord>>;
 
+    /// Inserts many new services at once, all created at `at`, without `registered` events.
+    /// For benchmarks and bulk imports only: [`Store::register`] commits one transaction per
+    /// service, which at a million services takes far longer than anything a benchmark wants
+    /// to measure. Fails if a (host, binary) is already present.
+    async fn bulk_insert_services(
+        &self,
+        services: &[NewService],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
     /// One service by id, read through to the database (other replicas may have created it).
     async fn get_service(&self, id: i64) -> StoreResult<Option<ServiceRecord>>;
 

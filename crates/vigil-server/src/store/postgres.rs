@@ -162,6 +162,21 @@ const SERVICE_COLUMNS: &str = r#"id, host, "binary", topic, zone, disabled, disa
     forced_down, frozen, report_count, report_interval, version, created_at, updated_at, modified_at,
     row_version"#;
 
+/// A schema name is spliced into SQL (DDL takes no parameters), so only `[a-z0-9_]` passes.
+fn check_identifier(name: &str) -> StoreResult<()> {
+    let plain = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if plain {
+        Ok(())
+    } else {
+        Err(StoreError::Other(format!(
+            "schema name {name:?} must be lowercase letters, digits and underscores"
+        )))
+    }
+}
+
 /// Serializes the transactions that write services or events, until they commit.
 ///
 /// Readers tail two sequences: watchers read `events` by `id > cursor`, replicas read
@@ -236,6 +251,37 @@ async fn fetch_service(conn: &mut PgConnection, id: i64) -> StoreResult<Option<S
 }
 
 impl PostgresStore {
+    /// Creates the empty schema `schema` in the database at `url` and returns a URL whose
+    /// connections use it (through `search_path`). For benchmarks, which need a fresh database
+    /// per run on a shared server; `schema` must be a plain identifier.
+    pub async fn create_schema(url: &str, schema: &str) -> StoreResult<String> {
+        check_identifier(schema)?;
+        let mut conn = PgConnection::connect(url)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut conn)
+            .await?;
+        let _ = conn.close().await;
+        let separator = if url.contains('?') { '&' } else { '?' };
+        Ok(format!(
+            "{url}{separator}options=-c%20search_path%3D{schema}"
+        ))
+    }
+
+    /// Drops a schema made by [`PostgresStore::create_schema`], with everything in it.
+    pub async fn drop_schema(url: &str, schema: &str) -> StoreResult<()> {
+        check_identifier(schema)?;
+        let mut conn = PgConnection::connect(url)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&mut conn)
+            .await?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+
     /// Connects to `url` (`postgres://` or `postgresql://`), runs the migrations and opens a
     /// pool of at most `max_connections`. Fails at once, with the driver's reason, when the
     /// database cannot be reached: a server that starts without its database would only
@@ -284,6 +330,39 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn bulk_insert_services(
+        &self,
+        services: &[NewService],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in services.chunks(CHUNK) {
+            let hosts: Vec<&str> = chunk.iter().map(|s| s.host.as_str()).collect();
+            let binaries: Vec<&str> = chunk.iter().map(|s| s.binary.as_str()).collect();
+            let topics: Vec<Option<&str>> = chunk.iter().map(|s| s.topic.as_deref()).collect();
+            let zones: Vec<&str> = chunk.iter().map(|s| s.zone.as_str()).collect();
+            let intervals: Vec<f64> = chunk.iter().map(|s| s.report_interval).collect();
+            let versions: Vec<Option<&str>> = chunk.iter().map(|s| s.version.as_deref()).collect();
+            sqlx::query(
+                r#"INSERT INTO services (host, "binary", topic, zone, report_interval, version, created_at)
+                   SELECT host, "binary", topic, zone, report_interval, version, $7
+                   FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::text[])
+                        AS v(host, "binary", topic, zone, report_interval, version)"#,
+            )
+            .bind(hosts)
+            .bind(binaries)
+            .bind(topics)
+            .bind(zones)
+            .bind(intervals)
+            .bind(versions)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn get_service(&self, id: i64) -> StoreResult<Option<ServiceRecord>> {

@@ -1,6 +1,7 @@
 //! One module per subcommand, each with its args struct and `run()`.
 
 pub mod agent;
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod doctor;

@@ -52,6 +52,9 @@ pub struct ServerArgs {
         allow_hyphen_values = true
     )]
     pub clock_offset: Option<f64>,
+    /// Mount the reference heartbeat endpoint that `vigil bench` compares with.
+    #[arg(long, hide = true)]
+    pub bench_reference: bool,
 }
 
 impl ServerArgs {
@@ -102,6 +105,7 @@ impl ServerArgs {
         if let Some(v) = self.clock_offset {
             config.clock_offset = v;
         }
+        config.bench_reference = self.bench_reference;
         config.validate()?;
         Ok(config)
     }

@@ -1,5 +1,6 @@
 //! Tests of the built `vigil` binary: real processes, real server, real databases.
 
+mod bench;
 mod cli;
 mod doctor;
 mod events;
