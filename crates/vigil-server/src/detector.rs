@@ -9,7 +9,8 @@
 //! number of services whose time comes up, never a scan of all of them.
 //!
 //! Down→up transitions are found on the heartbeat path ([`crate::app::App::heartbeat`]),
-//! which files the revived service again through [`Detector::watch`].
+//! which files the revived service again. Every transition is queued to this task, which
+//! writes them under its lease, so only the leader's writes land.
 //!
 //! It also notices its own pauses (a stopped VM, a SIGSTOP): a tick that comes more than a
 //! second late opens a grace period (see [`crate::liveness`]) instead of declaring every
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::app::App;
 use crate::registry::{seconds, Entry};
@@ -196,9 +197,16 @@ const LEASE_CHECK: Duration = Duration::from_secs(1);
 /// Leads detection whenever this server can: takes the lease (at once, alone on a database;
 /// among replicas, when no other holds it), starts from the history, and runs [`tick`] every
 /// [`TICK`] while the lease holds, until `shutdown`.
-pub async fn run(app: Arc<App>, retry: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    app: Arc<App>,
+    mut queue: mpsc::UnboundedReceiver<NewEvent>,
+    retry: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut warned = false;
     loop {
+        // Nothing queued while not leading is ours to write.
+        while queue.try_recv().is_ok() {}
         let lease = match app.store.try_lead().await {
             Ok(Some(lease)) => Some(lease),
             Ok(None) => None,
@@ -230,7 +238,7 @@ pub async fn run(app: Arc<App>, retry: Duration, mut shutdown: watch::Receiver<b
         if app.store.shared() {
             tracing::info!("this replica leads detection");
         }
-        let stopped = lead(&app, lease.as_mut(), &mut shutdown).await;
+        let stopped = lead(&app, lease.as_mut(), &mut queue, &mut shutdown).await;
         app.leader
             .store(false, std::sync::atomic::Ordering::Relaxed);
         app.detector.clear(&app);
@@ -241,10 +249,12 @@ pub async fn run(app: Arc<App>, retry: Duration, mut shutdown: watch::Receiver<b
     }
 }
 
-/// Ticks while the lease holds; `true` when stopped by `shutdown`.
+/// Ticks while the lease holds, writing the transitions found; `true` when stopped by
+/// `shutdown` (after writing what is queued).
 async fn lead(
     app: &App,
     lease: &mut dyn crate::store::Lease,
+    queue: &mut mpsc::UnboundedReceiver<NewEvent>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
     let mut ticker = tokio::time::interval(TICK);
@@ -254,7 +264,10 @@ async fn lead(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = shutdown.changed() => return true,
+            _ = shutdown.changed() => {
+                write_queued(app, lease, queue).await;
+                return true;
+            }
         }
         let now = app.clock.now();
         if now - last_tick > PAUSE {
@@ -266,6 +279,9 @@ async fn lead(
         }
         last_tick = now;
         tick(app, now);
+        if !write_queued(app, lease, queue).await {
+            return false;
+        }
         if checked.elapsed() >= LEASE_CHECK {
             if !lease.holds().await {
                 return false;
@@ -273,4 +289,39 @@ async fn lead(
             checked = std::time::Instant::now();
         }
     }
+}
+
+/// Longest wait for the transitions of one tick to be written.
+const WRITE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Writes the queued transitions through the lease. `false` when that failed: the lease can
+/// no longer be trusted, so they are dropped and the lead given up; whoever leads next
+/// derives them again from the history and the table (a service past its deadline whose
+/// latest event is not `down` gets its `down`), so none is lost and none written twice.
+async fn write_queued(
+    app: &App,
+    lease: &mut dyn crate::store::Lease,
+    queue: &mut mpsc::UnboundedReceiver<NewEvent>,
+) -> bool {
+    let mut batch = Vec::new();
+    while let Ok(event) = queue.try_recv() {
+        batch.push(event);
+    }
+    if batch.is_empty() {
+        return true;
+    }
+    let failure = match tokio::time::timeout(WRITE_LIMIT, lease.append_events(&batch)).await {
+        Ok(Ok(())) => {
+            app.events.notify();
+            return true;
+        }
+        Ok(Err(err)) => err.to_string(),
+        Err(_) => format!("no answer within {WRITE_LIMIT:?}"),
+    };
+    tracing::warn!(
+        error = %failure,
+        dropped = batch.len(),
+        "cannot write transitions under the detection lease; giving up the lead to start again from the history"
+    );
+    false
 }

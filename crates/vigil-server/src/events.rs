@@ -1,21 +1,20 @@
 //! The history: every transition and admin change is an event in the database.
 //!
 //! Admin changes write their events in the same transaction as the change. Transitions found
-//! on the hot path or by the detector are queued here and written in batches by one writer
-//! task, so a heartbeat never waits for the database. Watchers (SSE streams) are woken through
-//! a generation counter and read the database from their cursor, which makes every stream
-//! resumable by event id.
+//! on the hot path or by the detector are queued here and written in batches by the detector
+//! under its lease (see [`crate::detector`]), so a heartbeat never waits for the database.
+//! Watchers (SSE streams) are woken through a generation counter and read the database from
+//! their cursor, which makes every stream resumable by event id.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::store::{NewEvent, Store};
+use crate::store::NewEvent;
 
 /// Queue and notifier of the history.
 pub struct EventLog {
-    store: Arc<dyn Store>,
     queue: mpsc::UnboundedSender<NewEvent>,
     changed: watch::Sender<u64>,
     /// Set when the server shuts down, so that live streams end and the drain can finish.
@@ -23,13 +22,12 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    pub fn new(store: Arc<dyn Store>) -> (EventLog, mpsc::UnboundedReceiver<NewEvent>) {
+    pub fn new() -> (EventLog, mpsc::UnboundedReceiver<NewEvent>) {
         let (queue, receiver) = mpsc::unbounded_channel();
         let (changed, _) = watch::channel(0);
         let (closed, _) = watch::channel(false);
         (
             EventLog {
-                store,
                 queue,
                 changed,
                 closed,
@@ -38,13 +36,13 @@ impl EventLog {
         )
     }
 
-    /// Queues an event for the writer.
+    /// Queues a transition for the detector to write.
     pub fn emit(&self, event: NewEvent) {
         // The receiver lives as long as the server; a send after shutdown has nowhere to go.
         let _ = self.queue.send(event);
     }
 
-    /// Wakes watchers after events were written (by the writer or in an admin transaction).
+    /// Wakes watchers after events were written (by the detector or in an admin transaction).
     pub fn notify(&self) {
         self.changed.send_modify(|generation| *generation += 1);
     }
@@ -62,65 +60,6 @@ impl EventLog {
     /// A receiver that turns `true` when the server shuts down.
     pub fn closed(&self) -> watch::Receiver<bool> {
         self.closed.subscribe()
-    }
-
-    /// Writes queued events in batches until `shutdown` fires and the queue is drained. Events
-    /// that cannot be written (database away) are kept and tried again.
-    pub async fn run_writer(
-        self: Arc<Self>,
-        mut receiver: mpsc::UnboundedReceiver<NewEvent>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let mut pending: Vec<NewEvent> = Vec::new();
-        let mut failing = false;
-        loop {
-            let stopping = *shutdown.borrow();
-            if pending.is_empty() && !stopping {
-                tokio::select! {
-                    event = receiver.recv() => match event {
-                        Some(event) => pending.push(event),
-                        None => return,
-                    },
-                    _ = shutdown.changed() => {}
-                }
-            }
-            while let Ok(event) = receiver.try_recv() {
-                pending.push(event);
-            }
-            if pending.is_empty() {
-                if stopping {
-                    return;
-                }
-                continue;
-            }
-            match self.store.append_events(&pending).await {
-                Ok(_) => {
-                    if failing {
-                        tracing::info!("events are written to the database again");
-                        failing = false;
-                    }
-                    pending.clear();
-                    self.notify();
-                }
-                Err(err) => {
-                    if !failing {
-                        tracing::error!(error = %err, queued = pending.len(), "cannot write events; keeping them to try again");
-                        failing = true;
-                    }
-                    if stopping {
-                        tracing::error!(
-                            lost = pending.len(),
-                            "shutting down with events that could not be written"
-                        );
-                        return;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                }
-            }
-        }
     }
 }
 

@@ -226,7 +226,7 @@ pub async fn build_app(
     }
     tracing::info!(services = records.len(), "loaded services");
     let registry = Registry::new(records, liveness);
-    let (events, receiver) = EventLog::new(store.clone());
+    let (events, receiver) = EventLog::new();
     let app = Arc::new(App {
         config,
         clock,
@@ -317,9 +317,12 @@ pub async fn run_with(
     let (stop_tx, stop_rx) = watch::channel(false);
     let flush_interval = Duration::from_secs_f64(app.config.flush_interval);
     let flusher = tokio::spawn(flusher::run(app.clone(), flush_interval, stop_rx.clone()));
-    let (stop_writer, writer_rx) = watch::channel(false);
-    let writer = tokio::spawn(app.events.clone().run_writer(receiver, writer_rx));
-    let detector = tokio::spawn(detector::run(app.clone(), flush_interval, stop_rx.clone()));
+    let detector = tokio::spawn(detector::run(
+        app.clone(),
+        receiver,
+        flush_interval,
+        stop_rx.clone(),
+    ));
     let replica = tokio::spawn(replica::run(app.clone(), flush_interval, stop_rx.clone()));
     let pruner = tokio::spawn(events::run_pruner(
         app.clone(),
@@ -377,14 +380,12 @@ pub async fn run_with(
     };
     // Only still running when a server failed before `shutdown` came.
     signal.abort();
+    // The requests that queue transitions are done: the detector writes what is queued.
     let _ = stop_tx.send(true);
     let _ = detector.await;
     let _ = pruner.await;
     let _ = replica.await;
     let _ = flusher.await;
-    // Last: the requests and the detector that queue events have stopped.
-    let _ = stop_writer.send(true);
-    let _ = writer.await;
     tracing::info!("vigil server stopped");
     served.map_err(ServerError::Io)
 }

@@ -214,16 +214,11 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Lease: Send {
     /// `false` once leadership is lost (the connection that held it broke).
     async fn holds(&mut self) -> bool;
-}
 
-/// The lease of a server alone on its database.
-pub struct SoleLease;
-
-#[async_trait]
-impl Lease for SoleLease {
-    async fn holds(&mut self) -> bool {
-        true
-    }
+    /// Appends the leader's events (`down`, `up`, `suspect`) under the lease: once the lease is
+    /// lost, this fails, so a deposed leader cannot write a transition its successor writes
+    /// too.
+    async fn append_events(&mut self, events: &[NewEvent]) -> StoreResult<()>;
 }
 
 /// Durable storage of services and their history.
@@ -312,9 +307,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Tries to become the one server that detects transitions. `None`: another server leads.
     /// An unshared database has one server, which always leads.
-    async fn try_lead(&self) -> StoreResult<Option<Box<dyn Lease>>> {
-        Ok(Some(Box::new(SoleLease)))
-    }
+    async fn try_lead(&self) -> StoreResult<Option<Box<dyn Lease>>>;
 
     /// The latest `down` or `up` event of every service that has one: where the history left
     /// each service, so a new detector neither repeats nor misses a transition.

@@ -27,12 +27,33 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// statement's parameters for very large batches.
 const CHUNK: usize = 10_000;
 
-/// Key of the transaction-level advisory lock that serializes writes (see [`lock_writes`]).
-/// Any constant works; this one is "vigil" in ASCII.
-const WRITE_LOCK: i64 = 0x76_69_67_69_6c;
+/// Keys of the advisory locks of one Vigil database. Advisory locks belong to the whole
+/// PostgreSQL database, so the keys are derived from the schema Vigil's tables live in: two
+/// deployments in two schemas of one database neither share a leader nor wait on each other.
+#[derive(Debug, Clone, Copy)]
+struct LockKeys {
+    /// Transaction-level lock that serializes writes (see [`lock_writes`]).
+    write: i64,
+    /// Session-level lock held by the replica that leads detection.
+    leader: i64,
+}
 
-/// Key of the session-level advisory lock held by the replica that leads detection ("vigild").
-const LEADER_LOCK: i64 = 0x7669_6769_6c64;
+impl LockKeys {
+    fn for_schema(schema: &str) -> LockKeys {
+        LockKeys {
+            write: fnv1a(&format!("vigil:write:{schema}")),
+            leader: fnv1a(&format!("vigil:leader:{schema}")),
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms, unlike the std hasher.
+fn fnv1a(text: &str) -> i64 {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    hash as i64
+}
 
 /// PostgreSQL implementation of [`Store`].
 #[derive(Clone)]
@@ -42,6 +63,7 @@ pub struct PostgresStore {
     /// The connection that asks for the detection lease, kept between attempts so that a
     /// follower does not open a connection every second.
     lease_conn: std::sync::Arc<tokio::sync::Mutex<Option<PgConnection>>>,
+    keys: LockKeys,
 }
 
 #[derive(sqlx::FromRow)]
@@ -148,6 +170,7 @@ async fn lease_connection(options: &PgConnectOptions) -> StoreResult<PgConnectio
 /// Leadership held by a session-level advisory lock on a dedicated connection.
 struct PgLease {
     conn: PgConnection,
+    write_key: i64,
 }
 
 #[async_trait]
@@ -155,6 +178,14 @@ impl super::Lease for PgLease {
     async fn holds(&mut self) -> bool {
         let ping = sqlx::query("SELECT 1").execute(&mut self.conn);
         matches!(tokio::time::timeout(ACQUIRE_TIMEOUT, ping).await, Ok(Ok(_)))
+    }
+
+    async fn append_events(&mut self, events: &[NewEvent]) -> StoreResult<()> {
+        // On the session that holds the lock: if it is gone, so is the right to write these.
+        let mut tx = self.conn.begin().await?;
+        insert_events(&mut tx, self.write_key, events).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 
@@ -188,20 +219,24 @@ fn check_identifier(name: &str) -> StoreResult<()> {
 /// transaction takes it first, before any row lock, so it cannot deadlock with row locks; the
 /// cost is that writes to one database are serial, which the batching of heartbeats makes
 /// cheap (one flush per replica per `flush_interval`).
-async fn lock_writes(tx: &mut PgConnection) -> StoreResult<()> {
+async fn lock_writes(tx: &mut PgConnection, key: i64) -> StoreResult<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(WRITE_LOCK)
+        .bind(key)
         .execute(&mut *tx)
         .await?;
     Ok(())
 }
 
 /// Inserts `events` in order, one statement per chunk; returns their ids in the same order.
-async fn insert_events(tx: &mut PgConnection, events: &[NewEvent]) -> StoreResult<Vec<i64>> {
+async fn insert_events(
+    tx: &mut PgConnection,
+    write_key: i64,
+    events: &[NewEvent],
+) -> StoreResult<Vec<i64>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    lock_writes(tx).await?;
+    lock_writes(tx, write_key).await?;
     let mut ids = Vec::with_capacity(events.len());
     for chunk in events.chunks(CHUNK) {
         let service_ids: Vec<i64> = chunk.iter().map(|e| e.service_id).collect();
@@ -307,6 +342,9 @@ impl PostgresStore {
             .run_direct(&mut conn)
             .await
             .map_err(|e| StoreError::Other(format!("migrations failed: {e}")))?;
+        let schema: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&mut conn)
+            .await?;
         conn.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
@@ -317,6 +355,7 @@ impl PostgresStore {
             pool,
             options,
             lease_conn: Default::default(),
+            keys: LockKeys::for_schema(&schema),
         })
     }
 }
@@ -376,7 +415,7 @@ impl Store for PostgresStore {
         at: DateTime<Utc>,
     ) -> StoreResult<(ServiceRecord, bool)> {
         let mut tx = self.pool.begin().await?;
-        lock_writes(&mut tx).await?;
+        lock_writes(&mut tx, self.keys.write).await?;
         // Two replicas registering the same new service: one inserts, the other's insert waits
         // for it, then does nothing and updates the committed row. Should another replica
         // delete the row between the two statements, the insert is tried again.
@@ -436,7 +475,7 @@ impl Store for PostgresStore {
             }
             .into(),
         );
-        insert_events(&mut tx, &[event]).await?;
+        insert_events(&mut tx, self.keys.write, &[event]).await?;
         tx.commit().await?;
         Ok((record, created))
     }
@@ -449,7 +488,7 @@ impl Store for PostgresStore {
         events_for: &EventsFor<'_>,
     ) -> StoreResult<Option<ServiceRecord>> {
         let mut tx = self.pool.begin().await?;
-        lock_writes(&mut tx).await?;
+        lock_writes(&mut tx, self.keys.write).await?;
         // The write lock keeps every other writer out until commit: this read is current.
         let Some(before) = fetch_service(&mut tx, id).await? else {
             return Ok(None);
@@ -482,14 +521,14 @@ impl Store for PostgresStore {
         let Some(row) = row else {
             return Ok(None);
         };
-        insert_events(&mut tx, &events).await?;
+        insert_events(&mut tx, self.keys.write, &events).await?;
         tx.commit().await?;
         Ok(Some(row.into()))
     }
 
     async fn delete(&self, id: i64, event: &NewEvent) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
-        lock_writes(&mut tx).await?;
+        lock_writes(&mut tx, self.keys.write).await?;
         let deleted = sqlx::query("DELETE FROM services WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -497,7 +536,7 @@ impl Store for PostgresStore {
             .rows_affected()
             > 0;
         if deleted {
-            insert_events(&mut tx, std::slice::from_ref(event)).await?;
+            insert_events(&mut tx, self.keys.write, std::slice::from_ref(event)).await?;
         }
         tx.commit().await?;
         Ok(deleted)
@@ -510,7 +549,7 @@ impl Store for PostgresStore {
         let mut sorted: Vec<&BeatFlush> = beats.iter().collect();
         sorted.sort_unstable_by_key(|beat| beat.id);
         let mut tx = self.pool.begin().await?;
-        lock_writes(&mut tx).await?;
+        lock_writes(&mut tx, self.keys.write).await?;
         for chunk in sorted.chunks(CHUNK) {
             let ids: Vec<i64> = chunk.iter().map(|b| b.id).collect();
             let updated: Vec<DateTime<Utc>> = chunk.iter().map(|b| b.updated_at).collect();
@@ -547,7 +586,7 @@ impl Store for PostgresStore {
 
     async fn append_events(&self, events: &[NewEvent]) -> StoreResult<Vec<i64>> {
         let mut tx = self.pool.begin().await?;
-        let ids = insert_events(&mut tx, events).await?;
+        let ids = insert_events(&mut tx, self.keys.write, events).await?;
         tx.commit().await?;
         Ok(ids)
     }
@@ -656,11 +695,14 @@ impl Store for PostgresStore {
             None => lease_connection(&self.options).await?,
         };
         let led: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(LEADER_LOCK)
+            .bind(self.keys.leader)
             .fetch_one(&mut conn)
             .await?;
         if led {
-            Ok(Some(Box::new(PgLease { conn })))
+            Ok(Some(Box::new(PgLease {
+                conn,
+                write_key: self.keys.write,
+            })))
         } else {
             *slot = Some(conn);
             Ok(None)

@@ -106,6 +106,22 @@ impl PackedService {
     }
 }
 
+/// The lease of the one server on an embedded database: it always leads.
+struct SoleLease {
+    store: SqliteStore,
+}
+
+#[async_trait]
+impl super::Lease for SoleLease {
+    async fn holds(&mut self) -> bool {
+        true
+    }
+
+    async fn append_events(&mut self, events: &[NewEvent]) -> StoreResult<()> {
+        self.store.append_events(events).await.map(|_| ())
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct EventRow {
     id: i64,
@@ -533,6 +549,12 @@ impl Store for SqliteStore {
             .into_iter()
             .filter_map(|(id, kind, _)| EventKind::parse(&kind).map(|k| (id, k)))
             .collect())
+    }
+
+    async fn try_lead(&self) -> StoreResult<Option<Box<dyn super::Lease>>> {
+        Ok(Some(Box::new(SoleLease {
+            store: self.clone(),
+        })))
     }
 
     async fn ping(&self) -> StoreResult<()> {

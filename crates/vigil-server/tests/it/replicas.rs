@@ -71,6 +71,7 @@ postgres_only!(
     changes_through_one_replica_show_through_all_at_once,
     a_replica_with_a_wrong_clock_changes_nothing,
     concurrent_admin_changes_record_each_transition_once,
+    a_leader_that_loses_its_lease_hands_over_without_duplicates,
 );
 
 mod tests {
@@ -185,6 +186,59 @@ mod tests {
                 "the new service keeps its key after the old one's deletion"
             );
         }
+    }
+
+    /// The leader's database session ends under it (as when it is cut off): another replica
+    /// takes the lead, and the transition due meanwhile is written once.
+    pub async fn a_leader_that_loses_its_lease_hands_over_without_duplicates(backend: &Backend) {
+        use sqlx::Connection;
+        let Backend::Postgres { schema, .. } = backend else {
+            unreachable!("PostgreSQL only")
+        };
+        let (_dirs, servers) = replicas(backend, 2, &[]).await;
+        eventually("one leader", Duration::from_secs(10), || async {
+            leaders(&servers).await.len() == 1
+        })
+        .await;
+        let id = servers[0].register("node-l", "cinder-volume").await;
+        servers[1].beat(id).await;
+        let key = leader_key(schema);
+        let mut conn = sqlx::PgConnection::connect(crate::harness::POSTGRES_URL)
+            .await
+            .unwrap();
+        let ended: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks
+             WHERE locktype = 'advisory' AND granted AND objsubid = 1
+               AND classid::bigint = $1 AND objid::bigint = $2",
+        )
+        .bind((key as u64 >> 32) as i64)
+        .bind((key as u64 & 0xffff_ffff) as i64)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            ended,
+            [true],
+            "the leader's lease session was found and ended"
+        );
+        eventually("the down event", Duration::from_secs(15), || async {
+            down_events(&servers[0], id).await == 1
+        })
+        .await;
+        eventually("a leader again", Duration::from_secs(10), || async {
+            leaders(&servers).await.len() == 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(down_events(&servers[1], id).await, 1, "written once");
+    }
+
+    /// The detection lease's advisory lock key of a schema (FNV-1a, as the store derives it).
+    fn leader_key(schema: &str) -> i64 {
+        let text = format!("vigil:leader:{schema}");
+        text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        }) as i64
     }
 
     pub async fn concurrent_admin_changes_record_each_transition_once(backend: &Backend) {
