@@ -15,7 +15,7 @@
 //! - [`doctor`]: why a service is down (or about to be), one finding per known cause.
 //! - [`flusher`]: batches heartbeats to the database.
 //! - [`detector`]: finds up→down transitions on time, without scans.
-//! - [`events`]: the history writer and watcher notification.
+//! - [`events`]: the queue of transitions, watcher notification, retention pruning.
 //! - [`replica`]: several servers on one database: reading each other's changes.
 //! - [`store`]: the storage trait and one implementation per database; the only SQL.
 //! - [`api`]: the Vigil HTTP API.
