@@ -1,5 +1,9 @@
 //! The embedded default: one SQLite file in WAL mode, `synchronous = FULL` so that an
 //! acknowledged admin change survives a power cut. Times are stored as UTC microseconds.
+//!
+//! A service is two rows: `services` (what registration and admins write) and `heartbeats`
+//! (`updated_at`, `report_count`: what every flush writes), read together through the
+//! `service_rows` view.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -162,7 +166,7 @@ const BULK_CHUNK: usize = 4_000;
 const LOAD_PAGE: i64 = 10_000;
 
 /// Heartbeats per flush statement, largest first; a batch is cut into pieces of these sizes.
-/// Ending with 1 fits every batch; 512 rows keep a statement's 2,048 parameters far below
+/// Ending with 1 fits every batch; 512 rows keep a statement's 1,536 parameters far below
 /// SQLite's limit, and the ratio of 8 bounds the statements per batch (at most 7 of each
 /// smaller size).
 const FLUSH_SIZES: [usize; 4] = [512, 64, 8, 1];
@@ -188,7 +192,8 @@ impl SqliteStore {
             // A flush statement updates hundreds of rows, and SQLite copies each page it
             // first changes into a statement journal, which spills to a temporary file
             // past 64 KiB; kept in memory, that copy is a memcpy instead of a write.
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-65536");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -231,7 +236,7 @@ impl SqliteStore {
         id: i64,
     ) -> StoreResult<Option<ServiceRecord>> {
         let row: Option<ServiceRow> = sqlx::query_as(&format!(
-            "SELECT {SERVICE_COLUMNS} FROM services WHERE id = ?"
+            "SELECT {SERVICE_COLUMNS} FROM service_rows WHERE id = ?"
         ))
         .bind(id)
         .fetch_optional(&mut *conn)
@@ -254,7 +259,7 @@ impl Store for SqliteStore {
                 r#"SELECT json_group_array(json_array(id, host, "binary", topic, zone, disabled,
                            disabled_reason, forced_down, frozen, report_count, report_interval,
                            version, created_at, updated_at, modified_at)), MAX(id)
-                   FROM (SELECT * FROM services WHERE id > ? ORDER BY id LIMIT ?)"#,
+                   FROM (SELECT * FROM service_rows WHERE id > ? ORDER BY id LIMIT ?)"#,
             )
             .bind(after)
             .bind(LOAD_PAGE)
@@ -308,12 +313,12 @@ impl Store for SqliteStore {
         at: DateTime<Utc>,
     ) -> StoreResult<(ServiceRecord, bool)> {
         let mut tx = self.pool.begin().await?;
-        let inserted: Option<ServiceRow> = sqlx::query_as(&format!(
+        let inserted: Option<i64> = sqlx::query_scalar(
             r#"INSERT INTO services (host, "binary", topic, zone, report_interval, version, created_at)
                VALUES (?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (host, "binary") DO NOTHING
-               RETURNING {SERVICE_COLUMNS}"#
-        ))
+               RETURNING id"#,
+        )
         .bind(&new.host)
         .bind(&new.binary)
         .bind(&new.topic)
@@ -323,15 +328,15 @@ impl Store for SqliteStore {
         .bind(micros(at))
         .fetch_optional(&mut *tx)
         .await?;
-        let (record, created) = match inserted {
-            Some(row) => (ServiceRecord::from(row), true),
+        let (id, created) = match inserted {
+            Some(id) => (id, true),
             None => {
-                let row: ServiceRow = sqlx::query_as(&format!(
+                let id: i64 = sqlx::query_scalar(
                     r#"UPDATE services SET topic = COALESCE(?, topic), zone = ?,
                            report_interval = ?, version = COALESCE(?, version)
                        WHERE host = ? AND "binary" = ?
-                       RETURNING {SERVICE_COLUMNS}"#
-                ))
+                       RETURNING id"#,
+                )
                 .bind(&new.topic)
                 .bind(&new.zone)
                 .bind(new.report_interval)
@@ -340,9 +345,12 @@ impl Store for SqliteStore {
                 .bind(&new.binary)
                 .fetch_one(&mut *tx)
                 .await?;
-                (ServiceRecord::from(row), false)
+                (id, false)
             }
         };
+        let record = Self::fetch_service(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::Other(format!("service {id} vanished while registering")))?;
         let mut event = NewEvent::about(&record, super::EventKind::Registered, at);
         event.reason = Some(
             if created {
@@ -384,16 +392,15 @@ impl Store for SqliteStore {
             Some(reason) => (true, reason.clone()),
             None => (false, None),
         };
-        let row: Option<ServiceRow> = sqlx::query_as(&format!(
+        sqlx::query(
             r#"UPDATE services SET
                    disabled = COALESCE(?, disabled),
                    disabled_reason = CASE WHEN ? THEN ? ELSE disabled_reason END,
                    forced_down = COALESCE(?, forced_down),
                    frozen = COALESCE(?, frozen),
                    modified_at = ?
-               WHERE id = ?
-               RETURNING {SERVICE_COLUMNS}"#
-        ))
+               WHERE id = ?"#,
+        )
         .bind(change.disabled)
         .bind(set_reason)
         .bind(reason)
@@ -401,14 +408,14 @@ impl Store for SqliteStore {
         .bind(change.frozen)
         .bind(micros(at))
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .execute(&mut *tx)
         .await?;
-        let Some(row) = row else {
+        let Some(after) = Self::fetch_service(&mut tx, id).await? else {
             return Ok(None);
         };
         Self::insert_events(&mut tx, &events).await?;
         tx.commit().await?;
-        Ok(Some(row.into()))
+        Ok(Some(after))
     }
 
     async fn delete(&self, id: i64, event: &NewEvent) -> StoreResult<bool> {
@@ -431,6 +438,16 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
+        // Zones change rarely (a reporter moved); they go to the wide row, one by one.
+        for beat in beats {
+            if let Some(zone) = &beat.zone {
+                sqlx::query("UPDATE services SET zone = ? WHERE id = ?")
+                    .bind(zone)
+                    .bind(beat.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         // Many rows per statement rather than one: each statement is a round trip to sqlx's
         // SQLite worker thread (two thread wake-ups), which cost more than the update itself;
         // at 100,000 rows a second they were a fifth of the server's CPU. Only the few sizes
@@ -441,19 +458,17 @@ impl Store for SqliteStore {
             while rest.len() >= size {
                 let (chunk, tail) = rest.split_at(size);
                 let mut query: QueryBuilder<Sqlite> =
-                    QueryBuilder::new("WITH v (id, updated_at, delta, zone) AS (");
+                    QueryBuilder::new("WITH v (id, updated_at, delta) AS (");
                 query.push_values(chunk, |mut row, beat| {
                     row.push_bind(beat.id)
                         .push_bind(micros(beat.updated_at))
-                        .push_bind(beat.report_count_delta)
-                        .push_bind(&beat.zone);
+                        .push_bind(beat.report_count_delta);
                 });
                 query.push(
-                    r#") UPDATE services SET
-                           updated_at = MAX(COALESCE(services.updated_at, 0), v.updated_at),
-                           report_count = services.report_count + v.delta,
-                           zone = COALESCE(v.zone, services.zone)
-                       FROM v WHERE services.id = v.id"#,
+                    r#") UPDATE heartbeats SET
+                           updated_at = MAX(COALESCE(heartbeats.updated_at, 0), v.updated_at),
+                           report_count = heartbeats.report_count + v.delta
+                       FROM v WHERE heartbeats.id = v.id"#,
                 );
                 query.build().execute(&mut *tx).await?;
                 rest = tail;
@@ -581,6 +596,50 @@ mod tests {
             report_interval: 2.5,
             version: None,
         }
+    }
+
+    /// A database written before the heartbeat fields had their own table keeps every
+    /// service's count and last heartbeat through the migration.
+    #[tokio::test]
+    async fn heartbeats_migration_keeps_the_counts() {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        for script in [
+            include_str!("../../migrations/sqlite/0001_services.sql"),
+            include_str!("../../migrations/sqlite/0002_transitions_index.sql"),
+        ] {
+            sqlx::raw_sql(script).execute(&pool).await.unwrap();
+        }
+        sqlx::query(
+            r#"INSERT INTO services (id, host, "binary", zone, report_interval, created_at,
+                   report_count, updated_at)
+               VALUES (7, 'h', 'b', 'nova', 10, 1, 42, 1700000000000000), (8, 'h', 'c', 'nova', 10, 1, 0, NULL)"#,
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::raw_sql(include_str!("../../migrations/sqlite/0003_heartbeats.sql"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let rows: Vec<(i64, i64, Option<i64>)> =
+            sqlx::query_as("SELECT id, report_count, updated_at FROM service_rows ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(rows, [(7, 42, Some(1_700_000_000_000_000)), (8, 0, None)]);
+        sqlx::query("DELETE FROM services WHERE id = 7")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM heartbeats")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 1);
     }
 
     /// The packed JSON pages of `load_services` give back exactly the rows, odd text and
