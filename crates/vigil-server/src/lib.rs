@@ -9,7 +9,7 @@
 //! # Layout
 //! - [`config`]: settings, defaults, the commented default file.
 //! - [`app`]: the operations (register, heartbeat, list, change, delete) both APIs call.
-//! - [`registry`]: the in-memory table, the hot path.
+//! - [`registry`]: the in-memory table, the hot path (`id_table`: its by-id index).
 //! - [`liveness`]: the up/down rule and the grace after a gap.
 //! - [`stats`]: per-service heartbeat timing (suspicion, clock offset).
 //! - [`doctor`]: why a service is down (or about to be), one finding per known cause.
@@ -40,6 +40,7 @@ pub mod detector;
 pub mod doctor;
 pub mod events;
 pub mod flusher;
+mod id_table;
 pub mod liveness;
 pub mod registry;
 pub mod replica;

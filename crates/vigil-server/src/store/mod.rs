@@ -269,6 +269,8 @@ pub trait Store: Send + Sync + 'static {
     async fn delete(&self, id: i64, event: &NewEvent) -> StoreResult<bool>;
 
     /// Writes a batch of heartbeats in one transaction. Rows deleted meanwhile are skipped.
+    /// The batch comes in id order ([`crate::registry::Registry::take_dirty`]), the order of
+    /// the primary key.
     async fn flush_beats(&self, beats: &[BeatFlush]) -> StoreResult<()>;
 
     /// Appends events; returns their ids in order.
