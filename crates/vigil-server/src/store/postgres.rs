@@ -546,32 +546,28 @@ impl Store for PostgresStore {
         if beats.is_empty() {
             return Ok(());
         }
-        let mut sorted: Vec<&BeatFlush> = beats.iter().collect();
-        sorted.sort_unstable_by_key(|beat| beat.id);
         let mut tx = self.pool.begin().await?;
         lock_writes(&mut tx, self.keys.write).await?;
-        for chunk in sorted.chunks(CHUNK) {
+        for chunk in beats.chunks(CHUNK) {
             let ids: Vec<i64> = chunk.iter().map(|b| b.id).collect();
             let updated: Vec<DateTime<Utc>> = chunk.iter().map(|b| b.updated_at).collect();
             let deltas: Vec<i64> = chunk.iter().map(|b| b.report_count_delta).collect();
             let zones: Vec<Option<&str>> = chunk.iter().map(|b| b.zone.as_deref()).collect();
-            // `locked` takes the row locks in id order, and the chunks go in id order: another
-            // replica flushing an overlapping batch waits instead of deadlocking, whichever
-            // join order the planner picks for the UPDATE. GREATEST ignores NULL, so a service
-            // never flushed before takes the new time; an older time never moves it back.
+            // No row locks are taken first: this transaction holds the write lock, so no other
+            // writer (another replica's flush, an admin change) updates rows meanwhile and
+            // there is nothing to deadlock with. (Locking the rows `FOR UPDATE` first wrote a
+            // lock into every tuple: a second write per row, for nothing.) GREATEST ignores
+            // NULL, so a service never flushed before takes the new time; an older time never
+            // moves it back.
             sqlx::query(
-                r#"WITH locked AS MATERIALIZED (
-                       SELECT id FROM services WHERE id = ANY($1) ORDER BY id FOR UPDATE
-                   )
-                   UPDATE services s SET
+                r#"UPDATE services s SET
                        updated_at = GREATEST(s.updated_at, v.updated_at),
                        report_count = s.report_count + v.delta,
                        zone = COALESCE(v.zone, s.zone),
                        row_version = nextval('services_row_version')
-                   FROM locked l
-                   JOIN UNNEST($1::bigint[], $2::timestamptz[], $3::bigint[], $4::text[])
-                        AS v(id, updated_at, delta, zone) ON v.id = l.id
-                   WHERE s.id = l.id"#,
+                   FROM UNNEST($1::bigint[], $2::timestamptz[], $3::bigint[], $4::text[])
+                        AS v(id, updated_at, delta, zone)
+                   WHERE s.id = v.id"#,
             )
             .bind(ids)
             .bind(updated)
