@@ -255,8 +255,8 @@ impl App {
         let record = self.entry(id).await?.lock().record.clone();
         if !force && self.registry.liveness.is_up(&record, now) {
             return Err(AppError::ServiceUp {
-                host: record.host,
-                binary: record.binary,
+                host: record.host.into(),
+                binary: record.binary.into(),
             });
         }
         let mut event = NewEvent::about(&record, EventKind::Deleted, now);

@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::id_table::IdTable;
 use crate::liveness::Liveness;
 use crate::stats::BeatStats;
-use crate::store::{BeatFlush, ServiceRecord};
+use crate::store::{BeatFlush, Name, ServiceRecord};
 
 /// One service in memory.
 pub struct Entry {
@@ -81,7 +81,7 @@ pub struct ListFilter {
 struct Table {
     by_id: IdTable<Arc<Entry>>,
     /// host → binary → id: finds a service by its key, and lists one host without a scan.
-    by_host: HashMap<String, BTreeMap<String, i64>>,
+    by_host: HashMap<Name, BTreeMap<Name, i64>>,
 }
 
 /// The in-memory registry.
@@ -201,7 +201,7 @@ impl Registry {
         slot.pending_beats += 1;
         if let Some(zone) = beat.zone.as_ref().filter(|z| !z.is_empty()) {
             if *zone != slot.record.zone {
-                slot.record.zone = zone.clone();
+                slot.record.zone = zone.as_str().into();
                 slot.pending_zone = Some(zone.clone());
             }
         }
@@ -286,10 +286,12 @@ impl Registry {
     pub fn candidates(&self, filter: &ListFilter) -> Vec<Arc<Entry>> {
         let table = self.table.read();
         match &filter.host {
-            Some(host) => match table.by_host.get(host) {
+            Some(host) => match table.by_host.get(host.as_str()) {
                 Some(binaries) => {
                     let mut ids: Vec<i64> = match &filter.binary {
-                        Some(binary) => binaries.get(binary).copied().into_iter().collect(),
+                        Some(binary) => {
+                            binaries.get(binary.as_str()).copied().into_iter().collect()
+                        }
                         None => binaries.values().copied().collect(),
                     };
                     ids.sort_unstable();
@@ -332,17 +334,17 @@ impl Registry {
         let suspicion = slot.stats.phi(now, last_seen);
         vigil_proto::Service {
             id: record.id,
-            host: record.host.clone(),
-            binary: record.binary.clone(),
-            topic: record.topic.clone(),
-            zone: record.zone.clone(),
+            host: record.host.to_string(),
+            binary: record.binary.to_string(),
+            topic: record.topic.as_ref().map(Name::to_string),
+            zone: record.zone.to_string(),
             disabled: record.disabled,
             disabled_reason: record.disabled_reason.clone(),
             forced_down: record.forced_down,
             frozen: record.frozen,
             report_count: record.report_count,
             report_interval: record.report_interval,
-            version: record.version.clone(),
+            version: record.version.as_ref().map(Name::to_string),
             created_at: record.created_at,
             updated_at: record.updated_at,
             modified_at: record.modified_at,

@@ -14,21 +14,26 @@ mod sqlite;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
+/// A short text kept per service: stored inline up to 24 bytes (host names, binaries, zones,
+/// topics and versions nearly always fit), so a million services hold no heap allocation for
+/// them, and the hot path compares a heartbeat's zone without a cache miss.
+pub type Name = compact_str::CompactString;
+
 /// A service as stored (row type; the JSON type is `vigil_proto::Service`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceRecord {
     pub id: i64,
-    pub host: String,
-    pub binary: String,
-    pub topic: Option<String>,
-    pub zone: String,
+    pub host: Name,
+    pub binary: Name,
+    pub topic: Option<Name>,
+    pub zone: Name,
     pub disabled: bool,
     pub disabled_reason: Option<String>,
     pub forced_down: bool,
     pub frozen: bool,
     pub report_count: i64,
     pub report_interval: f64,
-    pub version: Option<String>,
+    pub version: Option<Name>,
     pub created_at: DateTime<Utc>,
     /// Server receipt time of the newest heartbeat (Cinder's `updated_at`).
     pub updated_at: Option<DateTime<Utc>>,
@@ -141,8 +146,8 @@ impl NewEvent {
     pub fn about(service: &ServiceRecord, kind: EventKind, at: DateTime<Utc>) -> NewEvent {
         NewEvent {
             service_id: service.id,
-            host: service.host.clone(),
-            binary: service.binary.clone(),
+            host: service.host.to_string(),
+            binary: service.binary.to_string(),
             kind,
             at,
             reason: None,

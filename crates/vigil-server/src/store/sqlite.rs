@@ -14,8 +14,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use super::{
-    AdminChange, BeatFlush, EventFilter, EventKind, EventsFor, NewEvent, NewService, ServiceRecord,
-    Store, StoreError, StoreResult,
+    AdminChange, BeatFlush, EventFilter, EventKind, EventsFor, Name, NewEvent, NewService,
+    ServiceRecord, Store, StoreError, StoreResult,
 };
 
 /// SQLite implementation of [`Store`].
@@ -47,17 +47,17 @@ impl From<ServiceRow> for ServiceRecord {
     fn from(row: ServiceRow) -> Self {
         ServiceRecord {
             id: row.id,
-            host: row.host,
-            binary: row.binary,
-            topic: row.topic,
-            zone: row.zone,
+            host: row.host.into(),
+            binary: row.binary.into(),
+            topic: row.topic.map(Into::into),
+            zone: row.zone.into(),
             disabled: row.disabled,
             disabled_reason: row.disabled_reason,
             forced_down: row.forced_down,
             frozen: row.frozen,
             report_count: row.report_count,
             report_interval: row.report_interval,
-            version: row.version,
+            version: row.version.map(Into::into),
             created_at: from_micros(row.created_at),
             updated_at: row.updated_at.map(from_micros),
             modified_at: row.modified_at.map(from_micros),
@@ -71,17 +71,17 @@ impl From<ServiceRow> for ServiceRecord {
 #[derive(serde::Deserialize)]
 struct PackedService(
     i64,
-    String,
-    String,
-    Option<String>,
-    String,
+    Name,
+    Name,
+    Option<Name>,
+    Name,
     i64,
     Option<String>,
     i64,
     i64,
     i64,
     f64,
-    Option<String>,
+    Option<Name>,
     i64,
     Option<i64>,
     Option<i64>,
