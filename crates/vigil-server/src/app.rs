@@ -198,6 +198,24 @@ impl App {
     /// heartbeat received by another replica, or forced down lifted from a live service).
     pub fn absorb(&self, record: crate::store::ServiceRecord) -> Arc<crate::registry::Entry> {
         let entry = self.registry.upsert(record);
+        self.recheck(&entry);
+        entry
+    }
+
+    /// Takes heartbeats another replica flushed. Services unknown here are skipped: their rows
+    /// arrive through the services change feed, read first, with these fields in them.
+    pub fn absorb_beat(&self, beat: &crate::store::BeatState) {
+        if let Some(entry) = self.registry.get(beat.id) {
+            entry
+                .lock()
+                .merge_flushed(beat.updated_at, beat.report_count);
+            self.recheck(&entry);
+        }
+    }
+
+    /// After a change read from the database: a service declared down that is up again is
+    /// revived, and its deadline filed.
+    fn recheck(&self, entry: &Arc<crate::registry::Entry>) {
         let now = self.clock.now();
         {
             let mut slot = entry.lock();
@@ -210,8 +228,7 @@ impl App {
                     .emit(NewEvent::about(&slot.record, EventKind::Up, now));
             }
         }
-        self.detector.file(self, &entry);
-        entry
+        self.detector.file(self, entry);
     }
 
     /// Whether this server leads detection (always, alone on its database).

@@ -201,6 +201,7 @@ pub async fn build_app(
     };
     // Cursors first: what is written between them and the load is read again, harmlessly.
     let row_cursor = store.change_cursor().await.map_err(fail)?;
+    let beat_cursor = store.beat_cursor().await.map_err(fail)?;
     let newest_event = store
         .list_events(&store::EventFilter {
             limit: 1,
@@ -236,7 +237,11 @@ pub async fn build_app(
         events: Arc::new(events),
         detector: detector::Detector::default(),
         leader: std::sync::atomic::AtomicBool::new(false),
-        sync: tokio::sync::Mutex::new(replica::SyncState::new(row_cursor, event_cursor)),
+        sync: tokio::sync::Mutex::new(replica::SyncState::new(
+            row_cursor,
+            beat_cursor,
+            event_cursor,
+        )),
         admin_token,
         database: DatabaseHealth::default(),
     });

@@ -380,18 +380,26 @@ impl Slot {
             // an admin change): the newer write stands.
             return;
         }
-        let memory_updated = self.record.updated_at;
-        let memory_count = self.record.report_count;
         let memory_zone = std::mem::take(&mut self.record.zone);
         let pending_zone = self.pending_zone.is_some();
+        let (memory_updated, memory_count) = (self.record.updated_at, self.record.report_count);
+        let (stored_updated, stored_count) = (stored.updated_at, stored.report_count);
         self.record = stored;
-        self.record.updated_at = self.record.updated_at.max(memory_updated);
-        // A flush in flight is in neither the stored count nor `pending_beats`: never go back.
-        self.record.report_count =
-            (self.record.report_count + self.pending_beats).max(memory_count);
+        self.record.updated_at = memory_updated;
+        self.record.report_count = memory_count;
+        self.merge_flushed(stored_updated, stored_count);
         if pending_zone {
             self.record.zone = memory_zone;
         }
+    }
+
+    /// Takes heartbeat fields read from the database: the later heartbeat of the two, and the
+    /// count as the database's plus the beats this server has not flushed yet.
+    pub fn merge_flushed(&mut self, updated_at: Option<DateTime<Utc>>, report_count: i64) {
+        self.record.updated_at = self.record.updated_at.max(updated_at);
+        // A flush in flight is in neither the stored count nor `pending_beats`: never go back.
+        self.record.report_count =
+            (report_count + self.pending_beats).max(self.record.report_count);
     }
 }
 

@@ -1,6 +1,6 @@
 //! Several servers on one database: each keeps its own in-memory table and learns what the
 //! others wrote (registrations, admin changes, flushed heartbeats, deletions) by reading the
-//! database from a cursor, every `flush_interval` and before every list.
+//! database from cursors, every `flush_interval` and before every list.
 //!
 //! A heartbeat received by one replica is seen by the others after at most one flush and one
 //! read, that is `2 x flush_interval`. Admin changes are read through: a list or a detail
@@ -31,6 +31,8 @@ const CALIBRATE_EVERY: Duration = Duration::from_secs(10);
 pub struct SyncState {
     /// `row_version` of the newest service row read.
     pub row_cursor: i64,
+    /// Version of the newest heartbeat log entry read.
+    pub beat_cursor: i64,
     /// Id of the newest `deleted` event applied.
     pub event_cursor: i64,
     /// When the last successful read started: it saw everything committed before then.
@@ -41,9 +43,10 @@ pub struct SyncState {
 }
 
 impl SyncState {
-    pub fn new(row_cursor: i64, event_cursor: i64) -> SyncState {
+    pub fn new(row_cursor: i64, beat_cursor: i64, event_cursor: i64) -> SyncState {
         SyncState {
             row_cursor,
+            beat_cursor,
             event_cursor,
             started: Instant::now(),
             failed: None,
@@ -93,6 +96,16 @@ impl App {
             }
             state.row_cursor = next;
             if !full {
+                break;
+            }
+        }
+        loop {
+            let (beats, next, more) = self.store.beats_since(state.beat_cursor).await?;
+            for beat in &beats {
+                self.absorb_beat(beat);
+            }
+            state.beat_cursor = next;
+            if !more {
                 break;
             }
         }

@@ -76,6 +76,15 @@ pub struct BeatFlush {
     pub zone: Option<String>,
 }
 
+/// A service's heartbeat fields as a database holds them, read back by other replicas.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BeatState {
+    pub id: i64,
+    pub updated_at: Option<DateTime<Utc>>,
+    /// The stored count: every replica's flushed heartbeats.
+    pub report_count: i64,
+}
+
 /// Kinds of [`NewEvent`]; the strings are the API's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
@@ -302,14 +311,26 @@ pub trait Store: Send + Sync + 'static {
         Ok(0)
     }
 
-    /// Services written (registered, changed, flushed) after `cursor`, oldest change first, at
-    /// most `limit`; and the cursor to ask from next time.
+    /// Services written (registered, changed, zone moved) after `cursor`, oldest
+    /// change first, at most `limit`; and the cursor to ask from next time. Flushed heartbeats
+    /// are [`Store::beats_since`]'s.
     async fn changes_since(
         &self,
         cursor: i64,
         _limit: i64,
     ) -> StoreResult<(Vec<ServiceRecord>, i64)> {
         Ok((Vec::new(), cursor))
+    }
+
+    /// The cursor of [`Store::beats_since`] that covers every heartbeat flushed so far.
+    async fn beat_cursor(&self) -> StoreResult<i64> {
+        Ok(0)
+    }
+
+    /// Heartbeats other servers flushed after `cursor`, oldest first; the cursor to ask from
+    /// next time; and whether more are waiting (ask again at once).
+    async fn beats_since(&self, cursor: i64) -> StoreResult<(Vec<BeatState>, i64, bool)> {
+        Ok((Vec::new(), cursor, false))
     }
 
     /// Tries to become the one server that detects transitions. `None`: another server leads.

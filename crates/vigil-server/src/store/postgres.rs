@@ -1,10 +1,13 @@
 //! PostgreSQL, for several stateless server replicas sharing one database. Times are
 //! `TIMESTAMPTZ` (microseconds, as SQLite's integers).
 //!
-//! Two things differ from SQLite, where one process with one writer at a time owns the file:
-//! - Event ids must become visible in id order (see [`lock_events`]).
-//! - Replicas flush overlapping sets of services concurrently, so a flush locks its rows in id
-//!   order instead of deadlocking another replica's flush.
+//! Three things differ from SQLite, where one process with one writer at a time owns the file:
+//! - Every write takes one advisory lock first (see [`lock_writes`]), so that sequence values
+//!   (event ids, `row_version`, beat log versions) become visible in order.
+//! - Replicas read each other's writes: admin changes through `services.row_version`,
+//!   heartbeats through `beat_log`, one entry per flush statement.
+//! - A service is two rows, as on SQLite (`services` and `heartbeats`, read together through
+//!   `service_rows`), and here the heartbeats row is updated in place (HOT, see migration 0003).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -15,8 +18,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder};
 
 use super::{
-    AdminChange, BeatFlush, EventFilter, EventKind, EventsFor, NewEvent, NewService, ServiceRecord,
-    Store, StoreError, StoreResult,
+    AdminChange, BeatFlush, BeatState, EventFilter, EventKind, EventsFor, NewEvent, NewService,
+    ServiceRecord, Store, StoreError, StoreResult,
 };
 
 /// How long a call waits for a connection before it reports the database `Unavailable`: short,
@@ -26,6 +29,17 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Rows per statement when flushing heartbeats or appending events: bounds the size of one
 /// statement's parameters for very large batches.
 const CHUNK: usize = 10_000;
+
+/// How long `beat_log` keeps an entry. A replica that has not read the log for longer (a
+/// network cut, a stopped VM) reads the heartbeats table whole instead: one scan of a narrow
+/// table, cheaper than keeping minutes of log at a million services.
+const BEAT_LOG_KEEP: Duration = Duration::from_secs(30);
+
+/// Log entries per page of [`Store::beats_since`] (each holds up to [`CHUNK`] heartbeats).
+const BEAT_LOG_PAGE: i64 = 16;
+
+/// Meta key: the newest `beat_log` version pruned.
+const BEAT_LOG_PRUNED: &str = "beat_log_pruned_through";
 
 /// Keys of the advisory locks of one Vigil database. Advisory locks belong to the whole
 /// PostgreSQL database, so the keys are derived from the schema Vigil's tables live in: two
@@ -64,6 +78,8 @@ pub struct PostgresStore {
     /// follower does not open a connection every second.
     lease_conn: std::sync::Arc<tokio::sync::Mutex<Option<PgConnection>>>,
     keys: LockKeys,
+    /// This process in `beat_log.writer`: its own entries are not read back.
+    writer: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -277,7 +293,7 @@ async fn insert_events(
 
 async fn fetch_service(conn: &mut PgConnection, id: i64) -> StoreResult<Option<ServiceRecord>> {
     let row: Option<ServiceRow> = sqlx::query_as(&format!(
-        "SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1"
+        "SELECT {SERVICE_COLUMNS} FROM service_rows WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -285,7 +301,63 @@ async fn fetch_service(conn: &mut PgConnection, id: i64) -> StoreResult<Option<S
     Ok(row.map(Into::into))
 }
 
+/// Deletes `beat_log` entries older than `keep` and records how far it deleted. Runs inside a
+/// transaction that holds the write lock, so it is ordered with every other write.
+async fn prune_beat_log_in(tx: &mut PgConnection, keep: Duration) -> StoreResult<()> {
+    sqlx::query(
+        "WITH gone AS (
+             DELETE FROM beat_log WHERE written_at < now() - make_interval(secs => $1)
+             RETURNING version
+         )
+         INSERT INTO meta (key, value)
+         SELECT $2, MAX(version)::text FROM gone HAVING COUNT(*) > 0
+         ON CONFLICT (key) DO UPDATE
+             SET value = GREATEST(meta.value::bigint, EXCLUDED.value::bigint)::text",
+    )
+    .bind(keep.as_secs_f64())
+    .bind(BEAT_LOG_PRUNED)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 impl PostgresStore {
+    /// Every service's heartbeat fields, for a reader whose cursor fell behind the pruned log:
+    /// the table and the log position it reflects, in one statement (one snapshot).
+    async fn all_beats(&self, pruned: i64) -> StoreResult<(Vec<BeatState>, i64, bool)> {
+        let rows: Vec<(i64, Option<DateTime<Utc>>, i64, i64)> = sqlx::query_as(
+            "SELECT id, updated_at, report_count,
+                    (SELECT COALESCE(MAX(version), $1) FROM beat_log)
+             FROM heartbeats",
+        )
+        .bind(pruned)
+        .fetch_all(&self.pool)
+        .await?;
+        let next = match rows.first() {
+            Some(row) => row.3,
+            None => self.beat_cursor().await?.max(pruned),
+        };
+        let beats = rows
+            .into_iter()
+            .map(|(id, updated_at, report_count, _)| BeatState {
+                id,
+                updated_at,
+                report_count,
+            })
+            .collect();
+        Ok((beats, next, false))
+    }
+
+    /// Prunes `beat_log` entries older than `keep` now, as every flush does with a retention
+    /// of [`BEAT_LOG_KEEP`] (for tests of a replica that fell behind the log).
+    pub async fn prune_beat_log(&self, keep: Duration) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        lock_writes(&mut tx, self.keys.write).await?;
+        prune_beat_log_in(&mut tx, keep).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Creates the empty schema `schema` in the database at `url` and returns a URL whose
     /// connections use it (through `search_path`). For benchmarks, which need a fresh database
     /// per run on a shared server; `schema` must be a plain identifier.
@@ -351,11 +423,15 @@ impl PostgresStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
             .await?;
+        let writer: i64 = sqlx::query_scalar("SELECT nextval('beat_log_writers')")
+            .fetch_one(&pool)
+            .await?;
         Ok(PostgresStore {
             pool,
             options,
             lease_conn: Default::default(),
             keys: LockKeys::for_schema(&schema),
+            writer,
         })
     }
 }
@@ -364,7 +440,7 @@ impl PostgresStore {
 impl Store for PostgresStore {
     async fn load_services(&self) -> StoreResult<Vec<ServiceRecord>> {
         let rows: Vec<ServiceRow> = sqlx::query_as(&format!(
-            "SELECT {SERVICE_COLUMNS} FROM services ORDER BY id"
+            "SELECT {SERVICE_COLUMNS} FROM service_rows ORDER BY id"
         ))
         .fetch_all(&self.pool)
         .await?;
@@ -420,14 +496,14 @@ impl Store for PostgresStore {
         // for it, then does nothing and updates the committed row. Should another replica
         // delete the row between the two statements, the insert is tried again.
         let mut attempts = 0;
-        let (record, created) = loop {
+        let (id, created) = loop {
             attempts += 1;
-            let inserted: Option<ServiceRow> = sqlx::query_as(&format!(
+            let inserted: Option<i64> = sqlx::query_scalar(
                 r#"INSERT INTO services (host, "binary", topic, zone, report_interval, version, created_at)
                    VALUES ($1, $2, $3, $4, $5, $6, $7)
                    ON CONFLICT (host, "binary") DO NOTHING
-                   RETURNING {SERVICE_COLUMNS}"#
-            ))
+                   RETURNING id"#,
+            )
             .bind(&new.host)
             .bind(&new.binary)
             .bind(&new.topic)
@@ -437,16 +513,16 @@ impl Store for PostgresStore {
             .bind(at)
             .fetch_optional(&mut *tx)
             .await?;
-            if let Some(row) = inserted {
-                break (ServiceRecord::from(row), true);
+            if let Some(id) = inserted {
+                break (id, true);
             }
-            let updated: Option<ServiceRow> = sqlx::query_as(&format!(
+            let updated: Option<i64> = sqlx::query_scalar(
                 r#"UPDATE services SET topic = COALESCE($1, topic), zone = $2,
                        report_interval = $3, version = COALESCE($4, version),
                        row_version = nextval('services_row_version')
                    WHERE host = $5 AND "binary" = $6
-                   RETURNING {SERVICE_COLUMNS}"#
-            ))
+                   RETURNING id"#,
+            )
             .bind(&new.topic)
             .bind(&new.zone)
             .bind(new.report_interval)
@@ -456,7 +532,7 @@ impl Store for PostgresStore {
             .fetch_optional(&mut *tx)
             .await?;
             match updated {
-                Some(row) => break (ServiceRecord::from(row), false),
+                Some(id) => break (id, false),
                 None if attempts < 3 => continue,
                 None => {
                     return Err(StoreError::Other(format!(
@@ -466,6 +542,9 @@ impl Store for PostgresStore {
                 }
             }
         };
+        let record = fetch_service(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::Other(format!("service {id} vanished while registering")))?;
         let mut event = NewEvent::about(&record, EventKind::Registered, at);
         event.reason = Some(
             if created {
@@ -498,7 +577,7 @@ impl Store for PostgresStore {
             Some(reason) => (true, reason.clone()),
             None => (false, None),
         };
-        let row: Option<ServiceRow> = sqlx::query_as(&format!(
+        sqlx::query(
             r#"UPDATE services SET
                    disabled = COALESCE($1, disabled),
                    disabled_reason = CASE WHEN $2 THEN $3 ELSE disabled_reason END,
@@ -506,9 +585,8 @@ impl Store for PostgresStore {
                    frozen = COALESCE($5, frozen),
                    modified_at = $6,
                    row_version = nextval('services_row_version')
-               WHERE id = $7
-               RETURNING {SERVICE_COLUMNS}"#
-        ))
+               WHERE id = $7"#,
+        )
         .bind(change.disabled)
         .bind(set_reason)
         .bind(reason)
@@ -516,14 +594,14 @@ impl Store for PostgresStore {
         .bind(change.frozen)
         .bind(at)
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .execute(&mut *tx)
         .await?;
-        let Some(row) = row else {
+        let Some(after) = fetch_service(&mut tx, id).await? else {
             return Ok(None);
         };
         insert_events(&mut tx, self.keys.write, &events).await?;
         tx.commit().await?;
-        Ok(Some(row.into()))
+        Ok(Some(after))
     }
 
     async fn delete(&self, id: i64, event: &NewEvent) -> StoreResult<bool> {
@@ -547,35 +625,54 @@ impl Store for PostgresStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
+        // No row locks are taken first: this transaction holds the write lock, so no other
+        // writer (another replica's flush, an admin change) updates rows meanwhile.
         lock_writes(&mut tx, self.keys.write).await?;
-        for chunk in beats.chunks(CHUNK) {
-            let ids: Vec<i64> = chunk.iter().map(|b| b.id).collect();
-            let updated: Vec<DateTime<Utc>> = chunk.iter().map(|b| b.updated_at).collect();
-            let deltas: Vec<i64> = chunk.iter().map(|b| b.report_count_delta).collect();
-            let zones: Vec<Option<&str>> = chunk.iter().map(|b| b.zone.as_deref()).collect();
-            // No row locks are taken first: this transaction holds the write lock, so no other
-            // writer (another replica's flush, an admin change) updates rows meanwhile and
-            // there is nothing to deadlock with. (Locking the rows `FOR UPDATE` first wrote a
-            // lock into every tuple: a second write per row, for nothing.) GREATEST ignores
-            // NULL, so a service never flushed before takes the new time; an older time never
-            // moves it back.
+        // Zones change rarely (a reporter moved); they go to the wide row and its change feed.
+        let (ids, zones): (Vec<i64>, Vec<&str>) = beats
+            .iter()
+            .filter_map(|b| Some((b.id, b.zone.as_deref()?)))
+            .unzip();
+        if !ids.is_empty() {
             sqlx::query(
-                r#"UPDATE services s SET
-                       updated_at = GREATEST(s.updated_at, v.updated_at),
-                       report_count = s.report_count + v.delta,
-                       zone = COALESCE(v.zone, s.zone),
-                       row_version = nextval('services_row_version')
-                   FROM UNNEST($1::bigint[], $2::timestamptz[], $3::bigint[], $4::text[])
-                        AS v(id, updated_at, delta, zone)
-                   WHERE s.id = v.id"#,
+                "UPDATE services s SET zone = v.zone, row_version = nextval('services_row_version')
+                 FROM UNNEST($1::bigint[], $2::text[]) AS v(id, zone) WHERE s.id = v.id",
             )
             .bind(ids)
-            .bind(updated)
-            .bind(deltas)
             .bind(zones)
             .execute(&mut *tx)
             .await?;
         }
+        for chunk in beats.chunks(CHUNK) {
+            let ids: Vec<i64> = chunk.iter().map(|b| b.id).collect();
+            let updated: Vec<DateTime<Utc>> = chunk.iter().map(|b| b.updated_at).collect();
+            let deltas: Vec<i64> = chunk.iter().map(|b| b.report_count_delta).collect();
+            // GREATEST ignores NULL, so a service never flushed before takes the new time; an
+            // older time never moves it back. What was written goes to the log in the same
+            // statement (the aggregates see the rows in one order).
+            sqlx::query(
+                r#"WITH written AS (
+                       UPDATE heartbeats h SET
+                           updated_at = GREATEST(h.updated_at, v.updated_at),
+                           report_count = h.report_count + v.delta
+                       FROM UNNEST($1::bigint[], $2::timestamptz[], $3::bigint[])
+                            AS v(id, updated_at, delta)
+                       WHERE h.id = v.id
+                       RETURNING h.id, h.updated_at, h.report_count
+                   )
+                   INSERT INTO beat_log (version, writer, ids, updated, counts)
+                   SELECT nextval('services_row_version'), $4,
+                          array_agg(id), array_agg(updated_at), array_agg(report_count)
+                   FROM written HAVING COUNT(*) > 0"#,
+            )
+            .bind(ids)
+            .bind(updated)
+            .bind(deltas)
+            .bind(self.writer)
+            .execute(&mut *tx)
+            .await?;
+        }
+        prune_beat_log_in(&mut tx, BEAT_LOG_KEEP).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -673,7 +770,7 @@ impl Store for PostgresStore {
         limit: i64,
     ) -> StoreResult<(Vec<ServiceRecord>, i64)> {
         let rows: Vec<ServiceRow> = sqlx::query_as(&format!(
-            "SELECT {SERVICE_COLUMNS} FROM services
+            "SELECT {SERVICE_COLUMNS} FROM service_rows
              WHERE row_version > $1 ORDER BY row_version LIMIT $2"
         ))
         .bind(cursor)
@@ -682,6 +779,73 @@ impl Store for PostgresStore {
         .await?;
         let next = rows.last().map_or(cursor, |r| r.row_version);
         Ok((rows.into_iter().map(Into::into).collect(), next))
+    }
+
+    async fn beat_cursor(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT GREATEST(COALESCE(MAX(version), 0),
+                             COALESCE((SELECT value::bigint FROM meta WHERE key = $1), 0))
+             FROM beat_log",
+        )
+        .bind(BEAT_LOG_PRUNED)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn beats_since(&self, cursor: i64) -> StoreResult<(Vec<BeatState>, i64, bool)> {
+        // One round trip in the usual case (this runs before every list): the page of the log
+        // together with how far the log was pruned. The writer's own entries come back empty.
+        type LogRow = (
+            i64,
+            Option<i64>,
+            Option<Vec<i64>>,
+            Option<Vec<DateTime<Utc>>>,
+            Option<Vec<i64>>,
+        );
+        let rows: Vec<LogRow> = sqlx::query_as(
+            "SELECT p.pruned, l.version, l.ids, l.updated, l.counts
+             FROM (SELECT COALESCE((SELECT value::bigint FROM meta WHERE key = $4), 0) AS pruned) p
+             LEFT JOIN LATERAL (
+                 SELECT version,
+                        CASE WHEN writer = $2 THEN '{}' ELSE ids END AS ids,
+                        CASE WHEN writer = $2 THEN '{}' ELSE updated END AS updated,
+                        CASE WHEN writer = $2 THEN '{}' ELSE counts END AS counts
+                 FROM beat_log WHERE version > $1 ORDER BY version LIMIT $3
+             ) l ON TRUE
+             ORDER BY l.version",
+        )
+        .bind(cursor)
+        .bind(self.writer)
+        .bind(BEAT_LOG_PAGE)
+        .bind(BEAT_LOG_PRUNED)
+        .fetch_all(&self.pool)
+        .await?;
+        let pruned = rows.first().map_or(0, |row| row.0);
+        if cursor < pruned {
+            return self.all_beats(pruned).await;
+        }
+        let full = rows.len() as i64 == BEAT_LOG_PAGE;
+        let mut next = cursor;
+        let mut beats = Vec::new();
+        for (_, version, ids, updated, counts) in rows {
+            let Some(version) = version else {
+                continue;
+            };
+            next = version;
+            let (ids, updated, counts) = (
+                ids.unwrap_or_default(),
+                updated.unwrap_or_default(),
+                counts.unwrap_or_default(),
+            );
+            beats.extend(ids.into_iter().zip(updated).zip(counts).map(
+                |((id, updated_at), report_count)| BeatState {
+                    id,
+                    updated_at: Some(updated_at),
+                    report_count,
+                },
+            ));
+        }
+        Ok((beats, next, full))
     }
 
     async fn try_lead(&self) -> StoreResult<Option<Box<dyn super::Lease>>> {

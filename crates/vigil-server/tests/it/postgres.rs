@@ -78,7 +78,7 @@ async fn a_large_batch_of_heartbeats_is_flushed_in_one_go() {
         );
         let mut conn = connect(&backend).await;
         let (flushed, with_time): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE report_count = 2), count(updated_at) FROM services",
+            "SELECT count(*) FILTER (WHERE report_count = 2), count(updated_at) FROM service_rows",
         )
         .fetch_one(&mut conn)
         .await
@@ -129,13 +129,17 @@ async fn flush_keeps_the_later_time_and_chunks_large_batches() {
             .expect("open the store");
         let mut conn = connect(&backend).await;
         sqlx::query(
-            r#"INSERT INTO services (host, "binary", zone, report_interval, created_at, report_count)
-               SELECT 'h' || i, 'b', 'nova', 10, now(), 1 FROM generate_series(1, $1) AS i"#,
+            r#"INSERT INTO services (host, "binary", zone, report_interval, created_at)
+               SELECT 'h' || i, 'b', 'nova', 10, now() FROM generate_series(1, $1) AS i"#,
         )
         .bind(ROWS)
         .execute(&mut conn)
         .await
         .unwrap();
+        sqlx::query("UPDATE heartbeats SET report_count = 1")
+            .execute(&mut conn)
+            .await
+            .unwrap();
         let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM services ORDER BY id")
             .fetch_all(&mut conn)
             .await
@@ -172,7 +176,7 @@ async fn flush_keeps_the_later_time_and_chunks_large_batches() {
         store.flush_beats(&[older]).await.expect("second flush");
         let (count, total, newest, oldest): (i64, i64, chrono::DateTime<Utc>, chrono::DateTime<Utc>) =
             sqlx::query_as(
-                "SELECT count(*), sum(report_count)::bigint, max(updated_at), min(updated_at) FROM services",
+                "SELECT count(*), sum(report_count)::bigint, max(updated_at), min(updated_at) FROM service_rows",
             )
             .fetch_one(&mut conn)
             .await
@@ -192,6 +196,125 @@ async fn flush_keeps_the_later_time_and_chunks_large_batches() {
             .await
             .unwrap();
         assert_eq!(zone, "az-9");
+    })
+    .await;
+}
+
+/// A database written before the heartbeat fields had their own table keeps every service's
+/// count and last heartbeat through migration 0003.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_migration_keeps_the_counts() {
+    with_postgres(|backend| async move {
+        let mut conn = connect(&backend).await;
+        for script in [
+            include_str!("../../migrations/postgres/0001_services.sql"),
+            include_str!("../../migrations/postgres/0002_row_version.sql"),
+        ] {
+            sqlx::raw_sql(script).execute(&mut conn).await.unwrap();
+        }
+        sqlx::query(
+            r#"INSERT INTO services (id, host, "binary", zone, report_interval, created_at,
+                   report_count, updated_at)
+               VALUES (7, 'h', 'b', 'nova', 10, now(), 42, '2026-01-02T03:04:05.123456Z'),
+                      (8, 'h', 'c', 'nova', 10, now(), 0, NULL)"#,
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::raw_sql(include_str!("../../migrations/postgres/0003_heartbeats.sql"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let rows: Vec<(i64, i64, Option<String>)> = sqlx::query_as(
+            "SELECT id, report_count, to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')
+             FROM service_rows ORDER BY id",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (7, 42, Some("2026-01-02 03:04:05.123456".to_string())),
+                (8, 0, None)
+            ]
+        );
+        sqlx::query("DELETE FROM services WHERE id = 7")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM heartbeats")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(left, 1, "a deleted service takes its heartbeats row along");
+    })
+    .await;
+}
+
+/// Replicas learn each other's heartbeats from `beat_log`, never their own entries back; a
+/// replica whose cursor fell behind the pruned log reads the heartbeats table whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_reach_other_replicas_through_the_log_and_after_pruning() {
+    with_postgres(|backend| async move {
+        let a = PostgresStore::connect(url(&backend), 2).await.unwrap();
+        let b = PostgresStore::connect(url(&backend), 2).await.unwrap();
+        let mut conn = connect(&backend).await;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            r#"INSERT INTO services (host, "binary", zone, report_interval, created_at)
+               SELECT 'h' || i, 'b', 'nova', 10, now() FROM generate_series(1, 3) AS i
+               RETURNING id"#,
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let start = b.beat_cursor().await.unwrap();
+        let at = Utc::now();
+        let beat = |id: i64, delta: i64| BeatFlush {
+            id,
+            updated_at: at,
+            report_count_delta: delta,
+            zone: None,
+        };
+        a.flush_beats(&[beat(ids[0], 2), beat(ids[1], 1)])
+            .await
+            .unwrap();
+        b.flush_beats(&[beat(ids[0], 5)]).await.unwrap();
+
+        let (seen, cursor, more) = b.beats_since(start).await.unwrap();
+        assert!(!more);
+        let micros = |t: Option<chrono::DateTime<Utc>>| t.map(|t| t.timestamp_micros());
+        let seen: Vec<(i64, i64, Option<i64>)> = seen
+            .iter()
+            .map(|s| (s.id, s.report_count, micros(s.updated_at)))
+            .collect();
+        let stamp = micros(Some(at));
+        assert_eq!(
+            seen,
+            [(ids[0], 2, stamp), (ids[1], 1, stamp)],
+            "b reads a's entry, not its own"
+        );
+        let (own, _, _) = a.beats_since(start).await.unwrap();
+        assert_eq!(own.len(), 1, "a reads only b's entry");
+        assert_eq!((own[0].id, own[0].report_count), (ids[0], 7));
+        let (nothing, same, _) = b.beats_since(cursor).await.unwrap();
+        assert!(nothing.is_empty());
+        assert_eq!(same, cursor);
+
+        a.prune_beat_log(Duration::ZERO).await.unwrap();
+        let (all, after, more) = b.beats_since(start).await.unwrap();
+        assert!(!more);
+        let mut all: Vec<(i64, i64)> = all.iter().map(|s| (s.id, s.report_count)).collect();
+        all.sort_unstable();
+        assert_eq!(
+            all,
+            [(ids[0], 7), (ids[1], 1), (ids[2], 0)],
+            "the whole table"
+        );
+        assert!(after >= cursor);
+        assert_eq!(b.beat_cursor().await.unwrap(), after);
+        let (nothing, _, _) = b.beats_since(after).await.unwrap();
+        assert!(nothing.is_empty(), "caught up: no second full read");
     })
     .await;
 }
@@ -235,7 +358,7 @@ async fn replicas_flushing_the_same_services_at_once_neither_deadlock_nor_lose_c
         for flush in flushes.collect::<Vec<_>>() {
             flush.await.unwrap();
         }
-        let total: i64 = sqlx::query_scalar("SELECT sum(report_count)::bigint FROM services")
+        let total: i64 = sqlx::query_scalar("SELECT sum(report_count)::bigint FROM heartbeats")
             .fetch_one(&mut conn)
             .await
             .unwrap();
