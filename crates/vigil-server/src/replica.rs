@@ -37,6 +37,8 @@ pub struct SyncState {
     pub event_cursor: i64,
     /// When the last successful read started: it saw everything committed before then.
     pub started: Instant,
+    /// The same, for the last read that included other replicas' heartbeats.
+    pub beats_started: Instant,
     /// When the last failed read started: callers that waited for it share its failure
     /// instead of each trying again in turn.
     pub failed: Option<Instant>,
@@ -49,21 +51,34 @@ impl SyncState {
             beat_cursor,
             event_cursor,
             started: Instant::now(),
+            beats_started: Instant::now(),
             failed: None,
         }
     }
 }
 
 impl App {
-    /// Reads what other replicas wrote since the last read. Concurrent callers share one read:
-    /// a caller that waited while another read finished uses that read.
+    /// Reads what other replicas wrote since the last read, their flushed heartbeats included.
+    /// Concurrent callers share one read: a caller that waited while another read finished
+    /// uses that read.
     pub async fn sync_from_database(&self) -> StoreResult<()> {
+        self.sync(true).await
+    }
+
+    /// Reads other replicas' registrations, admin changes and deletions, which a read must show
+    /// at once. Their heartbeats are left to the poll of every `flush_interval`, which bounds
+    /// their staleness anyway: one query fewer before every list.
+    async fn sync_admin_changes(&self) -> StoreResult<()> {
+        self.sync(false).await
+    }
+
+    async fn sync(&self, beats: bool) -> StoreResult<()> {
         if !self.store.shared() {
             return Ok(());
         }
         let asked = Instant::now();
         let mut state = self.sync.lock().await;
-        if state.started > asked {
+        if state.started > asked && (!beats || state.beats_started > asked) {
             return Ok(());
         }
         if state.failed.is_some_and(|failed| failed > asked) {
@@ -74,20 +89,25 @@ impl App {
         let started = Instant::now();
         // A database that stopped answering must not hold every reader: after SYNC_LIMIT the
         // read gives up and the caller answers from memory.
-        let result = match tokio::time::timeout(SYNC_LIMIT, self.read_changes(&mut state)).await {
+        let read = self.read_changes(&mut state, beats);
+        let result = match tokio::time::timeout(SYNC_LIMIT, read).await {
             Ok(result) => result,
             Err(_) => Err(crate::store::StoreError::Unavailable(format!(
                 "no answer within {SYNC_LIMIT:?}"
             ))),
         };
         match result {
+            Ok(()) if beats => {
+                state.started = started;
+                state.beats_started = started;
+            }
             Ok(()) => state.started = started,
             Err(_) => state.failed = Some(started),
         }
         result
     }
 
-    async fn read_changes(&self, state: &mut SyncState) -> StoreResult<()> {
+    async fn read_changes(&self, state: &mut SyncState, beats: bool) -> StoreResult<()> {
         loop {
             let (records, next) = self.store.changes_since(state.row_cursor, PAGE).await?;
             let full = records.len() as i64 == PAGE;
@@ -99,14 +119,16 @@ impl App {
                 break;
             }
         }
-        loop {
-            let (beats, next, more) = self.store.beats_since(state.beat_cursor).await?;
-            for beat in &beats {
-                self.absorb_beat(beat);
-            }
-            state.beat_cursor = next;
-            if !more {
-                break;
+        if beats {
+            loop {
+                let (read, next, more) = self.store.beats_since(state.beat_cursor).await?;
+                for beat in &read {
+                    self.absorb_beat(beat);
+                }
+                state.beat_cursor = next;
+                if !more {
+                    break;
+                }
             }
         }
         loop {
@@ -129,9 +151,9 @@ impl App {
         Ok(())
     }
 
-    /// [`App::sync_from_database`] before a read; on failure the read is served from memory.
+    /// [`App::sync_admin_changes`] before a read; on failure the read is served from memory.
     pub async fn sync_for_read(&self) {
-        if let Err(err) = self.sync_from_database().await {
+        if let Err(err) = self.sync_admin_changes().await {
             tracing::warn!(error = %err, "cannot read other replicas' changes; answering from memory");
         }
     }
