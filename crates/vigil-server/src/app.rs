@@ -91,6 +91,8 @@ pub struct App {
     pub leader: AtomicBool,
     /// Where this server is in the other replicas' changes.
     pub sync: tokio::sync::Mutex<crate::replica::SyncState>,
+    /// Where this server is in other replicas' flushed heartbeats ([`Store::beats_since`]).
+    pub beat_cursor: tokio::sync::Mutex<i64>,
     pub admin_token: String,
     pub database: DatabaseHealth,
 }

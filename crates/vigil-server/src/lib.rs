@@ -237,11 +237,8 @@ pub async fn build_app(
         events: Arc::new(events),
         detector: detector::Detector::default(),
         leader: std::sync::atomic::AtomicBool::new(false),
-        sync: tokio::sync::Mutex::new(replica::SyncState::new(
-            row_cursor,
-            beat_cursor,
-            event_cursor,
-        )),
+        sync: tokio::sync::Mutex::new(replica::SyncState::new(row_cursor, event_cursor)),
+        beat_cursor: tokio::sync::Mutex::new(beat_cursor),
         admin_token,
         database: DatabaseHealth::default(),
     });

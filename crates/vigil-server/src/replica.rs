@@ -1,9 +1,10 @@
 //! Several servers on one database: each keeps its own in-memory table and learns what the
-//! others wrote (registrations, admin changes, flushed heartbeats, deletions) by reading the
-//! database from cursors, every `flush_interval` and before every list.
+//! others wrote by reading the database from cursors: registrations, admin changes and
+//! deletions every `flush_interval` and before every read; flushed heartbeats every
+//! `flush_interval`.
 //!
 //! A heartbeat received by one replica is seen by the others after at most one flush and one
-//! read, that is `2 x flush_interval`. Admin changes are read through: a list or a detail
+//! poll, that is `2 x flush_interval`. Admin changes are read through: a list or a detail
 //! read by any replica after the change was acknowledged shows it.
 //!
 //! Every replica also corrects its clock towards the database's, so a replica whose clock is
@@ -23,6 +24,11 @@ const PAGE: i64 = 10_000;
 /// Longest wait for other replicas' changes before a read answers from memory.
 const SYNC_LIMIT: Duration = Duration::from_secs(2);
 
+/// Longest read of other replicas' heartbeats. Only the poll waits for it, and a replica that
+/// fell behind the log reads every service's heartbeats at once (a million rows), which must
+/// not be cut short and tried again forever.
+const BEAT_SYNC_LIMIT: Duration = Duration::from_secs(60);
+
 /// How often the clock is corrected towards the database's.
 const CALIBRATE_EVERY: Duration = Duration::from_secs(10);
 
@@ -31,54 +37,37 @@ const CALIBRATE_EVERY: Duration = Duration::from_secs(10);
 pub struct SyncState {
     /// `row_version` of the newest service row read.
     pub row_cursor: i64,
-    /// Version of the newest heartbeat log entry read.
-    pub beat_cursor: i64,
     /// Id of the newest `deleted` event applied.
     pub event_cursor: i64,
     /// When the last successful read started: it saw everything committed before then.
     pub started: Instant,
-    /// The same, for the last read that included other replicas' heartbeats.
-    pub beats_started: Instant,
     /// When the last failed read started: callers that waited for it share its failure
     /// instead of each trying again in turn.
     pub failed: Option<Instant>,
 }
 
 impl SyncState {
-    pub fn new(row_cursor: i64, beat_cursor: i64, event_cursor: i64) -> SyncState {
+    pub fn new(row_cursor: i64, event_cursor: i64) -> SyncState {
         SyncState {
             row_cursor,
-            beat_cursor,
             event_cursor,
             started: Instant::now(),
-            beats_started: Instant::now(),
             failed: None,
         }
     }
 }
 
 impl App {
-    /// Reads what other replicas wrote since the last read, their flushed heartbeats included.
-    /// Concurrent callers share one read: a caller that waited while another read finished
-    /// uses that read.
+    /// Reads the registrations, admin changes and deletions other replicas wrote since the last
+    /// read. Concurrent callers share one read: a caller that waited while another read
+    /// finished uses that read.
     pub async fn sync_from_database(&self) -> StoreResult<()> {
-        self.sync(true).await
-    }
-
-    /// Reads other replicas' registrations, admin changes and deletions, which a read must show
-    /// at once. Their heartbeats are left to the poll of every `flush_interval`, which bounds
-    /// their staleness anyway: one query fewer before every list.
-    async fn sync_admin_changes(&self) -> StoreResult<()> {
-        self.sync(false).await
-    }
-
-    async fn sync(&self, beats: bool) -> StoreResult<()> {
         if !self.store.shared() {
             return Ok(());
         }
         let asked = Instant::now();
         let mut state = self.sync.lock().await;
-        if state.started > asked && (!beats || state.beats_started > asked) {
+        if state.started > asked {
             return Ok(());
         }
         if state.failed.is_some_and(|failed| failed > asked) {
@@ -89,25 +78,20 @@ impl App {
         let started = Instant::now();
         // A database that stopped answering must not hold every reader: after SYNC_LIMIT the
         // read gives up and the caller answers from memory.
-        let read = self.read_changes(&mut state, beats);
-        let result = match tokio::time::timeout(SYNC_LIMIT, read).await {
+        let result = match tokio::time::timeout(SYNC_LIMIT, self.read_changes(&mut state)).await {
             Ok(result) => result,
             Err(_) => Err(crate::store::StoreError::Unavailable(format!(
                 "no answer within {SYNC_LIMIT:?}"
             ))),
         };
         match result {
-            Ok(()) if beats => {
-                state.started = started;
-                state.beats_started = started;
-            }
             Ok(()) => state.started = started,
             Err(_) => state.failed = Some(started),
         }
         result
     }
 
-    async fn read_changes(&self, state: &mut SyncState, beats: bool) -> StoreResult<()> {
+    async fn read_changes(&self, state: &mut SyncState) -> StoreResult<()> {
         loop {
             let (records, next) = self.store.changes_since(state.row_cursor, PAGE).await?;
             let full = records.len() as i64 == PAGE;
@@ -117,18 +101,6 @@ impl App {
             state.row_cursor = next;
             if !full {
                 break;
-            }
-        }
-        if beats {
-            loop {
-                let (read, next, more) = self.store.beats_since(state.beat_cursor).await?;
-                for beat in &read {
-                    self.absorb_beat(beat);
-                }
-                state.beat_cursor = next;
-                if !more {
-                    break;
-                }
             }
         }
         loop {
@@ -151,9 +123,34 @@ impl App {
         Ok(())
     }
 
-    /// [`App::sync_admin_changes`] before a read; on failure the read is served from memory.
+    /// Reads the heartbeats other replicas flushed since the last read. Apart from
+    /// [`App::sync_from_database`], so that reads never wait for it: a service unknown here is
+    /// skipped, and its row, read by the other sync, carries its heartbeat fields.
+    pub async fn sync_beats(&self) -> StoreResult<()> {
+        let mut cursor = self.beat_cursor.lock().await;
+        let read = async {
+            loop {
+                let (beats, next, more) = self.store.beats_since(*cursor).await?;
+                for beat in &beats {
+                    self.absorb_beat(beat);
+                }
+                *cursor = next;
+                if !more {
+                    return Ok(());
+                }
+            }
+        };
+        match tokio::time::timeout(BEAT_SYNC_LIMIT, read).await {
+            Ok(result) => result,
+            Err(_) => Err(crate::store::StoreError::Unavailable(format!(
+                "no answer within {BEAT_SYNC_LIMIT:?}"
+            ))),
+        }
+    }
+
+    /// [`App::sync_from_database`] before a read; on failure the read is served from memory.
     pub async fn sync_for_read(&self) {
-        if let Err(err) = self.sync_admin_changes().await {
+        if let Err(err) = self.sync_from_database().await {
             tracing::warn!(error = %err, "cannot read other replicas' changes; answering from memory");
         }
     }
@@ -174,7 +171,11 @@ pub async fn run(app: Arc<App>, interval: Duration, mut shutdown: watch::Receive
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
-        match app.sync_from_database().await {
+        let synced = match app.sync_from_database().await {
+            Ok(()) => app.sync_beats().await,
+            Err(err) => Err(err),
+        };
+        match synced {
             Ok(()) if failing => {
                 failing = false;
                 tracing::info!("reading other replicas' changes again");

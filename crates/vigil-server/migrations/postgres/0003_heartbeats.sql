@@ -30,7 +30,7 @@ CREATE SEQUENCE beat_log_writers; -- one value per server process that connects
 CREATE TABLE beat_log (
     version    BIGINT PRIMARY KEY,
     writer     BIGINT        NOT NULL, -- the writing server process: it skips its own entries
-    written_at TIMESTAMPTZ   NOT NULL DEFAULT now(),
+    written_at TIMESTAMPTZ   NOT NULL DEFAULT clock_timestamp(), -- after the write lock, unlike now()
     ids        BIGINT[]      NOT NULL,
     updated    TIMESTAMPTZ[] NOT NULL,
     counts     BIGINT[]      NOT NULL  -- report_count after the flush
@@ -43,6 +43,6 @@ ALTER TABLE beat_log ALTER COLUMN ids SET STORAGE EXTERNAL,
 -- What the server reads: one service with its heartbeat fields.
 CREATE VIEW service_rows AS
     SELECT s.id, s.host, s."binary", s.topic, s.zone, s.disabled, s.disabled_reason,
-           s.forced_down, s.frozen, h.report_count, s.report_interval, s.version,
-           s.created_at, h.updated_at, s.modified_at, s.row_version
-    FROM services s JOIN heartbeats h ON h.id = s.id;
+           s.forced_down, s.frozen, COALESCE(h.report_count, 0) AS report_count,
+           s.report_interval, s.version, s.created_at, h.updated_at, s.modified_at, s.row_version
+    FROM services s LEFT JOIN heartbeats h ON h.id = s.id; -- a row restored without one still shows

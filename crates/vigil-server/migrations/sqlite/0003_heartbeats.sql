@@ -24,6 +24,6 @@ END;
 -- What the server reads: one service with its heartbeat fields.
 CREATE VIEW service_rows AS
     SELECT s.id, s.host, s."binary", s.topic, s.zone, s.disabled, s.disabled_reason,
-           s.forced_down, s.frozen, h.report_count, s.report_interval, s.version,
-           s.created_at, h.updated_at, s.modified_at
-    FROM services s JOIN heartbeats h ON h.id = s.id;
+           s.forced_down, s.frozen, COALESCE(h.report_count, 0) AS report_count,
+           s.report_interval, s.version, s.created_at, h.updated_at, s.modified_at
+    FROM services s LEFT JOIN heartbeats h ON h.id = s.id; -- a row restored without one still shows

@@ -41,6 +41,12 @@ const BEAT_LOG_PAGE: i64 = 16;
 /// Meta key: the newest `beat_log` version pruned.
 const BEAT_LOG_PRUNED: &str = "beat_log_pruned_through";
 
+/// The log position that covers every flush so far: the newest entry, or the pruning
+/// watermark when that is newer (`$1` is [`BEAT_LOG_PRUNED`]).
+const BEAT_LOG_POSITION: &str = "SELECT GREATEST(COALESCE(MAX(version), 0),
+        COALESCE((SELECT value::bigint FROM meta WHERE key = $1), 0))
+    FROM beat_log";
+
 /// Keys of the advisory locks of one Vigil database. Advisory locks belong to the whole
 /// PostgreSQL database, so the keys are derived from the schema Vigil's tables live in: two
 /// deployments in two schemas of one database neither share a leader nor wait on each other.
@@ -325,18 +331,17 @@ impl PostgresStore {
     /// Every service's heartbeat fields, for a reader whose cursor fell behind the pruned log:
     /// the table and the log position it reflects, in one statement (one snapshot).
     async fn all_beats(&self, pruned: i64) -> StoreResult<(Vec<BeatState>, i64, bool)> {
-        let rows: Vec<(i64, Option<DateTime<Utc>>, i64, i64)> = sqlx::query_as(
-            "SELECT id, updated_at, report_count,
-                    (SELECT COALESCE(MAX(version), $1) FROM beat_log)
-             FROM heartbeats",
-        )
-        .bind(pruned)
+        let rows: Vec<(i64, Option<DateTime<Utc>>, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT id, updated_at, report_count, ({BEAT_LOG_POSITION}) FROM heartbeats"
+        ))
+        .bind(BEAT_LOG_PRUNED)
         .fetch_all(&self.pool)
         .await?;
         let next = match rows.first() {
             Some(row) => row.3,
-            None => self.beat_cursor().await?.max(pruned),
-        };
+            None => self.beat_cursor().await?,
+        }
+        .max(pruned);
         let beats = rows
             .into_iter()
             .map(|(id, updated_at, report_count, _)| BeatState {
@@ -782,19 +787,17 @@ impl Store for PostgresStore {
     }
 
     async fn beat_cursor(&self) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT GREATEST(COALESCE(MAX(version), 0),
-                             COALESCE((SELECT value::bigint FROM meta WHERE key = $1), 0))
-             FROM beat_log",
-        )
-        .bind(BEAT_LOG_PRUNED)
-        .fetch_one(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(BEAT_LOG_POSITION)
+            .bind(BEAT_LOG_PRUNED)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     async fn beats_since(&self, cursor: i64) -> StoreResult<(Vec<BeatState>, i64, bool)> {
-        // One round trip in the usual case (this runs before every list): the page of the log
-        // together with how far the log was pruned. The writer's own entries come back empty.
+        // One round trip in the usual case: the page of the log together with how far the log
+        // was pruned. The writer's own entries come back without their times (it has them),
+        // but with their counts: a count is the stored total, which includes other replicas'
+        // earlier flushes this writer may not have read yet.
         type LogRow = (
             i64,
             Option<i64>,
@@ -806,10 +809,8 @@ impl Store for PostgresStore {
             "SELECT p.pruned, l.version, l.ids, l.updated, l.counts
              FROM (SELECT COALESCE((SELECT value::bigint FROM meta WHERE key = $4), 0) AS pruned) p
              LEFT JOIN LATERAL (
-                 SELECT version,
-                        CASE WHEN writer = $2 THEN '{}' ELSE ids END AS ids,
-                        CASE WHEN writer = $2 THEN '{}' ELSE updated END AS updated,
-                        CASE WHEN writer = $2 THEN '{}' ELSE counts END AS counts
+                 SELECT version, ids, CASE WHEN writer = $2 THEN NULL ELSE updated END AS updated,
+                        counts
                  FROM beat_log WHERE version > $1 ORDER BY version LIMIT $3
              ) l ON TRUE
              ORDER BY l.version",
@@ -832,18 +833,17 @@ impl Store for PostgresStore {
                 continue;
             };
             next = version;
-            let (ids, updated, counts) = (
-                ids.unwrap_or_default(),
-                updated.unwrap_or_default(),
-                counts.unwrap_or_default(),
+            let (ids, counts) = (ids.unwrap_or_default(), counts.unwrap_or_default());
+            let mut updated = updated.unwrap_or_default().into_iter();
+            beats.extend(
+                ids.into_iter()
+                    .zip(counts)
+                    .map(|(id, report_count)| BeatState {
+                        id,
+                        updated_at: updated.next(),
+                        report_count,
+                    }),
             );
-            beats.extend(ids.into_iter().zip(updated).zip(counts).map(
-                |((id, updated_at), report_count)| BeatState {
-                    id,
-                    updated_at: Some(updated_at),
-                    report_count,
-                },
-            ));
         }
         Ok((beats, next, full))
     }

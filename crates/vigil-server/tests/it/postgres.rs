@@ -284,22 +284,32 @@ async fn heartbeats_reach_other_replicas_through_the_log_and_after_pruning() {
         let (seen, cursor, more) = b.beats_since(start).await.unwrap();
         assert!(!more);
         let micros = |t: Option<chrono::DateTime<Utc>>| t.map(|t| t.timestamp_micros());
-        let seen: Vec<(i64, i64, Option<i64>)> = seen
-            .iter()
-            .map(|s| (s.id, s.report_count, micros(s.updated_at)))
-            .collect();
+        let facts = |beats: &[vigil_server::store::BeatState]| -> Vec<(i64, i64, Option<i64>)> {
+            beats
+                .iter()
+                .map(|s| (s.id, s.report_count, micros(s.updated_at)))
+                .collect()
+        };
         let stamp = micros(Some(at));
         assert_eq!(
-            seen,
-            [(ids[0], 2, stamp), (ids[1], 1, stamp)],
-            "b reads a's entry, not its own"
+            facts(&seen),
+            [(ids[0], 2, stamp), (ids[1], 1, stamp), (ids[0], 7, None)],
+            "b reads a's entry whole, and its own entry's stored count without times"
         );
-        let (own, _, _) = a.beats_since(start).await.unwrap();
-        assert_eq!(own.len(), 1, "a reads only b's entry");
-        assert_eq!((own[0].id, own[0].report_count), (ids[0], 7));
         let (nothing, same, _) = b.beats_since(cursor).await.unwrap();
         assert!(nothing.is_empty());
         assert_eq!(same, cursor);
+
+        // Another replica's flush first, then this one's: the count this replica reads back
+        // from its own entry is the total of both.
+        b.flush_beats(&[beat(ids[1], 4)]).await.unwrap();
+        a.flush_beats(&[beat(ids[1], 1)]).await.unwrap();
+        let (seen, cursor, _) = a.beats_since(cursor).await.unwrap();
+        assert_eq!(
+            facts(&seen),
+            [(ids[1], 5, stamp), (ids[1], 6, None)],
+            "a's own entry carries the total 1 + 4 + 1"
+        );
 
         a.prune_beat_log(Duration::ZERO).await.unwrap();
         let (all, after, more) = b.beats_since(start).await.unwrap();
@@ -308,7 +318,7 @@ async fn heartbeats_reach_other_replicas_through_the_log_and_after_pruning() {
         all.sort_unstable();
         assert_eq!(
             all,
-            [(ids[0], 7), (ids[1], 1), (ids[2], 0)],
+            [(ids[0], 7), (ids[1], 6), (ids[2], 0)],
             "the whole table"
         );
         assert!(after >= cursor);
