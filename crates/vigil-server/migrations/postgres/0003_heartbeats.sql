@@ -29,7 +29,7 @@ CREATE TRIGGER services_add_heartbeats AFTER INSERT ON services
 CREATE SEQUENCE beat_log_writers; -- one value per server process that connects
 CREATE TABLE beat_log (
     version    BIGINT PRIMARY KEY,
-    writer     BIGINT        NOT NULL, -- the writing server process: it skips its own entries
+    writer     BIGINT        NOT NULL, -- the writing server process: it reads back only the counts
     written_at TIMESTAMPTZ   NOT NULL DEFAULT clock_timestamp(), -- after the write lock, unlike now()
     ids        BIGINT[]      NOT NULL,
     updated    TIMESTAMPTZ[] NOT NULL,

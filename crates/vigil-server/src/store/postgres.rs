@@ -84,7 +84,7 @@ pub struct PostgresStore {
     /// follower does not open a connection every second.
     lease_conn: std::sync::Arc<tokio::sync::Mutex<Option<PgConnection>>>,
     keys: LockKeys,
-    /// This process in `beat_log.writer`: its own entries are not read back.
+    /// This process in `beat_log.writer`: its own entries are read back without their times.
     writer: i64,
 }
 
