@@ -205,7 +205,7 @@ impl App {
     }
 
     /// Takes heartbeats another replica flushed. Services unknown here are skipped: their rows
-    /// arrive through the services change feed, read first, with these fields in them.
+    /// arrive through the services change feed, with these fields in them.
     pub fn absorb_beat(&self, beat: &crate::store::BeatState) {
         if let Some(entry) = self.registry.get(beat.id) {
             entry

@@ -243,8 +243,7 @@ impl Registry {
             });
         }
         // In id order, the database walks its primary key once from left to right instead of
-        // seeking each row from the root, and concurrent flushes of several replicas lock
-        // rows in the same order.
+        // seeking each row from the root.
         batch.sort_unstable_by_key(|beat| beat.id);
         batch
     }
