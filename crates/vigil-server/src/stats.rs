@@ -17,6 +17,10 @@ pub struct BeatStats {
     gaps: [f32; GAP_WINDOW],
     gap_count: usize,
     next_gap: usize,
+    /// Sum and sum of squares of the kept gaps, kept up to date per beat so that suspicion,
+    /// computed for every row of every list, does not walk the window each time.
+    gap_sum: f64,
+    gap_sum_sq: f64,
     /// Heartbeats received by this server process.
     pub beats: u64,
     /// Smoothed estimate of reporter clock minus server clock, seconds.
@@ -47,10 +51,23 @@ impl BeatStats {
     ) {
         self.beats += 1;
         if let Some(previous) = previous {
-            let gap = seconds(now - previous).max(0.0);
-            self.gaps[self.next_gap] = gap as f32;
+            let gap = seconds(now - previous).max(0.0) as f32;
+            if self.gap_count == GAP_WINDOW {
+                let old = f64::from(self.gaps[self.next_gap]);
+                self.gap_sum -= old;
+                self.gap_sum_sq -= old * old;
+            }
+            self.gaps[self.next_gap] = gap;
+            self.gap_sum += f64::from(gap);
+            self.gap_sum_sq += f64::from(gap) * f64::from(gap);
             self.next_gap = (self.next_gap + 1) % GAP_WINDOW;
             self.gap_count = (self.gap_count + 1).min(GAP_WINDOW);
+            if self.next_gap == 0 {
+                // Once per window, the sums again from scratch: no rounding drift builds up.
+                let gaps = self.gaps.iter().map(|g| f64::from(*g));
+                self.gap_sum = gaps.clone().sum();
+                self.gap_sum_sq = gaps.map(|g| g * g).sum();
+            }
         }
         if let Some(sent_at) = beat.sent_at {
             let rtt = beat.last_rtt_s.filter(|r| r.is_finite() && *r >= 0.0);
@@ -92,10 +109,9 @@ impl BeatStats {
         if self.gap_count < 3 {
             return None;
         }
-        let gaps = &self.gaps[..self.gap_count];
-        let n = gaps.len() as f64;
-        let mean = gaps.iter().map(|g| *g as f64).sum::<f64>() / n;
-        let variance = gaps.iter().map(|g| (*g as f64 - mean).powi(2)).sum::<f64>() / n;
+        let n = self.gap_count as f64;
+        let mean = self.gap_sum / n;
+        let variance = (self.gap_sum_sq / n - mean * mean).max(0.0);
         // A floor on the deviation: perfectly regular beats must not make one late beat
         // infinitely suspicious.
         let std_dev = variance.sqrt().max(mean / 10.0).max(0.01);
@@ -172,6 +188,36 @@ mod tests {
         let crossing = last + TimeDelta::microseconds((after * 1e6) as i64);
         let phi = stats.phi(crossing, last).unwrap();
         assert!((phi - 8.0).abs() < 0.05, "{phi}");
+    }
+
+    /// The running sums give the mean and deviation of the window, however long it ran.
+    #[test]
+    fn running_sums_match_the_window() {
+        let mut stats = BeatStats::default();
+        let mut t = 0i64;
+        let mut previous = None;
+        let mut seed = 12345u64;
+        for _ in 0..1_000 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            t += 500 + (seed >> 33) as i64 % 20_000;
+            stats.record_beat(previous, at(t), &Beat::default());
+            previous = Some(at(t));
+            let gaps = stats.gaps();
+            if gaps.len() < 3 {
+                continue;
+            }
+            let n = gaps.len() as f64;
+            let mean = gaps.iter().sum::<f64>() / n;
+            let std_dev = (gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / n).sqrt();
+            let (got_mean, got_std) = stats.distribution().unwrap();
+            assert!((got_mean - mean).abs() < 1e-9, "{got_mean} {mean}");
+            assert!(
+                (got_std - std_dev.max(mean / 10.0).max(0.01)).abs() < 1e-6,
+                "{got_std} {std_dev}"
+            );
+        }
     }
 
     #[test]
