@@ -28,6 +28,19 @@ fn url(backend: &Backend) -> &str {
     }
 }
 
+/// Inserts `count` services straight into the table; their ids in order.
+async fn insert_services(conn: &mut sqlx::PgConnection, count: i64) -> Vec<i64> {
+    sqlx::query_scalar(
+        r#"INSERT INTO services (host, "binary", zone, report_interval, created_at)
+           SELECT 'h' || i, 'b', 'nova', 10, now() FROM generate_series(1, $1) AS i
+           RETURNING id"#,
+    )
+    .bind(count)
+    .fetch_all(conn)
+    .await
+    .unwrap()
+}
+
 /// Runs `test` on a fresh schema, then drops it; skipped without PostgreSQL (outside CI).
 async fn with_postgres<F, Fut>(test: F)
 where
@@ -128,20 +141,9 @@ async fn flush_keeps_the_later_time_and_chunks_large_batches() {
             .await
             .expect("open the store");
         let mut conn = connect(&backend).await;
-        sqlx::query(
-            r#"INSERT INTO services (host, "binary", zone, report_interval, created_at)
-               SELECT 'h' || i, 'b', 'nova', 10, now() FROM generate_series(1, $1) AS i"#,
-        )
-        .bind(ROWS)
-        .execute(&mut conn)
-        .await
-        .unwrap();
+        let ids = insert_services(&mut conn, ROWS).await;
         sqlx::query("UPDATE heartbeats SET report_count = 1")
             .execute(&mut conn)
-            .await
-            .unwrap();
-        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM services ORDER BY id")
-            .fetch_all(&mut conn)
             .await
             .unwrap();
         let now = Utc::now();
@@ -252,22 +254,14 @@ async fn heartbeats_migration_keeps_the_counts() {
     .await;
 }
 
-/// Replicas learn each other's heartbeats from `beat_log`, never their own entries back; a
-/// replica whose cursor fell behind the pruned log reads the heartbeats table whole.
+/// Replicas learn each other's heartbeats from `beat_log`, and their own entries' stored
+/// counts; a replica whose cursor fell behind the pruned log reads the heartbeats table whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_reach_other_replicas_through_the_log_and_after_pruning() {
     with_postgres(|backend| async move {
         let a = PostgresStore::connect(url(&backend), 2).await.unwrap();
         let b = PostgresStore::connect(url(&backend), 2).await.unwrap();
-        let mut conn = connect(&backend).await;
-        let ids: Vec<i64> = sqlx::query_scalar(
-            r#"INSERT INTO services (host, "binary", zone, report_interval, created_at)
-               SELECT 'h' || i, 'b', 'nova', 10, now() FROM generate_series(1, 3) AS i
-               RETURNING id"#,
-        )
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
+        let ids = insert_services(&mut connect(&backend).await, 3).await;
         let start = b.beat_cursor().await.unwrap();
         let at = Utc::now();
         let beat = |id: i64, delta: i64| BeatFlush {
@@ -337,15 +331,7 @@ async fn replicas_flushing_the_same_services_at_once_neither_deadlock_nor_lose_c
         let a = PostgresStore::connect(url(&backend), 2).await.unwrap();
         let b = PostgresStore::connect(url(&backend), 2).await.unwrap();
         let mut conn = connect(&backend).await;
-        let ids: Vec<i64> = sqlx::query_scalar(
-            r#"INSERT INTO services (host, "binary", zone, report_interval, created_at)
-               SELECT 'h' || i, 'b', 'nova', 10, now() FROM generate_series(1, $1) AS i
-               RETURNING id"#,
-        )
-        .bind(ROWS)
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
+        let ids = insert_services(&mut conn, ROWS).await;
         let flushes = [a, b].into_iter().enumerate().map(|(n, store)| {
             let mut beats: Vec<BeatFlush> = ids
                 .iter()
