@@ -3,15 +3,41 @@
 //! Admin changes write their events in the same transaction as the change. Transitions found
 //! on the hot path or by the detector are queued here and written in batches by the detector
 //! under its lease (see [`crate::detector`]), so a heartbeat never waits for the database.
-//! Watchers (SSE streams) are woken through a generation counter and read the database from
-//! their cursor, which makes every stream resumable by event id.
+//!
+//! Watchers (SSE streams) share one reader of the database, the feed ([`run_feed`]): it reads
+//! the events newer than its cursor whenever events may have been written here, and once a
+//! second besides (another replica's events wake nobody here), and keeps the latest
+//! [`FEED_KEEP`] in memory. A stream takes what passes its filter from there, by event id; one
+//! whose cursor is older than what the feed holds (a reconnect with an old `Last-Event-ID`)
+//! reads the database until it catches up. So every stream is resumable by event id, and many
+//! watchers cost one query a second, not one each.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::RwLock;
 use tokio::sync::{mpsc, watch};
+use vigil_proto::Event;
 
-use crate::store::NewEvent;
+use crate::store::{EventFilter, NewEvent};
+
+/// Events the feed keeps in memory for streams.
+pub const FEED_KEEP: usize = 4096;
+
+/// Events read per query, by the feed and by a stream catching up.
+pub const READ_PAGE: i64 = 500;
+
+/// The latest events, as the feed read them.
+#[derive(Default)]
+struct Recent {
+    /// Every event with an id above this, up to the newest read, is in `events`. `None` until
+    /// the feed first read the database.
+    covered_from: Option<i64>,
+    /// The id of the newest event read (or the starting point).
+    newest: i64,
+    events: VecDeque<Arc<Event>>,
+}
 
 /// Queue and notifier of the history.
 pub struct EventLog {
@@ -19,6 +45,9 @@ pub struct EventLog {
     changed: watch::Sender<u64>,
     /// Set when the server shuts down, so that live streams end and the drain can finish.
     closed: watch::Sender<bool>,
+    recent: RwLock<Recent>,
+    /// Changes whenever the feed took in new events.
+    fed: watch::Sender<u64>,
 }
 
 impl EventLog {
@@ -26,11 +55,14 @@ impl EventLog {
         let (queue, receiver) = mpsc::unbounded_channel();
         let (changed, _) = watch::channel(0);
         let (closed, _) = watch::channel(false);
+        let (fed, _) = watch::channel(0);
         (
             EventLog {
                 queue,
                 changed,
                 closed,
+                recent: RwLock::default(),
+                fed,
             },
             receiver,
         )
@@ -47,9 +79,63 @@ impl EventLog {
         self.changed.send_modify(|generation| *generation += 1);
     }
 
-    /// A receiver that changes whenever events may have been written.
+    /// A receiver that changes whenever the feed took in new events.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
+        self.fed.subscribe()
+    }
+
+    /// The events after `cursor` that pass `filter`, oldest first, from the feed's memory, and
+    /// the newest id looked at (where to continue from). `Err(Some(from))` when the feed does
+    /// not hold everything after `cursor` but only what is after `from`, `Err(None)` before the
+    /// feed first read: the caller reads the database instead.
+    pub fn recent_after(
+        &self,
+        cursor: i64,
+        filter: &EventFilter,
+    ) -> Result<(Vec<Event>, i64), Option<i64>> {
+        let recent = self.recent.read();
+        match recent.covered_from {
+            Some(from) if from <= cursor => {}
+            other => return Err(other),
+        }
+        let start = recent.events.partition_point(|e| e.id <= cursor);
+        let events = recent
+            .events
+            .range(start..)
+            .filter(|e| passes(filter, e))
+            .map(|e| Event::clone(e))
+            .collect();
+        Ok((events, recent.newest.max(cursor)))
+    }
+
+    /// Takes in events read from the database after the feed's cursor, oldest first.
+    fn take_in(&self, events: Vec<Event>) {
+        let mut recent = self.recent.write();
+        for event in events {
+            recent.newest = recent.newest.max(event.id);
+            recent.events.push_back(Arc::new(event));
+            if recent.events.len() > FEED_KEEP {
+                if let Some(old) = recent.events.pop_front() {
+                    recent.covered_from = Some(old.id);
+                }
+            }
+        }
+        drop(recent);
+        self.fed.send_modify(|generation| *generation += 1);
+    }
+
+    /// Where the feed starts: after `newest`, everything is to be read.
+    fn start_feed(&self, newest: i64) {
+        let mut recent = self.recent.write();
+        recent.covered_from = Some(newest);
+        recent.newest = newest;
+        drop(recent);
+        self.fed.send_modify(|generation| *generation += 1);
+    }
+
+    fn feed_cursor(&self) -> Option<i64> {
+        let recent = self.recent.read();
+        recent.covered_from.map(|_| recent.newest)
     }
 
     /// Ends every live stream (the server is shutting down).
@@ -60,6 +146,71 @@ impl EventLog {
     /// A receiver that turns `true` when the server shuts down.
     pub fn closed(&self) -> watch::Receiver<bool> {
         self.closed.subscribe()
+    }
+}
+
+/// Whether `event` passes a stream's filter (service, host, binary, kind).
+pub fn passes(filter: &EventFilter, event: &Event) -> bool {
+    filter.service_id.is_none_or(|id| id == event.service_id)
+        && filter.host.as_ref().is_none_or(|h| *h == event.host)
+        && filter.binary.as_ref().is_none_or(|b| *b == event.binary)
+        && filter.kind.is_none_or(|k| k.as_str() == event.kind)
+}
+
+/// The feed: reads new events from the database when woken and once a second, into the
+/// event log's memory, until `shutdown`.
+pub async fn run_feed(app: Arc<crate::app::App>, mut shutdown: watch::Receiver<bool>) {
+    let mut changed = app.events.changed.subscribe();
+    let mut failing = false;
+    loop {
+        changed.mark_unchanged();
+        match read_feed(&app).await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("event feed reads the history again");
+            }
+            Ok(()) => {}
+            Err(err) if !failing => {
+                failing = true;
+                tracing::warn!(error = %err, "event feed cannot read the history; retrying");
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = changed.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn read_feed(app: &crate::app::App) -> crate::store::StoreResult<()> {
+    let log = &app.events;
+    let Some(mut cursor) = log.feed_cursor() else {
+        let newest = EventFilter {
+            limit: 1,
+            ..EventFilter::default()
+        };
+        let events = app.store.list_events(&newest).await?;
+        log.start_feed(events.first().map_or(0, |e| e.id));
+        return Ok(());
+    };
+    loop {
+        let filter = EventFilter {
+            after: Some(cursor),
+            limit: READ_PAGE,
+            ..EventFilter::default()
+        };
+        let events = app.store.list_events(&filter).await?;
+        let full = events.len() as i64 == READ_PAGE;
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        cursor = last.id;
+        log.take_in(events);
+        if !full {
+            return Ok(());
+        }
     }
 }
 
@@ -82,5 +233,64 @@ pub async fn run_pruner(
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EventKind;
+
+    fn event(id: i64) -> Event {
+        Event {
+            id,
+            service_id: id % 3,
+            host: format!("h{}", id % 3),
+            binary: "b".into(),
+            kind: if id % 2 == 0 { "down" } else { "up" }.into(),
+            at: chrono::DateTime::from_timestamp(1_700_000_000 + id, 0).unwrap(),
+            reason: None,
+            last_seen: None,
+            threshold_s: None,
+        }
+    }
+
+    fn ids(found: Result<(Vec<Event>, i64), Option<i64>>) -> (Vec<i64>, i64) {
+        let (events, scanned) = found.expect("in memory");
+        (events.iter().map(|e| e.id).collect(), scanned)
+    }
+
+    #[test]
+    fn the_feed_serves_what_it_holds_and_sends_the_rest_to_the_database() {
+        let (log, _queue) = EventLog::new();
+        let all = EventFilter::default();
+        assert_eq!(log.recent_after(0, &all).unwrap_err(), None, "not started");
+        log.start_feed(10);
+        assert_eq!(log.recent_after(9, &all).unwrap_err(), Some(10));
+        assert_eq!(ids(log.recent_after(10, &all)), (vec![], 10));
+        log.take_in((11..=15).map(event).collect());
+        assert_eq!(ids(log.recent_after(12, &all)), (vec![13, 14, 15], 15));
+        let down_of_h0 = EventFilter {
+            kind: Some(EventKind::Down),
+            host: Some("h0".into()),
+            ..EventFilter::default()
+        };
+        assert_eq!(ids(log.recent_after(10, &down_of_h0)), (vec![12], 15));
+        assert_eq!(
+            ids(log.recent_after(99, &all)),
+            (vec![], 99),
+            "ahead of the feed"
+        );
+
+        let last = 15 + FEED_KEEP as i64 + 5;
+        log.take_in((16..=last).map(event).collect());
+        assert_eq!(
+            log.recent_after(15, &all).unwrap_err(),
+            Some(20),
+            "the oldest five left memory"
+        );
+        let (found, scanned) = ids(log.recent_after(20, &all));
+        assert_eq!(found.len(), FEED_KEEP);
+        assert_eq!((found[0], scanned), (21, last));
     }
 }

@@ -327,6 +327,7 @@ pub async fn run_with(
         stop_rx.clone(),
     ));
     let replica = tokio::spawn(replica::run(app.clone(), flush_interval, stop_rx.clone()));
+    let feed = tokio::spawn(events::run_feed(app.clone(), stop_rx.clone()));
     let pruner = tokio::spawn(events::run_pruner(
         app.clone(),
         PRUNE_EVERY,
@@ -387,6 +388,7 @@ pub async fn run_with(
     let _ = stop_tx.send(true);
     let _ = detector.await;
     let _ = pruner.await;
+    let _ = feed.await;
     let _ = replica.await;
     let _ = flusher.await;
     tracing::info!("vigil server stopped");

@@ -1,9 +1,8 @@
 //! `/v1/events`: the history, paged, and as a live Server-Sent Events stream.
 //!
-//! The stream reads the database from a cursor (the last event id sent), woken by the event
-//! log whenever events may have been written, and polls once a second besides (events written
-//! by another replica wake nobody here). So a watcher that reconnects with `Last-Event-ID`
-//! misses and repeats nothing that is still retained.
+//! The stream follows a cursor (the last event id sent) through the event feed's memory, or
+//! the database when the cursor is older than that (see [`crate::events`]). So a watcher that
+//! reconnects with `Last-Event-ID` misses and repeats nothing that is still retained.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -119,6 +118,17 @@ pub async fn for_service(
     Ok(axum::Json(page(&app, params.filter(Some(id))?).await?))
 }
 
+/// One stream's place: `cursor` is the last event sent (or looked past), `floor` where it may
+/// move on to once `buffered` is sent.
+struct Streaming {
+    app: Arc<App>,
+    filter: EventFilter,
+    cursor: i64,
+    floor: i64,
+    fed: tokio::sync::watch::Receiver<u64>,
+    buffered: std::vec::IntoIter<Event>,
+}
+
 /// Where a stream starts: `Last-Event-ID` (a reconnect), else `?after=`, else after the
 /// newest event now (only what happens from now on).
 async fn start_cursor(app: &App, headers: &HeaderMap, after: Option<i64>) -> Result<i64, ApiError> {
@@ -155,61 +165,76 @@ pub async fn stream(
     let mut filter = params.filter(None)?;
     filter.before = None;
     filter.since = None;
-    filter.limit = 500;
+    filter.limit = crate::events::READ_PAGE;
     let cursor = start_cursor(&app, &headers, after).await?;
-    let changed = app.events.subscribe();
+    let fed = app.events.subscribe();
     let closed = app.events.closed();
-    let state = (
+    let state = Streaming {
         app,
         filter,
         cursor,
-        changed,
-        Vec::<Event>::new().into_iter(),
-    );
-    let events = stream::unfold(
-        state,
-        move |(app, mut filter, mut cursor, mut changed, mut buffered)| {
-            let mut closed = closed.clone();
-            async move {
-                loop {
-                    if let Some(event) = buffered.next() {
-                        cursor = event.id;
-                        let sse = SseEvent::default()
-                            .id(event.id.to_string())
-                            .event(event.kind.clone())
-                            .json_data(&event)
-                            .unwrap_or_else(|_| {
-                                SseEvent::default().comment("unserializable event")
-                            });
-                        return Some((Ok(sse), (app, filter, cursor, changed, buffered)));
+        floor: cursor,
+        fed,
+        buffered: Vec::new().into_iter(),
+    };
+    let events = stream::unfold(state, move |mut state| {
+        let mut closed = closed.clone();
+        async move {
+            loop {
+                if let Some(event) = state.buffered.next() {
+                    state.cursor = event.id;
+                    let sse = SseEvent::default()
+                        .id(event.id.to_string())
+                        .event(event.kind.clone())
+                        .json_data(&event)
+                        .unwrap_or_else(|_| SseEvent::default().comment("unserializable event"));
+                    return Some((Ok(sse), state));
+                }
+                if *closed.borrow() {
+                    return None;
+                }
+                state.cursor = state.cursor.max(state.floor);
+                state.fed.mark_unchanged();
+                match state.app.events.recent_after(state.cursor, &state.filter) {
+                    Ok((events, scanned)) if !events.is_empty() => {
+                        state.floor = scanned;
+                        state.buffered = events.into_iter();
+                        continue;
                     }
-                    if *closed.borrow() {
-                        return None;
-                    }
-                    changed.mark_unchanged();
-                    filter.after = Some(cursor);
-                    match app.store.list_events(&filter).await {
-                        Ok(events) if !events.is_empty() => {
-                            buffered = events.into_iter();
-                            continue;
-                        }
-                        Ok(_) => {}
-                        Err(err) => {
-                            tracing::warn!(error = %err, "event stream cannot read the history; retrying")
-                        }
-                    }
-                    tokio::select! {
-                        result = changed.changed() => {
-                            if result.is_err() {
-                                return None;
+                    Ok((_, scanned)) => state.cursor = scanned,
+                    Err(covered_from) => {
+                        // Older than the feed's memory: the database, up to where it starts.
+                        state.filter.after = Some(state.cursor);
+                        match state.app.store.list_events(&state.filter).await {
+                            Ok(events) => {
+                                if let Some(from) = covered_from {
+                                    if (events.len() as i64) < state.filter.limit {
+                                        // Every matching event up to the feed's start is here.
+                                        state.floor = state.floor.max(from);
+                                    }
+                                }
+                                if !events.is_empty() || state.floor > state.cursor {
+                                    state.buffered = events.into_iter();
+                                    continue;
+                                }
+                            }
+                            Err(err) => {
+                                tracing::warn!(error = %err, "event stream cannot read the history; retrying")
                             }
                         }
-                        _ = closed.changed() => return None,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
+                tokio::select! {
+                    result = state.fed.changed() => {
+                        if result.is_err() {
+                            return None;
+                        }
+                    }
+                    _ = closed.changed() => return None,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
             }
-        },
-    );
+        }
+    });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

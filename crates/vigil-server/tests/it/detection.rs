@@ -13,6 +13,7 @@ crate::each_backend!(
     down_is_detected_without_a_list_and_up_on_revival,
     history_filters_and_paging,
     the_stream_resumes_without_loss_or_repeat,
+    a_stream_from_before_the_start_reads_the_history_then_follows,
     forced_down_and_unset,
     a_restart_with_live_reporters_declares_nobody_down,
     suspicion_rises_before_the_deadline,
@@ -192,6 +193,61 @@ async fn the_stream_resumes_without_loss_or_repeat(backend: Backend) {
         .collect();
     let want: Vec<String> = (0..10).map(|i| format!("h{i}")).collect();
     assert_eq!(hosts, want, "every event once, in order");
+}
+
+/// Events from before this server started are not in the feed's memory: a stream that asks
+/// for them reads the database, then follows the feed, missing and repeating nothing; a
+/// filtered stream with nothing to send there moves on to the feed too.
+async fn a_stream_from_before_the_start_reads_the_history_then_follows(backend: Backend) {
+    let dir = temp_dir();
+    let mut server = TestServer::start(backend.config(dir.path())).await;
+    for i in 0..4 {
+        server.register(&format!("h{i}"), "b").await;
+    }
+    server.restart().await;
+    let mut all = EventStream::connect(&server, "?kind=registered&after=0", None).await;
+    let mut disabled = EventStream::connect(&server, "?kind=disabled&after=0", None).await;
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(
+            all.next(Duration::from_secs(10))
+                .await
+                .expect("an old event"),
+        );
+    }
+    let id = server.register("h4", "b").await;
+    got.push(
+        all.next(Duration::from_secs(10))
+            .await
+            .expect("a new event"),
+    );
+    assert!(
+        all.next(Duration::from_millis(300)).await.is_none(),
+        "nothing extra"
+    );
+    let hosts: Vec<&str> = got
+        .iter()
+        .map(|e| e.data["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        hosts,
+        ["h0", "h1", "h2", "h3", "h4"],
+        "every event once, in order"
+    );
+    let (status, _) = server
+        .admin(
+            Method::PATCH,
+            &format!("/v1/services/{id}"),
+            Some(json!({"disabled": true, "disabled_reason": "maintenance"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let event = disabled
+        .next(Duration::from_secs(10))
+        .await
+        .expect("the disable");
+    assert_eq!(event.data["host"], "h4");
+    assert!(disabled.next(Duration::from_millis(300)).await.is_none());
 }
 
 async fn forced_down_and_unset(backend: Backend) {
