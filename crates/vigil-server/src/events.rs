@@ -98,13 +98,16 @@ impl EventLog {
             Some(from) if from <= cursor => {}
             other => return Err(other),
         }
+        // At most a page at a time, as from the database: a burst must not make every stream
+        // copy the whole memory at once, nor hold up a shutdown.
         let start = recent.events.partition_point(|e| e.id <= cursor);
-        let events = recent
-            .events
-            .range(start..)
-            .filter(|e| passes(filter, e))
-            .map(|e| Event::clone(e))
-            .collect();
+        let mut events = Vec::new();
+        for event in recent.events.range(start..).filter(|e| passes(filter, e)) {
+            events.push(Event::clone(event));
+            if events.len() as i64 == READ_PAGE {
+                return Ok((events, event.id));
+            }
+        }
         Ok((events, recent.newest.max(cursor)))
     }
 
@@ -130,6 +133,12 @@ impl EventLog {
         recent.covered_from = Some(newest);
         recent.newest = newest;
         drop(recent);
+        self.fed.send_modify(|generation| *generation += 1);
+    }
+
+    /// The feed stopped: streams read the database again.
+    fn stop_feed(&self) {
+        self.recent.write().covered_from = None;
         self.fed.send_modify(|generation| *generation += 1);
     }
 
@@ -160,6 +169,14 @@ pub fn passes(filter: &EventFilter, event: &Event) -> bool {
 /// The feed: reads new events from the database when woken and once a second, into the
 /// event log's memory, until `shutdown`.
 pub async fn run_feed(app: Arc<crate::app::App>, mut shutdown: watch::Receiver<bool>) {
+    /// However the feed ends (even by a panic), streams must not wait on its memory.
+    struct Stopped(Arc<crate::app::App>);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            self.0.events.stop_feed();
+        }
+    }
+    let _stopped = Stopped(app.clone());
     let mut changed = app.events.changed.subscribe();
     let mut failing = false;
     loop {
@@ -287,10 +304,14 @@ mod tests {
         assert_eq!(
             log.recent_after(15, &all).unwrap_err(),
             Some(20),
-            "the oldest five left memory"
+            "the oldest ten left memory"
         );
         let (found, scanned) = ids(log.recent_after(20, &all));
-        assert_eq!(found.len(), FEED_KEEP);
-        assert_eq!((found[0], scanned), (21, last));
+        assert_eq!(found.len(), READ_PAGE as usize, "a page at a time");
+        assert_eq!((found[0], scanned), (21, 20 + READ_PAGE));
+        let (found, scanned) = ids(log.recent_after(last - 3, &all));
+        assert_eq!((found, scanned), (vec![last - 2, last - 1, last], last));
+        log.stop_feed();
+        assert_eq!(log.recent_after(last, &all).unwrap_err(), None);
     }
 }
