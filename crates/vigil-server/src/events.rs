@@ -178,21 +178,13 @@ pub async fn run_feed(app: Arc<crate::app::App>, mut shutdown: watch::Receiver<b
     }
     let _stopped = Stopped(app.clone());
     let mut changed = app.events.changed.subscribe();
-    let mut failing = false;
+    let mut trouble = crate::trouble::Trouble::new(
+        "event feed cannot read the history; retrying",
+        "event feed reads the history again",
+    );
     loop {
         changed.mark_unchanged();
-        match read_feed(&app).await {
-            Ok(()) if failing => {
-                failing = false;
-                tracing::info!("event feed reads the history again");
-            }
-            Ok(()) => {}
-            Err(err) if !failing => {
-                failing = true;
-                tracing::warn!(error = %err, "event feed cannot read the history; retrying");
-            }
-            Err(_) => {}
-        }
+        trouble.report(read_feed(&app).await);
         tokio::select! {
             _ = changed.changed() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -21,6 +21,7 @@
 //! - [`api`]: the Vigil HTTP API.
 //! - [`cinder`]: the optional Cinder-compatible `os-services` API on a second listener.
 //! - [`clock`]: the clock that decides liveness.
+//! - `trouble`: failures of retrying background loops, logged once each way.
 
 use std::future::{Future, IntoFuture};
 use std::io::Write;
@@ -46,6 +47,7 @@ pub mod registry;
 pub mod replica;
 pub mod stats;
 pub mod store;
+mod trouble;
 mod validate;
 
 pub use config::Config;

@@ -165,7 +165,10 @@ pub async fn run(app: Arc<App>, interval: Duration, mut shutdown: watch::Receive
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut calibrated = Instant::now();
-    let mut failing = false;
+    let mut trouble = crate::trouble::Trouble::new(
+        "cannot read other replicas' changes",
+        "reading other replicas' changes again",
+    );
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -175,18 +178,7 @@ pub async fn run(app: Arc<App>, interval: Duration, mut shutdown: watch::Receive
             Ok(()) => app.sync_beats().await,
             Err(err) => Err(err),
         };
-        match synced {
-            Ok(()) if failing => {
-                failing = false;
-                tracing::info!("reading other replicas' changes again");
-            }
-            Ok(()) => {}
-            Err(err) if !failing => {
-                failing = true;
-                tracing::warn!(error = %err, "cannot read other replicas' changes");
-            }
-            Err(_) => {}
-        }
+        trouble.report(synced);
         if calibrated.elapsed() >= CALIBRATE_EVERY {
             crate::calibrate(&app.clock, app.store.as_ref()).await;
             calibrated = Instant::now();

@@ -235,10 +235,9 @@ async fn a_stream_from_before_the_start_reads_the_history_then_follows(backend: 
         "every event once, in order"
     );
     let (status, _) = server
-        .admin(
-            Method::PATCH,
-            &format!("/v1/services/{id}"),
-            Some(json!({"disabled": true, "disabled_reason": "maintenance"})),
+        .patch(
+            id,
+            json!({"disabled": true, "disabled_reason": "maintenance"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK);

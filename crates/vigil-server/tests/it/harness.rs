@@ -245,6 +245,12 @@ impl TestServer {
         self.request(method, path, body, Some(TOKEN)).await
     }
 
+    /// `PATCH /v1/services/{id}` with the admin token.
+    pub async fn patch(&self, id: i64, body: Value) -> (StatusCode, Value) {
+        self.admin(Method::PATCH, &format!("/v1/services/{id}"), Some(body))
+            .await
+    }
+
     /// Registers (host, binary) with a declared interval; returns the id.
     pub async fn register(&self, host: &str, binary: &str) -> i64 {
         let (status, body) = self
