@@ -354,7 +354,7 @@ impl PostgresStore {
     }
 
     /// Prunes `beat_log` entries older than `keep` now, as every flush does with a retention
-    /// of [`BEAT_LOG_KEEP`] (for tests of a replica that fell behind the log).
+    /// of 30 s (for tests of a replica that fell behind the log).
     pub async fn prune_beat_log(&self, keep: Duration) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         lock_writes(&mut tx, self.keys.write).await?;
