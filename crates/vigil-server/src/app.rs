@@ -40,31 +40,91 @@ impl From<StoreError> for AppError {
     }
 }
 
-/// Database reachability as last seen by the flusher or a readiness probe.
+/// Whether the database takes writes, as the last write showed (a flush, a registration, an
+/// admin change, or a readiness probe). Kept in memory so that `/readyz` and reads answer at
+/// once during an outage instead of each waiting for the database to time out.
 #[derive(Debug, Default)]
 pub struct DatabaseHealth {
     down: AtomicBool,
     reason: Mutex<Option<String>>,
+    /// When a write's outcome was last recorded.
+    checked: Mutex<Option<std::time::Instant>>,
+    /// Held while a readiness probe runs, so that concurrent probes share one write.
+    probing: tokio::sync::Mutex<()>,
 }
 
+/// How old the last recorded write may be before `/readyz` commits a probe of its own.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Longest wait for a readiness probe's write.
+const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl DatabaseHealth {
-    pub fn set_ok(&self) -> bool {
-        let was_down = self.down.swap(false, Ordering::Relaxed);
-        *self.reason.lock() = None;
-        was_down
+    /// Records the outcome of a write. Only an unavailable database counts against it (a
+    /// write refused for its content says nothing of the database); the change from one state
+    /// to the other is logged, once each way.
+    pub fn record<T>(&self, result: &Result<T, StoreError>) {
+        match result {
+            Ok(_) => {
+                *self.checked.lock() = Some(std::time::Instant::now());
+                if self.down.swap(false, Ordering::Relaxed) {
+                    *self.reason.lock() = None;
+                    tracing::info!("database takes writes again; held heartbeats are written");
+                }
+            }
+            Err(StoreError::Unavailable(reason)) => {
+                *self.checked.lock() = Some(std::time::Instant::now());
+                *self.reason.lock() = Some(reason.clone());
+                if !self.down.swap(true, Ordering::Relaxed) {
+                    tracing::error!(error = %reason, "database unavailable: heartbeats are held in memory, changes are refused with 503");
+                }
+            }
+            Err(StoreError::Other(_)) => {}
+        }
     }
 
-    pub fn set_down(&self, reason: String) -> bool {
-        let was_down = self.down.swap(true, Ordering::Relaxed);
-        *self.reason.lock() = Some(reason);
-        !was_down
-    }
-
-    /// `None` when the database answered last time, else why not.
+    /// `None` when the last write went through, else why not.
     pub fn problem(&self) -> Option<String> {
         self.down
             .load(Ordering::Relaxed)
             .then(|| self.reason.lock().clone().unwrap_or_default())
+    }
+
+    /// Whether the database is known to be refusing writes now.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    fn fresh(&self) -> bool {
+        self.checked
+            .lock()
+            .is_some_and(|at| at.elapsed() < PROBE_EVERY)
+    }
+
+    /// Whether a write can commit: from memory when a write's outcome is recent, else by
+    /// committing a probe (at most [`PROBE_LIMIT`]; concurrent callers share it).
+    pub async fn check(&self, store: &dyn Store) -> Option<String> {
+        if !self.fresh() {
+            if let Ok(_probing) = self.probing.try_lock() {
+                let result = match tokio::time::timeout(PROBE_LIMIT, store.probe_write()).await {
+                    Ok(result) => result,
+                    Err(_) => Err(StoreError::Unavailable(format!(
+                        "a write did not commit within {PROBE_LIMIT:?}"
+                    ))),
+                };
+                self.record(&result);
+            }
+        }
+        self.problem()
+    }
+
+    /// The error to answer with at once, without asking the database, while it is known to be
+    /// down.
+    pub fn refuse_if_down(&self) -> Result<(), AppError> {
+        match self.problem() {
+            Some(reason) => Err(AppError::DatabaseUnavailable(reason)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -121,7 +181,9 @@ impl App {
             version: input.version,
         };
         let now = self.clock.now();
-        let (record, created) = self.store.register(&new, now).await?;
+        let registered = self.store.register(&new, now).await;
+        self.database.record(&registered);
+        let (record, created) = registered?;
         crate::doctor::log_registration(&record, self.config.service_down_time);
         self.events.notify();
         let entry = self.absorb(record);
@@ -180,6 +242,8 @@ impl App {
         if let Some(entry) = self.registry.get(id) {
             return Ok(entry);
         }
+        // Known down: say so at once rather than wait for the database to time out.
+        self.database.refuse_if_down()?;
         let record = self
             .store
             .get_service(id)
@@ -256,11 +320,12 @@ impl App {
         }
         let now = self.clock.now();
         let events_for = |before: &crate::store::ServiceRecord| admin_events(before, &change, now);
-        let record = self
+        let updated = self
             .store
             .update_admin(id, &change, now, &events_for)
-            .await?
-            .ok_or(AppError::NotFound(id))?;
+            .await;
+        self.database.record(&updated);
+        let record = updated?.ok_or(AppError::NotFound(id))?;
         self.events.notify();
         let entry = self.absorb(record);
         let slot = entry.lock();
@@ -282,7 +347,9 @@ impl App {
         if force {
             event.reason = Some("forced".into());
         }
-        if !self.store.delete(id, &event).await? {
+        let deleted = self.store.delete(id, &event).await;
+        self.database.record(&deleted);
+        if !deleted? {
             self.registry.remove(id);
             return Err(AppError::NotFound(id));
         }

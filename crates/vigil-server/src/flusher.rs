@@ -36,20 +36,17 @@ pub async fn run(app: Arc<App>, interval: Duration, mut shutdown: watch::Receive
             _ = ticker.tick() => false,
             _ = shutdown.changed() => true,
         };
-        match flush_once(&app).await {
-            Ok(_) => {
-                if app.database.set_ok() {
-                    tracing::info!("database is back; buffered heartbeats were written");
-                }
+        let flushed = flush_once(&app).await;
+        app.database.record(&flushed);
+        match flushed {
+            Ok(_) => {}
+            Err(crate::store::StoreError::Other(err)) => {
+                tracing::error!(error = %err, "cannot write heartbeats; holding them in memory");
             }
-            Err(err) => {
-                if app.database.set_down(err.to_string()) {
-                    tracing::error!(error = %err, "cannot write heartbeats; holding them in memory");
-                }
-                if stopping {
-                    tracing::error!(error = %err, "final flush failed; recent heartbeats were not written");
-                }
-            }
+            Err(_) => {}
+        }
+        if let (true, Err(err)) = (stopping, app.database.refuse_if_down()) {
+            tracing::error!(error = %err, "final flush failed; recent heartbeats were not written");
         }
         if stopping || *shutdown.borrow() {
             return;

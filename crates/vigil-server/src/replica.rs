@@ -150,6 +150,10 @@ impl App {
 
     /// [`App::sync_from_database`] before a read; on failure the read is served from memory.
     pub async fn sync_for_read(&self) {
+        // Known down: answer from memory at once; the poll finds out when it is back.
+        if self.database.is_down() {
+            return;
+        }
         if let Err(err) = self.sync_from_database().await {
             tracing::warn!(error = %err, "cannot read other replicas' changes; answering from memory");
         }

@@ -22,7 +22,7 @@ mod service_json;
 mod services;
 
 pub use auth::token_matches;
-pub use error::ApiError;
+pub use error::{ApiError, RETRY_AFTER_S};
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -88,14 +88,12 @@ fn role(app: &App) -> String {
     .into()
 }
 
-/// The database answers: 200, or 503 with the reason. Heartbeats are still accepted while it
+/// A write can commit: 200, or 503 with the reason. Answered from memory when a write's
+/// outcome is less than a second old, else by committing a probe. Heartbeats are still accepted while it
 /// is away (held in memory), but admin changes are refused, so a load balancer should prefer
 /// ready replicas.
 async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let problem = match app.store.ping().await {
-        Ok(()) => app.database.problem(),
-        Err(err) => Some(err.to_string()),
-    };
+    let problem = app.database.check(app.store.as_ref()).await;
     match problem {
         None => (
             StatusCode::OK,

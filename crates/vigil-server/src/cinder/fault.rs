@@ -87,7 +87,14 @@ impl IntoResponse for Fault {
     fn into_response(self) -> Response {
         let body =
             json!({ self.name(): { "code": self.status.as_u16(), "message": self.message } });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(crate::api::RETRY_AFTER_S),
+            );
+        }
+        response
     }
 }
 

@@ -202,6 +202,16 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err.to_string()),
+            sqlx::Error::Database(ref db)
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() =>
+            {
+                let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+                if sqlite_unavailable(code) {
+                    StoreError::Unavailable(err.to_string())
+                } else {
+                    StoreError::Other(err.to_string())
+                }
+            }
             sqlx::Error::Database(ref db) if db.code().as_deref().is_some_and(unavailable_code) => {
                 StoreError::Unavailable(err.to_string())
             }
@@ -215,10 +225,22 @@ impl From<sqlx::Error> for StoreError {
 /// too many connections (53300), and the server-side timeouts Vigil sets so that a stalled
 /// peer cannot hold the write lock: lock wait (55P03), statement (57014), idle in transaction
 /// (25P03). A stopped PostgreSQL answers 57P01 on every open connection.
+/// Also: insufficient resources (class 53: a full disk, out of memory, too many
+/// connections), system errors (class 58: I/O), and a read-only transaction (25006: a standby,
+/// or `default_transaction_read_only`). None of them is the request's fault, and each clears.
 fn unavailable_code(code: &str) -> bool {
     code.starts_with("08")
         || code.starts_with("57P")
-        || matches!(code, "53300" | "55P03" | "57014" | "25P03")
+        || code.starts_with("53")
+        || code.starts_with("58")
+        || matches!(code, "55P03" | "57014" | "25P03" | "25006")
+}
+
+/// SQLite result codes (primary code in the low byte) with which the file or its disk, not
+/// the request, is at fault: busy or locked (5, 6), read-only (8), an I/O error (10), a
+/// corrupt file (11), a full disk (13), a file that cannot be opened (14), not a database (26).
+fn sqlite_unavailable(code: i32) -> bool {
+    matches!(code & 0xff, 5 | 6 | 8 | 10 | 11 | 13 | 14 | 26)
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -341,8 +363,12 @@ pub trait Store: Send + Sync + 'static {
     /// each service, so a new detector neither repeats nor misses a transition.
     async fn last_transitions(&self) -> StoreResult<Vec<(i64, EventKind)>>;
 
-    /// Cheap round trip, for `/readyz`.
+    /// Cheap round trip.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Commits a tiny write, for `/readyz`: a database that answers reads may still refuse
+    /// writes (a full disk, a read-only file or standby).
+    async fn probe_write(&self) -> StoreResult<()>;
 
     /// The database's clock, when it has one that replicas share (PostgreSQL); `None` for an
     /// embedded database, whose clock is this process's.

@@ -887,6 +887,18 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn probe_write(&self) -> StoreResult<()> {
+        // A key of this replica's own, so that replicas' probes never wait for each other.
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, clock_timestamp()::text)
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        )
+        .bind(format!("write_probe:{}", self.writer))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn database_now(&self) -> StoreResult<Option<DateTime<Utc>>> {
         // clock_timestamp(), not now(): now() is the start of the transaction.
         let now: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")

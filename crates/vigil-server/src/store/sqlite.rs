@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
+    SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use super::{
@@ -110,6 +114,86 @@ impl PackedService {
     }
 }
 
+/// A write transaction: `BEGIN IMMEDIATE` (the write lock from the start) on a pooled
+/// connection, which goes back to the pool only after a `COMMIT` or `ROLLBACK` that succeeded.
+///
+/// SQLite rolls a transaction back by itself on some errors (a full disk, an I/O error), and
+/// sqlx's own transactions then lose track of the connection's state: its later
+/// "transactions" became savepoints inside one that never committed, holding the write lock,
+/// while the API acknowledged writes that were never on disk. So transactions are plain SQL
+/// here, and a connection whose transaction did not end cleanly (an error, an early return
+/// without [`WriteTx::rollback`], a cancelled request) is closed instead of reused: closing
+/// rolls back whatever it had open. The pool opens a fresh one when it needs it.
+struct WriteTx {
+    conn: Option<PoolConnection<Sqlite>>,
+}
+
+impl WriteTx {
+    async fn begin(pool: &SqlitePool) -> StoreResult<WriteTx> {
+        let conn = pool.acquire().await?;
+        let mut tx = WriteTx { conn: Some(conn) };
+        sqlx::query("BEGIN IMMEDIATE").execute(tx.conn()).await?;
+        Ok(tx)
+    }
+
+    fn conn(&mut self) -> &mut SqliteConnection {
+        self.conn.as_mut().expect("a transaction in progress has its connection")
+    }
+
+    /// Commits; `Ok` only once SQLite says the commit is durable (`synchronous = FULL`).
+    async fn commit(mut self) -> StoreResult<()> {
+        sqlx::query("COMMIT").execute(self.conn()).await?;
+        drop(self.conn.take());
+        Ok(())
+    }
+
+    /// Rolls back a transaction that found nothing to do.
+    async fn rollback(mut self) -> StoreResult<()> {
+        sqlx::query("ROLLBACK").execute(self.conn()).await?;
+        drop(self.conn.take());
+        Ok(())
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // Detached, it is closed as it drops (on its worker thread), never pooled again.
+            drop(conn.detach());
+        }
+    }
+}
+
+/// Runs one write statement in a [`WriteTx`] of its own.
+async fn write_one<'q>(
+    pool: &SqlitePool,
+    query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+) -> StoreResult<u64> {
+    let mut tx = WriteTx::begin(pool).await?;
+    let rows = query.execute(tx.conn()).await?.rows_affected();
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// Whether an idle pooled connection may be handed out: not inside a transaction (never the
+/// case with [`WriteTx`]; checked so that no path can leak one), and able to write (SQLite
+/// opens a file it may not write, after `chmod` or `chattr +i`, read-only and keeps it so;
+/// a fresh connection sees the file as it is now).
+fn fit_for_use(conn: &mut SqliteConnection) -> futures_util::future::BoxFuture<'_, sqlx::Result<bool>> {
+    Box::pin(async move {
+        let mut handle = conn.lock_handle().await?;
+        let raw = handle.as_raw_handle().as_ptr();
+        // SAFETY: the handle is locked for the duration of these two reads of its state.
+        let (autocommit, read_only) = unsafe {
+            (
+                libsqlite3_sys::sqlite3_get_autocommit(raw),
+                libsqlite3_sys::sqlite3_db_readonly(raw, c"main".as_ptr()),
+            )
+        };
+        Ok(autocommit != 0 && read_only == 0)
+    })
+}
+
 /// The lease of the one server on an embedded database: it always leads.
 struct SoleLease {
     store: SqliteStore,
@@ -199,6 +283,8 @@ impl SqliteStore {
             .pragma("cache_size", "-65536");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .before_acquire(|conn, _| fit_for_use(conn))
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
@@ -206,11 +292,17 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Other(format!("migrations failed: {e}")))?;
-        Ok(SqliteStore { pool })
+        let store = SqliteStore { pool };
+        // A file SQLite may read but not write opens read-only and would refuse every write
+        // for as long as the server runs: better not to start.
+        store.probe_write().await.map_err(|e| {
+            StoreError::Other(format!("the database cannot be written: {e}"))
+        })?;
+        Ok(store)
     }
 
     async fn insert_events(
-        tx: &mut sqlx::SqliteConnection,
+        tx: &mut SqliteConnection,
         events: &[NewEvent],
     ) -> StoreResult<Vec<i64>> {
         let mut ids = Vec::with_capacity(events.len());
@@ -235,7 +327,7 @@ impl SqliteStore {
     }
 
     async fn fetch_service(
-        conn: &mut sqlx::SqliteConnection,
+        conn: &mut SqliteConnection,
         id: i64,
     ) -> StoreResult<Option<ServiceRecord>> {
         let row: Option<ServiceRow> = sqlx::query_as(&format!(
@@ -285,7 +377,7 @@ impl Store for SqliteStore {
         services: &[NewService],
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = WriteTx::begin(&self.pool).await?;
         for chunk in services.chunks(BULK_CHUNK) {
             let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
                 r#"INSERT INTO services (host, "binary", topic, zone, report_interval, version, created_at) "#,
@@ -299,7 +391,7 @@ impl Store for SqliteStore {
                     .push_bind(&new.version)
                     .push_bind(micros(at));
             });
-            query.build().execute(&mut *tx).await?;
+            query.build().execute(tx.conn()).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -315,7 +407,7 @@ impl Store for SqliteStore {
         new: &NewService,
         at: DateTime<Utc>,
     ) -> StoreResult<(ServiceRecord, bool)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = WriteTx::begin(&self.pool).await?;
         let inserted: Option<i64> = sqlx::query_scalar(
             r#"INSERT INTO services (host, "binary", topic, zone, report_interval, version, created_at)
                VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -329,7 +421,7 @@ impl Store for SqliteStore {
         .bind(new.report_interval)
         .bind(&new.version)
         .bind(micros(at))
-        .fetch_optional(&mut *tx)
+        .fetch_optional(tx.conn())
         .await?;
         let (id, created) = match inserted {
             Some(id) => (id, true),
@@ -346,12 +438,12 @@ impl Store for SqliteStore {
                 .bind(&new.version)
                 .bind(&new.host)
                 .bind(&new.binary)
-                .fetch_one(&mut *tx)
+                .fetch_one(tx.conn())
                 .await?;
                 (id, false)
             }
         };
-        let record = Self::fetch_service(&mut tx, id)
+        let record = Self::fetch_service(tx.conn(), id)
             .await?
             .ok_or_else(|| StoreError::Other(format!("service {id} vanished while registering")))?;
         let mut event = NewEvent::about(&record, super::EventKind::Registered, at);
@@ -363,7 +455,7 @@ impl Store for SqliteStore {
             }
             .into(),
         );
-        Self::insert_events(&mut tx, &[event]).await?;
+        Self::insert_events(tx.conn(), &[event]).await?;
         tx.commit().await?;
         Ok((record, created))
     }
@@ -375,19 +467,11 @@ impl Store for SqliteStore {
         at: DateTime<Utc>,
         events_for: &EventsFor<'_>,
     ) -> StoreResult<Option<ServiceRecord>> {
-        let mut tx = self.pool.begin().await?;
-        // A write first, so that this transaction holds SQLite's write lock before it reads
-        // the row its events are derived from.
-        let exists = sqlx::query("UPDATE services SET id = id WHERE id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            > 0;
-        if !exists {
-            return Ok(None);
-        }
-        let Some(before) = Self::fetch_service(&mut tx, id).await? else {
+        // BEGIN IMMEDIATE: the write lock is held before the row its events are derived from
+        // is read.
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        let Some(before) = Self::fetch_service(tx.conn(), id).await? else {
+            tx.rollback().await?;
             return Ok(None);
         };
         let events = events_for(&before);
@@ -411,26 +495,27 @@ impl Store for SqliteStore {
         .bind(change.frozen)
         .bind(micros(at))
         .bind(id)
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await?;
-        let Some(after) = Self::fetch_service(&mut tx, id).await? else {
+        let Some(after) = Self::fetch_service(tx.conn(), id).await? else {
+            tx.rollback().await?;
             return Ok(None);
         };
-        Self::insert_events(&mut tx, &events).await?;
+        Self::insert_events(tx.conn(), &events).await?;
         tx.commit().await?;
         Ok(Some(after))
     }
 
     async fn delete(&self, id: i64, event: &NewEvent) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = WriteTx::begin(&self.pool).await?;
         let deleted = sqlx::query("DELETE FROM services WHERE id = ?")
             .bind(id)
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await?
             .rows_affected()
             > 0;
         if deleted {
-            Self::insert_events(&mut tx, std::slice::from_ref(event)).await?;
+            Self::insert_events(tx.conn(), std::slice::from_ref(event)).await?;
         }
         tx.commit().await?;
         Ok(deleted)
@@ -440,14 +525,14 @@ impl Store for SqliteStore {
         if beats.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = WriteTx::begin(&self.pool).await?;
         // Zones change rarely (a reporter moved); they go to the wide row, one by one.
         for beat in beats {
             if let Some(zone) = &beat.zone {
                 sqlx::query("UPDATE services SET zone = ? WHERE id = ?")
                     .bind(zone)
                     .bind(beat.id)
-                    .execute(&mut *tx)
+                    .execute(tx.conn())
                     .await?;
             }
         }
@@ -473,7 +558,7 @@ impl Store for SqliteStore {
                            report_count = heartbeats.report_count + v.delta
                        FROM v WHERE heartbeats.id = v.id"#,
                 );
-                query.build().execute(&mut *tx).await?;
+                query.build().execute(tx.conn()).await?;
                 rest = tail;
             }
         }
@@ -482,8 +567,8 @@ impl Store for SqliteStore {
     }
 
     async fn append_events(&self, events: &[NewEvent]) -> StoreResult<Vec<i64>> {
-        let mut tx = self.pool.begin().await?;
-        let ids = Self::insert_events(&mut tx, events).await?;
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        let ids = Self::insert_events(tx.conn(), events).await?;
         tx.commit().await?;
         Ok(ids)
     }
@@ -527,15 +612,13 @@ impl Store for SqliteStore {
         // Each service's latest down/up event stays, however old: it is where a new detector
         // starts from (see `last_transitions`); without it a long-dead service would get a
         // fresh `down` at the next restart.
-        let result = sqlx::query(
+        let query = sqlx::query(
             "DELETE FROM events WHERE at < ? AND id NOT IN (
                  SELECT MAX(id) FROM events WHERE kind IN ('down', 'up') GROUP BY service_id
              )",
         )
-        .bind(micros(before))
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected())
+        .bind(micros(before));
+        write_one(&self.pool, query).await
     }
 
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
@@ -546,14 +629,12 @@ impl Store for SqliteStore {
     }
 
     async fn set_meta(&self, key: &str, value: &str) -> StoreResult<()> {
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )
         .bind(key)
-        .bind(value)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .bind(value);
+        write_one(&self.pool, query).await.map(|_| ())
     }
 
     async fn last_transitions(&self) -> StoreResult<Vec<(i64, EventKind)>> {
@@ -578,6 +659,17 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn probe_write(&self) -> StoreResult<()> {
+        // A value that changes, so that the commit writes a page: a commit of nothing would
+        // not notice a full disk.
+        let query = sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('write_probe', ?)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(micros(Utc::now()).to_string());
+        write_one(&self.pool, query).await.map(|_| ())
     }
 
     async fn database_now(&self) -> StoreResult<Option<DateTime<Utc>>> {

@@ -8,6 +8,7 @@ mod doctor;
 mod harness;
 mod postgres;
 mod replicas;
+mod storage_faults;
 mod story;
 
 /// Runs each named `async fn(Backend)` as a test against every backend. The PostgreSQL tests

@@ -1,0 +1,286 @@
+//! Storage faults on the embedded database: a full disk and a file that cannot be written.
+//! While the fault lasts every write is refused with 503 `database_unavailable` (never a
+//! 2xx that is not on disk, never a 500), `/readyz` says 503, and when it clears the server
+//! takes writes again by itself; after a restart every acknowledged write is there.
+//!
+//! The full disk is a small tmpfs the test mounts; the read-only file is `chattr +i`. Both
+//! need root; outside CI a test that cannot set up its fault says so and skips, under CI it
+//! fails.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::harness::{eventually, temp_dir, under_ci, Backend, TestServer};
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
+pub struct SmallDisk {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` (skip) when it cannot be mounted outside CI; panics under CI.
+    pub fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = temp_dir();
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status();
+        match status {
+            Ok(s) if s.success() => Some(SmallDisk { path, _dir: dir }),
+            other => {
+                let why = format!("cannot mount a tmpfs (needs root): {other:?}");
+                assert!(!under_ci(), "{why}");
+                skip(&why);
+                None
+            }
+        }
+    }
+
+    /// Fills the disk to the last byte with a file of its own.
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        let byte = [0u8; 1];
+        while file.write_all(&byte).is_ok() {}
+        let _ = file.sync_all();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+fn skip(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipping a storage fault test: {why}");
+}
+
+/// What a burst of registrations got: the acknowledged (host) names, and every status.
+#[derive(Default)]
+struct Outcomes {
+    acknowledged: BTreeSet<String>,
+    statuses: Vec<StatusCode>,
+}
+
+impl Outcomes {
+    /// Registers `count` services named `{prefix}-{n}`; 2xx, 503 and nothing else allowed.
+    async fn register(&mut self, server: &TestServer, prefix: &str, count: usize) {
+        // Long names: each registration needs new pages, so a full disk shows at once.
+        let padding = "x".repeat(200);
+        for n in 0..count {
+            let host = format!("{prefix}-{n}-{padding}");
+            let (status, body) = server
+                .post(
+                    "/v1/services",
+                    json!({"host": host, "binary": "cinder-volume", "report_interval": 5}),
+                )
+                .await;
+            assert!(
+                status.is_success() || status == StatusCode::SERVICE_UNAVAILABLE,
+                "a storage fault answered {status} {body}"
+            );
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+            } else {
+                self.acknowledged.insert(host);
+            }
+            self.statuses.push(status);
+        }
+    }
+
+    fn refused(&self) -> usize {
+        self.statuses
+            .iter()
+            .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+            .count()
+    }
+}
+
+async fn listed_hosts(server: &TestServer) -> BTreeSet<String> {
+    let (status, body) = server.get("/v1/services").await;
+    assert_eq!(status, StatusCode::OK);
+    body["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["host"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Hosts in the database file itself, read by a connection of the test's own.
+async fn stored_hosts(db: &Path) -> BTreeSet<String> {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
+    let hosts: Vec<String> = sqlx::query_scalar("SELECT host FROM services")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let _ = conn.close().await;
+    hosts.into_iter().collect()
+}
+
+async fn ready(server: &TestServer) -> StatusCode {
+    server.get("/readyz").await.0
+}
+
+/// Writes succeed again, by themselves, once the fault is gone.
+async fn writes_come_back(server: &TestServer, outcomes: &mut Outcomes, prefix: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let refused = outcomes.refused();
+        outcomes.register(server, prefix, 1).await;
+        if outcomes.refused() == refused {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "writes still refused 10 s after the fault cleared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eventually("ready again", Duration::from_secs(5), || async {
+        ready(server).await == StatusCode::OK
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_with_503_and_loses_nothing() {
+    let Some(disk) = SmallDisk::mount("16m") else {
+        return;
+    };
+    let mut config = Backend::Sqlite.config(&disk.path);
+    config.flush_interval = 0.2;
+    let mut server = TestServer::start(config).await;
+    let mut outcomes = Outcomes::default();
+    outcomes.register(&server, "before", 10).await;
+    assert_eq!(outcomes.refused(), 0);
+
+    let filler = disk.fill();
+    outcomes.register(&server, "full", 60).await;
+    assert!(
+        outcomes.refused() > 0,
+        "a full disk refused no write: {:?}",
+        outcomes.statuses
+    );
+    eventually("not ready on a full disk", Duration::from_secs(5), || async {
+        ready(&server).await == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    // A heartbeat is still taken (held in memory) while writes fail.
+    let (status, body) = server.get("/v1/services").await;
+    assert_eq!(status, StatusCode::OK);
+    let id = body["services"][0]["id"].as_i64().unwrap();
+    assert_eq!(server.beat(id).await.0, StatusCode::OK);
+
+    std::fs::remove_file(&filler).unwrap();
+    writes_come_back(&server, &mut outcomes, "after").await;
+    assert!(outcomes.acknowledged.is_subset(&listed_hosts(&server).await));
+
+    server.stop().await;
+    let stored = stored_hosts(&disk.path.join("vigil.db")).await;
+    let lost: Vec<_> = outcomes.acknowledged.difference(&stored).collect();
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    server.restart().await;
+    assert!(outcomes.acknowledged.is_subset(&listed_hosts(&server).await));
+}
+
+/// `chattr +i` on `paths`; `false` (after a skip notice, or a panic under CI) when it cannot.
+fn immutable(paths: &[PathBuf], on: bool) -> bool {
+    for path in paths.iter().filter(|p| p.exists()) {
+        let flag = if on { "+i" } else { "-i" };
+        let status = Command::new("chattr").arg(flag).arg(path).status();
+        // A WAL file that SQLite removed meanwhile (a connection closing) needs no flag.
+        if !matches!(status, Ok(s) if s.success()) && path.exists() {
+            let why = format!("cannot chattr {flag} {}: {status:?}", path.display());
+            assert!(!under_ci(), "{why}");
+            skip(&why);
+            return false;
+        }
+    }
+    true
+}
+
+fn database_files(dir: &Path) -> Vec<PathBuf> {
+    ["vigil.db", "vigil.db-wal"]
+        .iter()
+        .map(|name| dir.join(name))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_refuses_writes_and_recovers_when_writable() {
+    // On the machine's own file system: tmpfs has no immutable flag.
+    let dir = temp_dir();
+    let mut config = Backend::Sqlite.config(dir.path());
+    config.flush_interval = 0.2;
+    let mut server = TestServer::start(config).await;
+    let mut outcomes = Outcomes::default();
+    outcomes.register(&server, "before", 5).await;
+    let files = database_files(dir.path());
+    if !immutable(&files, true) {
+        return;
+    }
+    outcomes.register(&server, "read-only", 5).await;
+    let refused = outcomes.refused();
+    eventually(
+        "not ready on a read-only file",
+        Duration::from_secs(5),
+        || async { ready(&server).await == StatusCode::SERVICE_UNAVAILABLE },
+    )
+    .await;
+    assert!(immutable(&files, false));
+    assert_eq!(refused, 5, "writes to a read-only file: {:?}", outcomes.statuses);
+    writes_come_back(&server, &mut outcomes, "writable").await;
+
+    server.stop().await;
+    let stored = stored_hosts(&dir.path().join("vigil.db")).await;
+    let lost: Vec<_> = outcomes.acknowledged.difference(&stored).collect();
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    server.restart().await;
+    assert!(outcomes.acknowledged.is_subset(&listed_hosts(&server).await));
+}
+
+/// A database that cannot be written at start-up stops the server with a line that says so,
+/// rather than a server that answers every write with an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_at_start_up_is_a_clear_error() {
+    let dir = temp_dir();
+    let config = Backend::Sqlite.config(dir.path());
+    let mut server = TestServer::start(config.clone()).await;
+    server.register("node-1", "cinder-volume").await;
+    server.stop().await;
+    let files = database_files(dir.path());
+    if !immutable(&files, true) {
+        return;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let started = vigil_server::serve(listener, config, async {}).await;
+    assert!(immutable(&files, false));
+    let message = started.expect_err("started on a read-only database").to_string();
+    assert!(
+        message.contains("cannot be written") && message.contains("vigil.db"),
+        "{message}"
+    );
+}
