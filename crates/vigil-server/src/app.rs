@@ -320,10 +320,7 @@ impl App {
         }
         let now = self.clock.now();
         let events_for = |before: &crate::store::ServiceRecord| admin_events(before, &change, now);
-        let updated = self
-            .store
-            .update_admin(id, &change, now, &events_for)
-            .await;
+        let updated = self.store.update_admin(id, &change, now, &events_for).await;
         self.database.record(&updated);
         let record = updated?.ok_or(AppError::NotFound(id))?;
         self.events.notify();

@@ -33,12 +33,37 @@ pub struct Config {
     pub database_max_connections: u32,
     /// Simulated error of this machine's clock, seconds. For tests of clock independence only.
     pub clock_offset: f64,
+    /// Limits of the HTTP listeners.
+    pub http: HttpConfig,
     /// The optional Cinder-compatible `os-services` listener.
     pub cinder_api: CinderApiConfig,
     /// Mounts `POST /v1/bench/reference/{id}/heartbeat`, the baseline `vigil bench` compares
     /// heartbeats with. Set only by the hidden `--bench-reference` flag, never from a file.
     #[serde(skip)]
     pub bench_reference: bool,
+}
+
+/// `[http]`: limits that keep the API reachable when clients hold connections open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Most open connections per listener; unset: below the open-file limit (which the server
+    /// raises to its hard limit at start-up), an eighth of it kept for everything else.
+    pub max_connections: Option<usize>,
+    /// A client must send a whole request head within this many seconds.
+    pub header_read_timeout: f64,
+    /// A connection with no request in progress for this many seconds is closed.
+    pub idle_timeout: f64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_connections: None,
+            header_read_timeout: 10.0,
+            idle_timeout: 120.0,
+        }
+    }
 }
 
 /// `[cinder_api]`: a second listener speaking the Block Storage API's `os-services`.
@@ -65,6 +90,7 @@ impl Default for Config {
             phi_threshold: 8.0,
             database_max_connections: 8,
             clock_offset: 0.0,
+            http: HttpConfig::default(),
             cinder_api: CinderApiConfig::default(),
             bench_reference: false,
         }
@@ -121,6 +147,18 @@ impl Config {
         within("event_retention_days", self.event_retention_days, 1e-9, 1e5)?;
         within("phi_threshold", self.phi_threshold, 0.1, 100.0)?;
         within("clock_offset", self.clock_offset, -1e6, 1e6)?;
+        within(
+            "http.header_read_timeout",
+            self.http.header_read_timeout,
+            0.01,
+            3600.0,
+        )?;
+        within("http.idle_timeout", self.http.idle_timeout, 0.01, 86_400.0)?;
+        if self.http.max_connections == Some(0) {
+            return Err(ConfigError(
+                "http.max_connections must be at least 1".into(),
+            ));
+        }
         if self.database_max_connections == 0 {
             return Err(ConfigError(
                 "database_max_connections must be at least 1".into(),
@@ -175,6 +213,18 @@ phi_threshold = 8.0
 
 # Most database connections the server opens.
 database_max_connections = 8
+
+# Limits of the HTTP listeners: a client that holds connections open cannot lock out the
+# services heartbeating.
+[http]
+# Most open connections per listener. Unset: below the open-file limit (raised to its hard
+# limit at start-up), an eighth of it kept for the database and everything else. At the cap,
+# the connection idle the longest is closed to make room.
+# max_connections = 10000
+# A client must send a whole request head within this many seconds.
+header_read_timeout = 10.0
+# A connection with no request in progress for this long is closed (reporters reconnect).
+idle_timeout = 120.0
 
 # The Cinder-compatible os-services API (Block Storage API v3). Off unless `listen` is set.
 [cinder_api]

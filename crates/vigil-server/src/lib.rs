@@ -20,10 +20,12 @@
 //! - [`store`]: the storage trait and one implementation per database; the only SQL.
 //! - [`api`]: the Vigil HTTP API.
 //! - [`cinder`]: the optional Cinder-compatible `os-services` API on a second listener.
+//! - `http`: the listener loop: connection cap, header and idle timeouts, JSON bodies for
+//!   hyper's own errors.
 //! - [`clock`]: the clock that decides liveness.
 //! - `trouble`: failures of retrying background loops, logged once each way.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +43,7 @@ pub mod detector;
 pub mod doctor;
 pub mod events;
 pub mod flusher;
+mod http;
 mod id_table;
 pub mod liveness;
 pub mod registry;
@@ -352,9 +355,19 @@ pub async fn run_with(
             let _ = serving.wait_for(|stop| *stop).await;
         }
     };
-    let vigil = axum::serve(listener, api::router(app.clone()))
-        .with_graceful_shutdown(stopped())
-        .into_future();
+    let open_files = http::raise_open_file_limit();
+    let max_connections = app
+        .config
+        .http
+        .max_connections
+        .unwrap_or_else(|| http::default_max_connections(open_files));
+    let limits = http::Limits {
+        max_connections,
+        header_read_timeout: Duration::from_secs_f64(app.config.http.header_read_timeout),
+        idle_timeout: Duration::from_secs_f64(app.config.http.idle_timeout),
+    };
+    tracing::debug!(open_files, max_connections, "connection limits");
+    let vigil = http::serve(listener, api::router(app.clone()), limits, stopped());
     let serving_both = async {
         match cinder {
             Some(cinder) => {
@@ -362,9 +375,7 @@ pub async fn run_with(
                     let noauth = app.config.cinder_api.noauth;
                     tracing::info!(%addr, noauth, "cinder-compatible api listening");
                 }
-                let cinder = axum::serve(cinder, cinder::router(app.clone()))
-                    .with_graceful_shutdown(stopped())
-                    .into_future();
+                let cinder = http::serve(cinder, cinder::router(app.clone()), limits, stopped());
                 let (vigil, cinder) = tokio::join!(vigil, cinder);
                 vigil.and(cinder)
             }

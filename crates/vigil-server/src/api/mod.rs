@@ -55,7 +55,29 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(reject_nul))
         .with_state(app)
+}
+
+/// Whether a request's URI carries an encoded NUL, which no field may hold and PostgreSQL
+/// refuses in text (it would be a 500 there).
+pub(crate) fn has_nul(uri: &axum::http::Uri) -> bool {
+    uri.path_and_query()
+        .is_some_and(|pq| pq.as_str().contains("%00"))
+}
+
+async fn reject_nul(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if has_nul(request.uri()) {
+        return ApiError::bad_request(
+            "invalid_query",
+            "the request URI contains a NUL character (%00), which no field may hold",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> ApiError {

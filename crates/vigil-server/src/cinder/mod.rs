@@ -50,6 +50,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(reject_nul))
         .layer(middleware::from_fn(request_id))
         .with_state(app)
 }
@@ -93,4 +94,17 @@ fn new_request_id() -> String {
         &hex[16..20],
         &hex[20..32]
     )
+}
+
+/// An encoded NUL in the URI is a 400 here too (PostgreSQL refuses NUL in text).
+async fn reject_nul(
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if crate::api::has_nul(request.uri()) {
+        return fault::Fault::bad_request("The request URI contains a NUL character (%00).")
+            .into_response();
+    }
+    next.run(request).await
 }

@@ -12,8 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
@@ -137,7 +136,9 @@ impl WriteTx {
     }
 
     fn conn(&mut self) -> &mut SqliteConnection {
-        self.conn.as_mut().expect("a transaction in progress has its connection")
+        self.conn
+            .as_mut()
+            .expect("a transaction in progress has its connection")
     }
 
     /// Commits; `Ok` only once SQLite says the commit is durable (`synchronous = FULL`).
@@ -179,7 +180,9 @@ async fn write_one<'q>(
 /// case with [`WriteTx`]; checked so that no path can leak one), and able to write (SQLite
 /// opens a file it may not write, after `chmod` or `chattr +i`, read-only and keeps it so;
 /// a fresh connection sees the file as it is now).
-fn fit_for_use(conn: &mut SqliteConnection) -> futures_util::future::BoxFuture<'_, sqlx::Result<bool>> {
+fn fit_for_use(
+    conn: &mut SqliteConnection,
+) -> futures_util::future::BoxFuture<'_, sqlx::Result<bool>> {
     Box::pin(async move {
         let mut handle = conn.lock_handle().await?;
         let raw = handle.as_raw_handle().as_ptr();
@@ -295,9 +298,10 @@ impl SqliteStore {
         let store = SqliteStore { pool };
         // A file SQLite may read but not write opens read-only and would refuse every write
         // for as long as the server runs: better not to start.
-        store.probe_write().await.map_err(|e| {
-            StoreError::Other(format!("the database cannot be written: {e}"))
-        })?;
+        store
+            .probe_write()
+            .await
+            .map_err(|e| StoreError::Other(format!("the database cannot be written: {e}")))?;
         Ok(store)
     }
 

@@ -301,3 +301,75 @@ async fn lenient_where_it_is_harmless() {
         "enabling clears the reason: {body}"
     );
 }
+
+/// A raw request over a fresh connection; returns the whole answer as text.
+async fn raw(server: &TestServer, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// What hyper answers by itself, before any handler runs, carries our error body too.
+#[tokio::test]
+async fn unparsable_requests_get_our_error_body() {
+    let (_dir, server) = server().await;
+    let huge_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "y".repeat(1 << 20)
+    );
+    let cases: [(&[u8], &str, &str); 3] = [
+        (b"NOT HTTP AT ALL\r\n\r\n", "400", "invalid_http"),
+        (
+            b"GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n",
+            "400",
+            "invalid_http",
+        ),
+        (huge_header.as_bytes(), "431", "headers_too_large"),
+    ];
+    for (request, status, code) in cases {
+        let answer = raw(&server, request).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{answer}"
+        );
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+        let body: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{answer}"));
+        assert_error(
+            StatusCode::from_u16(status.parse().unwrap()).unwrap(),
+            &body,
+            StatusCode::from_u16(status.parse().unwrap()).unwrap(),
+            code,
+        );
+        assert!(answer
+            .to_lowercase()
+            .contains("content-type: application/json"));
+    }
+    // The server is none the worse.
+    assert_eq!(server.get("/healthz").await.0, StatusCode::OK);
+}
+
+/// A NUL in a query is a 400 on every backend (PostgreSQL refuses NUL in text: a 500 before).
+async fn nul_in_queries_is_a_400(backend: Backend) {
+    let dir = temp_dir();
+    let server = TestServer::start(backend.config(dir.path())).await;
+    let id = server.register("h", "b").await;
+    for path in [
+        "/v1/events?host=%00".to_string(),
+        "/v1/events?binary=a%00b".to_string(),
+        format!("/v1/services/{id}/events?host=%00"),
+        "/v1/services?host=%00".to_string(),
+        "/v1/events/stream?host=%00".to_string(),
+    ] {
+        let (status, body) = server.get(&path).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_query");
+    }
+}
+
+crate::each_backend!(nul_in_queries_is_a_400);

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cinder;
+mod connections;
 mod detection;
 mod doctor;
 mod harness;

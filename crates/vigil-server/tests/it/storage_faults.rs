@@ -184,9 +184,11 @@ async fn a_full_disk_refuses_writes_with_503_and_loses_nothing() {
         "a full disk refused no write: {:?}",
         outcomes.statuses
     );
-    eventually("not ready on a full disk", Duration::from_secs(5), || async {
-        ready(&server).await == StatusCode::SERVICE_UNAVAILABLE
-    })
+    eventually(
+        "not ready on a full disk",
+        Duration::from_secs(5),
+        || async { ready(&server).await == StatusCode::SERVICE_UNAVAILABLE },
+    )
     .await;
     // A heartbeat is still taken (held in memory) while writes fail.
     let (status, body) = server.get("/v1/services").await;
@@ -196,14 +198,18 @@ async fn a_full_disk_refuses_writes_with_503_and_loses_nothing() {
 
     std::fs::remove_file(&filler).unwrap();
     writes_come_back(&server, &mut outcomes, "after").await;
-    assert!(outcomes.acknowledged.is_subset(&listed_hosts(&server).await));
+    assert!(outcomes
+        .acknowledged
+        .is_subset(&listed_hosts(&server).await));
 
     server.stop().await;
     let stored = stored_hosts(&disk.path.join("vigil.db")).await;
     let lost: Vec<_> = outcomes.acknowledged.difference(&stored).collect();
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
     server.restart().await;
-    assert!(outcomes.acknowledged.is_subset(&listed_hosts(&server).await));
+    assert!(outcomes
+        .acknowledged
+        .is_subset(&listed_hosts(&server).await));
 }
 
 /// `chattr +i` on `paths`; `false` (after a skip notice, or a panic under CI) when it cannot.
@@ -251,7 +257,11 @@ async fn a_read_only_database_refuses_writes_and_recovers_when_writable() {
     )
     .await;
     assert!(immutable(&files, false));
-    assert_eq!(refused, 5, "writes to a read-only file: {:?}", outcomes.statuses);
+    assert_eq!(
+        refused, 5,
+        "writes to a read-only file: {:?}",
+        outcomes.statuses
+    );
     writes_come_back(&server, &mut outcomes, "writable").await;
 
     server.stop().await;
@@ -259,7 +269,9 @@ async fn a_read_only_database_refuses_writes_and_recovers_when_writable() {
     let lost: Vec<_> = outcomes.acknowledged.difference(&stored).collect();
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
     server.restart().await;
-    assert!(outcomes.acknowledged.is_subset(&listed_hosts(&server).await));
+    assert!(outcomes
+        .acknowledged
+        .is_subset(&listed_hosts(&server).await));
 }
 
 /// A database that cannot be written at start-up stops the server with a line that says so,
@@ -278,7 +290,9 @@ async fn a_read_only_database_at_start_up_is_a_clear_error() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let started = vigil_server::serve(listener, config, async {}).await;
     assert!(immutable(&files, false));
-    let message = started.expect_err("started on a read-only database").to_string();
+    let message = started
+        .expect_err("started on a read-only database")
+        .to_string();
     assert!(
         message.contains("cannot be written") && message.contains("vigil.db"),
         "{message}"
