@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::store::ClockSample;
+
 /// Wall clock with a correction, in microseconds.
 #[derive(Debug, Default)]
 pub struct Clock {
@@ -33,31 +35,110 @@ impl Clock {
         self.local_now() + TimeDelta::microseconds(self.correction_us.load(Ordering::Relaxed))
     }
 
-    /// Sets the correction from one reading of the reference clock, taken between `before`
-    /// and `after` of the local clock (the midpoint halves the round trip's error).
-    pub fn calibrate(&self, before: DateTime<Utc>, reference: DateTime<Utc>, after: DateTime<Utc>) {
-        let midpoint = before + (after - before) / 2;
-        let correction = (reference - midpoint).num_microseconds().unwrap_or(0);
-        self.correction_us.store(correction, Ordering::Relaxed);
+    /// Moves the correction towards one reading of the reference clock, taken between
+    /// `sample.before` and `sample.after` of the local clock (the midpoint halves the round
+    /// trip's error).
+    ///
+    /// A reading with a round trip over [`MAX_ROUND_TRIP`] says little and is ignored: a slow
+    /// database must not move the clock. At start-up (`initial`) the correction is set at once.
+    /// Later, a difference under [`MAX_SLEW`] is applied, a larger one is slewed by
+    /// `MAX_SLEW` per reading (the phi-accrual detector sees every step of the clock as a
+    /// late heartbeat of every service), and one over [`STEP`] is a clock that jumped: applied
+    /// at once, and the caller opens a grace period as for a stall.
+    pub fn calibrate(&self, sample: ClockSample, initial: bool) -> Calibration {
+        let round_trip = sample.after - sample.before;
+        if round_trip > MAX_ROUND_TRIP || round_trip < TimeDelta::zero() {
+            return Calibration::Ignored { round_trip };
+        }
+        let midpoint = sample.before + round_trip / 2;
+        let target = (sample.reference - midpoint)
+            .num_microseconds()
+            .unwrap_or(0);
+        let current = self.correction_us.load(Ordering::Relaxed);
+        let delta = target - current;
+        let slew = MAX_SLEW.num_microseconds().unwrap_or(0);
+        let applied = if initial || delta.abs() > STEP.num_microseconds().unwrap_or(0) {
+            delta
+        } else {
+            delta.clamp(-slew, slew)
+        };
+        self.correction_us
+            .store(current + applied, Ordering::Relaxed);
+        let applied = TimeDelta::microseconds(applied);
+        if !initial && delta.abs() > STEP.num_microseconds().unwrap_or(0) {
+            Calibration::Stepped { by: applied }
+        } else {
+            Calibration::Moved { by: applied }
+        }
     }
+}
 
-    /// Current correction towards the reference clock, seconds.
-    pub fn correction_s(&self) -> f64 {
-        self.correction_us.load(Ordering::Relaxed) as f64 / 1e6
-    }
+/// Readings with a longer round trip are ignored.
+pub const MAX_ROUND_TRIP: TimeDelta = TimeDelta::milliseconds(100);
+
+/// The most a reading moves the clock after start-up, unless the difference is over [`STEP`].
+pub const MAX_SLEW: TimeDelta = TimeDelta::milliseconds(20);
+
+/// A difference this large is a clock that jumped, corrected at once.
+pub const STEP: TimeDelta = TimeDelta::seconds(1);
+
+/// What a reading did to the clock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Calibration {
+    Ignored { round_trip: TimeDelta },
+    Moved { by: TimeDelta },
+    Stepped { by: TimeDelta },
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn sample(clock: &Clock, reference_offset_ms: i64, round_trip_ms: i64) -> ClockSample {
+        let before = clock.local_now();
+        ClockSample {
+            before,
+            reference: before + TimeDelta::milliseconds(round_trip_ms / 2 + reference_offset_ms),
+            after: before + TimeDelta::milliseconds(round_trip_ms),
+        }
+    }
+
     #[test]
     fn calibration_cancels_a_wrong_local_clock() {
         let clock = Clock::new(300.0);
         let before = clock.local_now();
         let after = clock.local_now();
-        clock.calibrate(before, Utc::now(), after);
+        let reading = ClockSample {
+            before,
+            reference: Utc::now(),
+            after,
+        };
+        clock.calibrate(reading, true);
         let error = (clock.now() - Utc::now()).num_milliseconds().abs();
         assert!(error < 1000, "corrected clock is off by {error} ms");
+    }
+
+    #[test]
+    fn a_slow_round_trip_moves_nothing() {
+        let clock = Clock::new(0.0);
+        let outcome = clock.calibrate(sample(&clock, 900, 3000), false);
+        assert!(matches!(outcome, Calibration::Ignored { .. }));
+        assert_eq!(clock.correction_us.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn small_differences_are_slewed_and_jumps_stepped() {
+        let clock = Clock::new(0.0);
+        assert_eq!(
+            clock.calibrate(sample(&clock, 500, 2), false),
+            Calibration::Moved { by: MAX_SLEW }
+        );
+        assert_eq!(clock.correction_us.load(Ordering::Relaxed), 20_000);
+        assert!(matches!(
+            clock.calibrate(sample(&clock, 90_000, 2), false),
+            Calibration::Stepped { .. }
+        ));
+        let correction = clock.correction_us.load(Ordering::Relaxed);
+        assert!((correction - 90_000_000).abs() < 5_000, "{correction}");
     }
 }

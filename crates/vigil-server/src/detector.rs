@@ -12,8 +12,8 @@
 //! which files the revived service again. Every transition is queued to this task, which
 //! writes them under its lease, so only the leader's writes land.
 //!
-//! It also notices its own pauses (a stopped VM, a SIGSTOP): a tick that comes more than a
-//! second late opens a grace period (see [`crate::liveness`]) instead of declaring every
+//! [`watch_pauses`] notices the process's own pauses (a stopped VM, a SIGSTOP): a wake-up
+//! more than a second late opens a grace period (see [`crate::liveness`]) instead of declaring every
 //! service whose heartbeats were held up meanwhile down at once.
 
 use std::collections::BTreeMap;
@@ -188,8 +188,41 @@ pub fn tick(app: &App, now: DateTime<Utc>) {
     }
 }
 
-/// A tick this late means the process stopped watching (ticks come every [`TICK`]).
-const PAUSE: TimeDelta = TimeDelta::seconds(1);
+/// A wake-up this late means the process stopped watching.
+const PAUSE: Duration = Duration::from_secs(1);
+
+/// Notices this process's stalls (a stopped VM, SIGSTOP, a starved runtime) and the local
+/// clock jumping forward, and opens a grace period for each (see [`crate::liveness`]).
+///
+/// A task of its own that waits on nothing but a timer: the detector's loop also waits for the
+/// database, and a slow database is not a stalled process (that mistake opened a grace period
+/// after every outage and delayed real downs). Both the monotonic clock (which runs through a
+/// SIGSTOP) and the local wall clock (which also runs through a suspended machine) are watched.
+pub async fn watch_pauses(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let mut last_mono = std::time::Instant::now();
+    let mut last_wall = app.clock.local_now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = shutdown.changed() => return,
+        }
+        let mono = std::time::Instant::now();
+        let wall = app.clock.local_now();
+        let by_wall = (wall - last_wall).to_std().unwrap_or_default();
+        let away = (mono - last_mono).max(by_wall);
+        last_mono = mono;
+        last_wall = wall;
+        if away > TICK + PAUSE {
+            let now = app.clock.now();
+            let since = now - TimeDelta::from_std(away).unwrap_or_default();
+            tracing::warn!(
+                paused_s = away.as_secs_f64(),
+                "the server stalled (paused process, stopped VM, clock stepped); services get a grace period before they count as down"
+            );
+            app.registry.liveness.set_gap(since, now);
+        }
+    }
+}
 
 /// How often a follower tries to take over detection, and a leader checks its lease.
 const LEASE_CHECK: Duration = Duration::from_secs(1);
@@ -259,7 +292,6 @@ async fn lead(
 ) -> bool {
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_tick = app.clock.now();
     let mut checked = std::time::Instant::now();
     loop {
         tokio::select! {
@@ -269,16 +301,7 @@ async fn lead(
                 return true;
             }
         }
-        let now = app.clock.now();
-        if now - last_tick > PAUSE {
-            tracing::warn!(
-                paused_s = seconds(now - last_tick),
-                "the server stalled (paused process, stopped VM, clock stepped); services get a grace period before they count as down"
-            );
-            app.registry.liveness.set_gap(last_tick, now);
-        }
-        last_tick = now;
-        tick(app, now);
+        tick(app, app.clock.now());
         if !write_queued(app, lease, queue).await {
             return false;
         }

@@ -199,7 +199,7 @@ pub async fn build_app(
     let admin_token = admin_token(&config)?;
     let store = open_store(&config).await?;
     let clock = Clock::new(config.clock_offset);
-    calibrate(&clock, store.as_ref()).await;
+    calibrate(&clock, store.as_ref(), true).await;
     let fail = |e: store::StoreError| ServerError::Database {
         url: redact(&config.database_url()),
         reason: e.to_string(),
@@ -250,12 +250,35 @@ pub async fn build_app(
     Ok((app, receiver))
 }
 
-/// Corrects the clock towards the database's, when the database has a shared clock.
-pub(crate) async fn calibrate(clock: &Clock, store: &dyn Store) {
-    let before = clock.local_now();
-    if let Ok(Some(reference)) = store.database_now().await {
-        let after = clock.local_now();
-        clock.calibrate(before, reference, after);
+/// Corrects the clock towards the database's, when the database has a shared clock (see
+/// [`Clock::calibrate`]); at start-up (`initial`) at once.
+pub(crate) async fn calibrate(
+    clock: &Clock,
+    store: &dyn Store,
+    initial: bool,
+) -> Option<clock::Calibration> {
+    let local = || clock.local_now();
+    match store.clock_sample(&local).await {
+        Ok(Some(sample)) => {
+            let outcome = clock.calibrate(sample, initial);
+            match outcome {
+                clock::Calibration::Ignored { round_trip } => {
+                    tracing::debug!(
+                        round_trip_ms = round_trip.num_milliseconds(),
+                        "clock reading ignored: slow round trip"
+                    );
+                }
+                clock::Calibration::Stepped { by } => {
+                    tracing::warn!(
+                        by_s = registry::seconds(by),
+                        "this server's clock jumped against the database's; corrected at once"
+                    );
+                }
+                clock::Calibration::Moved { .. } => {}
+            }
+            Some(outcome)
+        }
+        _ => None,
     }
 }
 
@@ -332,6 +355,7 @@ pub async fn run_with(
         stop_rx.clone(),
     ));
     let replica = tokio::spawn(replica::run(app.clone(), flush_interval, stop_rx.clone()));
+    let pauses = tokio::spawn(detector::watch_pauses(app.clone(), stop_rx.clone()));
     let feed = tokio::spawn(events::run_feed(app.clone(), stop_rx.clone()));
     let pruner = tokio::spawn(events::run_pruner(
         app.clone(),
@@ -403,6 +427,7 @@ pub async fn run_with(
     let _ = pruner.await;
     let _ = feed.await;
     let _ = replica.await;
+    let _ = pauses.await;
     let _ = flusher.await;
     tracing::info!("vigil server stopped");
     served.map_err(ServerError::Io)

@@ -184,7 +184,16 @@ pub async fn run(app: Arc<App>, interval: Duration, mut shutdown: watch::Receive
         };
         trouble.report(synced);
         if calibrated.elapsed() >= CALIBRATE_EVERY {
-            crate::calibrate(&app.clock, app.store.as_ref()).await;
+            let before = app.clock.now();
+            if let Some(crate::clock::Calibration::Stepped { .. }) =
+                crate::calibrate(&app.clock, app.store.as_ref(), false).await
+            {
+                // A clock that jumped forward is a gap in watching, as a stall is.
+                let after = app.clock.now();
+                if after > before {
+                    app.registry.liveness.set_gap(before, after);
+                }
+            }
             calibrated = Instant::now();
         }
     }

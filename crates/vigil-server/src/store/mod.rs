@@ -184,6 +184,14 @@ pub struct EventFilter {
     pub limit: i64,
 }
 
+/// One reading of a reference clock, bracketed by the local clock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClockSample {
+    pub before: DateTime<Utc>,
+    pub reference: DateTime<Utc>,
+    pub after: DateTime<Utc>,
+}
+
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -370,7 +378,12 @@ pub trait Store: Send + Sync + 'static {
     /// writes (a full disk, a read-only file or standby).
     async fn probe_write(&self) -> StoreResult<()>;
 
-    /// The database's clock, when it has one that replicas share (PostgreSQL); `None` for an
-    /// embedded database, whose clock is this process's.
-    async fn database_now(&self) -> StoreResult<Option<DateTime<Utc>>>;
+    /// A reading of the database's clock, when it has one that replicas share (PostgreSQL);
+    /// `None` for an embedded database, whose clock is this process's. Taken on a connection
+    /// already held, so that the round trip it is bracketed by (`local` before and after) is
+    /// the query's alone, never a wait for the pool; the best of a few readings.
+    async fn clock_sample(
+        &self,
+        local: &(dyn Fn() -> DateTime<Utc> + Send + Sync),
+    ) -> StoreResult<Option<ClockSample>>;
 }

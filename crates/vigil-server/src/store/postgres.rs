@@ -899,11 +899,28 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn database_now(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        // clock_timestamp(), not now(): now() is the start of the transaction.
-        let now: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(Some(now))
+    async fn clock_sample(
+        &self,
+        local: &(dyn Fn() -> DateTime<Utc> + Send + Sync),
+    ) -> StoreResult<Option<super::ClockSample>> {
+        let mut conn = self.pool.acquire().await?;
+        let mut best: Option<super::ClockSample> = None;
+        for _ in 0..3 {
+            let before = local();
+            // clock_timestamp(), not now(): now() is the start of the transaction.
+            let reference: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+                .fetch_one(&mut *conn)
+                .await?;
+            let after = local();
+            let sample = super::ClockSample {
+                before,
+                reference,
+                after,
+            };
+            if best.is_none_or(|b| after - before < b.after - b.before) {
+                best = Some(sample);
+            }
+        }
+        Ok(best)
     }
 }

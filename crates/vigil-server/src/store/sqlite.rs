@@ -676,7 +676,10 @@ impl Store for SqliteStore {
         write_one(&self.pool, query).await.map(|_| ())
     }
 
-    async fn database_now(&self) -> StoreResult<Option<DateTime<Utc>>> {
+    async fn clock_sample(
+        &self,
+        _local: &(dyn Fn() -> DateTime<Utc> + Send + Sync),
+    ) -> StoreResult<Option<super::ClockSample>> {
         Ok(None)
     }
 }

@@ -495,3 +495,149 @@ async fn postgres_stopped_and_restarted_under_heartbeats_loses_nothing_acknowled
     );
     assert_eq!(body["status"], "disabled");
 }
+
+impl PrivatePostgres {
+    /// Stops (SIGSTOP) or continues (SIGCONT) every process of the cluster: a database that
+    /// hangs rather than refuses.
+    fn signal_all(&self, signal: &str) {
+        let pid = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
+            .expect("postmaster.pid")
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .to_string();
+        let _ = Command::new("pkill")
+            .args([&format!("-{signal}"), "-P", &pid])
+            .status();
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status();
+    }
+}
+
+/// Heartbeats `ids` every `every` until the returned sender fires; counts what was
+/// acknowledged per service and panics at any answer but 200.
+fn beat_forever(
+    server: &TestServer,
+    ids: Vec<i64>,
+    every: Duration,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::collections::HashMap<i64, i64>>,
+) {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = reqwest::Client::new();
+    let url = server.url.clone();
+    let task = tokio::spawn(async move {
+        let mut acknowledged = std::collections::HashMap::new();
+        let mut ticker = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = &mut stopped => return acknowledged,
+            }
+            for id in &ids {
+                let response = http
+                    .post(format!("{url}/v1/services/{id}/heartbeat"))
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .expect("heartbeat reaches the server");
+                assert_eq!(response.status(), StatusCode::OK, "heartbeat refused");
+                *acknowledged.entry(*id).or_insert(0) += 1;
+            }
+        }
+    });
+    (stop, task)
+}
+
+/// A database that refuses (stopped) and then one that hangs (SIGSTOP) under a steady
+/// heartbeat load: every heartbeat is taken, no service is suspected or declared down, the
+/// clock does not jump, and every acknowledged heartbeat is written once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_raises_no_false_suspect_or_down() {
+    let Some(postgres) = PrivatePostgres::start() else {
+        return;
+    };
+    let dir = temp_dir();
+    let mut config = Backend::Sqlite.config(dir.path());
+    config.database = Some(postgres.url());
+    config.service_down_time = 2.0;
+    config.flush_interval = 0.2;
+    let mut server = TestServer::start(config).await;
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        ids.push(server.register(&format!("node-{n}"), "cinder-volume").await);
+    }
+    let (stop, beats) = beat_forever(&server, ids.clone(), Duration::from_millis(200));
+    let clock_before = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    postgres.ctl_stop();
+    let started = std::time::Instant::now();
+    eventually(
+        "not ready while stopped",
+        Duration::from_secs(5),
+        || async { server.get("/readyz").await.0 == StatusCode::SERVICE_UNAVAILABLE },
+    )
+    .await;
+    // Reads and readiness answer from memory at once while the database is known down.
+    let asked = std::time::Instant::now();
+    assert_eq!(server.get("/v1/services").await.0, StatusCode::OK);
+    assert_eq!(
+        server.get("/readyz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        asked.elapsed()
+    );
+    let (status, _) = server
+        .post("/v1/services", json!({"host": "new", "binary": "b"}))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(started.elapsed())).await;
+    postgres.ctl_start();
+    eventually(
+        "ready after the restart",
+        Duration::from_secs(20),
+        || async { server.get("/readyz").await.0 == StatusCode::OK },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    postgres.signal_all("STOP");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    postgres.signal_all("CONT");
+    eventually("ready after the pause", Duration::from_secs(20), || async {
+        server.get("/readyz").await.0 == StatusCode::OK
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let _ = stop.send(());
+    let acknowledged = beats.await.unwrap();
+    let (_, services) = server.get("/v1/services").await;
+    for service in services["services"].as_array().unwrap() {
+        assert_eq!(service["state"], "up", "{service}");
+        let at =
+            chrono::DateTime::parse_from_rfc3339(service["updated_at"].as_str().unwrap()).unwrap();
+        let skew = (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_milliseconds();
+        assert!(skew.abs() < 500, "the clock moved by {skew} ms: {service}");
+    }
+    for kind in ["suspect", "down"] {
+        let (_, events) = server.get(&format!("/v1/events?kind={kind}")).await;
+        assert_eq!(events["events"], json!([]), "false {kind}: {events}");
+    }
+    assert!(chrono::Utc::now() > clock_before);
+    server.restart().await;
+    for id in ids {
+        let body = server.service(id).await;
+        assert_eq!(
+            body["report_count"], acknowledged[&id],
+            "every acknowledged heartbeat was written: {body}"
+        );
+    }
+}
