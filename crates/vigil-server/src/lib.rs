@@ -218,19 +218,9 @@ pub async fn build_app(
     let records = store.load_services().await.map_err(fail)?;
     let liveness = Liveness::new(config.service_down_time, config.phi_threshold);
     let now = clock.now();
-    if let Some(last_alive) = store.get_meta(flusher::LAST_ALIVE).await.map_err(fail)? {
-        if let Ok(last_alive) = chrono::DateTime::parse_from_rfc3339(&last_alive) {
-            // Other replicas write `last_alive` every flush: a replica joining a running
-            // cluster sees a fresh stamp and opens no grace period.
-            let last_alive = last_alive.with_timezone(&chrono::Utc);
-            let watched =
-                chrono::TimeDelta::milliseconds((3.0 * config.flush_interval * 1e3) as i64)
-                    .max(chrono::TimeDelta::seconds(1));
-            if now - last_alive > watched {
-                liveness.set_gap(last_alive, now);
-            }
-        }
-    }
+    open_grace(&config, store.as_ref(), &liveness, now)
+        .await
+        .map_err(fail)?;
     tracing::info!(services = records.len(), "loaded services");
     let registry = Registry::new(records, liveness);
     let (events, receiver) = EventLog::new();
@@ -248,6 +238,58 @@ pub async fn build_app(
         database: DatabaseHealth::default(),
     });
     Ok((app, receiver))
+}
+
+/// Meta key of the grace period the last server to start opened: `last_alive resumed_at`.
+const GRACE: &str = "grace";
+
+/// The grace after a start: unless another server was watching all along (and so received
+/// the heartbeats that this one could not), nobody watched from the last flush of the last
+/// server to now, however short that was; services up then get a full `service_down_time`
+/// from now to beat again. The gap is stored, so that replicas starting meanwhile keep it too.
+async fn open_grace(
+    config: &Config,
+    store: &dyn Store,
+    liveness: &Liveness,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), store::StoreError> {
+    let parse = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    if store.watched_by_others().await? {
+        // Another replica leads: keep the grace it opened, if that still runs.
+        let stored = store.get_meta(GRACE).await?;
+        let gap = stored.as_deref().and_then(|text| {
+            let (last_alive, resumed_at) = text.split_once(' ')?;
+            Some((parse(last_alive)?, parse(resumed_at)?))
+        });
+        if let Some((last_alive, resumed_at)) = gap {
+            if resumed_at + liveness.service_down_time > now {
+                liveness.set_gap(last_alive, resumed_at);
+            }
+        }
+        return Ok(());
+    }
+    let Some(last_alive) = store.get_meta(flusher::LAST_ALIVE).await?.as_deref().and_then(parse)
+    else {
+        return Ok(());
+    };
+    let last_alive = last_alive.min(now);
+    liveness.set_gap(last_alive, now);
+    let text = format!(
+        "{} {}",
+        vigil_proto::ts::format(&last_alive),
+        vigil_proto::ts::format(&now)
+    );
+    store.set_meta(GRACE, &text).await?;
+    tracing::info!(
+        unwatched_s = registry::seconds(now - last_alive),
+        grace_s = config.service_down_time,
+        "nobody watched since the last flush: services that were up get a grace period to beat again"
+    );
+    Ok(())
 }
 
 /// Corrects the clock towards the database's, when the database has a shared clock (see

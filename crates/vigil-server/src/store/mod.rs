@@ -336,6 +336,13 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
+    /// Whether another server on this database is watching now (it holds the detection
+    /// lease), so that the heartbeats it received meanwhile are in the database: a server
+    /// that starts beside it owes no one a grace period. Never, on an embedded database.
+    async fn watched_by_others(&self) -> StoreResult<bool> {
+        Ok(false)
+    }
+
     /// The cursor of [`Store::changes_since`] that covers everything written so far.
     async fn change_cursor(&self) -> StoreResult<i64> {
         Ok(0)

@@ -761,6 +761,22 @@ impl Store for PostgresStore {
         true
     }
 
+    async fn watched_by_others(&self) -> StoreResult<bool> {
+        // A bigint advisory key is listed as (classid, objid) = (high, low) 32 bits, objsubid 1.
+        let held: bool = sqlx::query_scalar(
+            "SELECT EXISTS (
+                 SELECT 1 FROM pg_locks
+                 WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND classid = (($1::bigint >> 32) & 4294967295)::oid
+                   AND objid = ($1::bigint & 4294967295)::oid)",
+        )
+        .bind(self.keys.leader)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(held)
+    }
+
     async fn change_cursor(&self) -> StoreResult<i64> {
         Ok(
             sqlx::query_scalar("SELECT COALESCE(MAX(row_version), 0) FROM services")
