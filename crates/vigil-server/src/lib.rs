@@ -96,14 +96,29 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> 
         reason,
     };
     if let Some(path) = url.strip_prefix("sqlite://") {
-        if let Some(parent) = Path::new(path)
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(parent).map_err(|source| ServerError::DataDir {
-                path: parent.to_path_buf(),
-                source,
-            })?;
+        let file = Path::new(path.split('?').next().unwrap_or(path));
+        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+            create_private_dir(parent)?;
+            if let Some(free) = free_bytes(parent).filter(|free| *free < MIN_FREE_BYTES) {
+                return Err(fail(format!(
+                    "{} has {} KiB free; the database and its write-ahead log need at least {} MiB",
+                    parent.display(),
+                    free >> 10,
+                    MIN_FREE_BYTES >> 20
+                )));
+            }
+        }
+        // Created before SQLite opens it, readable by this user only; SQLite gives its WAL
+        // and shared-memory files the same permissions.
+        if !file.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(file)
+                .map_err(|e| fail(e.to_string()))?;
         }
         let store = SqliteStore::connect(&url)
             .await
@@ -145,6 +160,48 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Creates `dir` (and its parents) readable by this user only; an existing one is left as
+/// it is.
+fn create_private_dir(dir: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| ServerError::DataDir {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Takes group and other permissions off `path` when it has any, saying so: a secret or the
+/// database readable by every user of the machine.
+fn tighten(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let current = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    if current & !mode != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        tracing::warn!(path = %path.display(), was = format!("{current:o}"), now = format!("{mode:o}"), "file was readable by others; permissions tightened");
+    }
+    Ok(())
+}
+
+/// Free space the embedded database needs to start: its write-ahead log grows to about 4 MiB
+/// before its first checkpoint, and the file itself grows with the fleet.
+const MIN_FREE_BYTES: u64 = 8 << 20;
+
+/// Free bytes on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs with a NUL-terminated path and a pointer to a local struct.
+    unsafe {
+        let mut stat: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(path.as_ptr(), &mut stat) == 0)
+            .then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+    }
+}
+
 /// The admin token in force: configured, or read from (or generated into)
 /// `<data_dir>/admin.token` with mode 0600.
 pub fn admin_token(config: &Config) -> Result<String, ServerError> {
@@ -157,15 +214,15 @@ pub fn admin_token(config: &Config) -> Result<String, ServerError> {
         source,
     };
     match std::fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(text) if !text.trim().is_empty() => {
+            tighten(&path, 0o600).map_err(token_error)?;
+            return Ok(text.trim().to_string());
+        }
         Ok(_) => {}
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(token_error(err)),
     }
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
+    create_private_dir(&config.data_dir)?;
     let bytes: [u8; 24] = rand::random();
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let mut file = {
@@ -196,8 +253,9 @@ pub async fn build_app(
 > {
     config.validate()?;
     doctor::log_config(&config);
-    let admin_token = admin_token(&config)?;
+    // The store first: a server that cannot start leaves no token behind.
     let store = open_store(&config).await?;
+    let admin_token = admin_token(&config)?;
     let clock = Clock::new(config.clock_offset);
     calibrate(&clock, store.as_ref(), true).await;
     let fail = |e: store::StoreError| ServerError::Database {
@@ -272,7 +330,11 @@ async fn open_grace(
         }
         return Ok(());
     }
-    let Some(last_alive) = store.get_meta(flusher::LAST_ALIVE).await?.as_deref().and_then(parse)
+    let Some(last_alive) = store
+        .get_meta(flusher::LAST_ALIVE)
+        .await?
+        .as_deref()
+        .and_then(parse)
     else {
         return Ok(());
     };

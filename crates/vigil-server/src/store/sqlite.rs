@@ -197,6 +197,17 @@ fn fit_for_use(
     })
 }
 
+/// An error opening the database: one that says the file cannot be written says so plainly.
+fn opening(err: sqlx::Error) -> StoreError {
+    let read_only = matches!(&err, sqlx::Error::Database(db)
+        if db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == 8));
+    if read_only {
+        StoreError::Other(format!("the database cannot be written: {err}"))
+    } else {
+        StoreError::Unavailable(err.to_string())
+    }
+}
+
 /// The lease of the one server on an embedded database: it always leads.
 struct SoleLease {
     store: SqliteStore,
@@ -290,11 +301,14 @@ impl SqliteStore {
             .before_acquire(|conn, _| fit_for_use(conn))
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(opening)?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
-            .map_err(|e| StoreError::Other(format!("migrations failed: {e}")))?;
+            .map_err(|e| match e {
+                sqlx::migrate::MigrateError::Execute(e) => opening(e),
+                e => StoreError::Other(format!("migrations failed: {e}")),
+            })?;
         let store = SqliteStore { pool };
         // A file SQLite may read but not write opens read-only and would refuse every write
         // for as long as the server runs: better not to start.

@@ -298,3 +298,64 @@ async fn a_read_only_database_at_start_up_is_a_clear_error() {
         "{message}"
     );
 }
+
+/// A volume too small for the database and its write-ahead log is one clear line at
+/// start-up, not a server that fails its 60th registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_little_free_space_is_a_clear_error_at_start_up() {
+    let Some(disk) = SmallDisk::mount("2m") else {
+        return;
+    };
+    let config = Backend::Sqlite.config(&disk.path.join("data"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let started = vigil_server::serve(listener, config, async {}).await;
+    let message = started.expect_err("started on a 2 MiB volume").to_string();
+    assert!(
+        message.contains("MiB") && message.contains("free"),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "{message}");
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The data directory, the database and the token are this user's only; a token file left
+/// readable by others is tightened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let mut config = Backend::Sqlite.config(&data);
+    config.admin_token = None;
+    let mut server = TestServer::start(config.clone()).await;
+    server.stop().await;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("vigil.db")), 0o600);
+    assert_eq!(mode(&data.join("admin.token")), 0o600);
+    std::fs::set_permissions(
+        data.join("admin.token"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let mut server = TestServer::start(config).await;
+    assert_eq!(mode(&data.join("admin.token")), 0o600);
+    server.stop().await;
+}
+
+/// A start that fails (no database) writes no admin token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_leaves_no_token() {
+    let dir = temp_dir();
+    let mut config = Backend::Sqlite.config(dir.path());
+    config.admin_token = None;
+    config.database = Some("postgres://postgres@127.0.0.1:1/nothing".into());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    assert!(vigil_server::serve(listener, config, async {})
+        .await
+        .is_err());
+    assert!(!dir.path().join("admin.token").exists());
+}
