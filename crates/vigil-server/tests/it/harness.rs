@@ -444,3 +444,17 @@ impl EventStream {
         }
     }
 }
+
+/// Appends one test's figures to `VIGIL_RELIABILITY_OUT`, when set (`scripts/faults` writes
+/// RELIABILITY.md from them).
+pub fn record(figures: Value) {
+    use std::io::Write;
+    if let Ok(path) = std::env::var("VIGIL_RELIABILITY_OUT") {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open the figures file");
+        writeln!(file, "{figures}").unwrap();
+    }
+}

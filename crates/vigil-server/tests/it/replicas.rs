@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{eventually, temp_dir, under_ci, Backend, TestServer};
+use crate::harness::{eventually, record, temp_dir, under_ci, Backend, TestServer};
 
 /// `n` servers on one fresh schema, each with its own data directory.
 async fn replicas(
@@ -658,17 +658,4 @@ fn outage_s() -> f64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5.0)
-}
-
-/// Appends figures to `VIGIL_RELIABILITY_OUT`, when set (see `scripts/faults`).
-fn record(figures: Value) {
-    use std::io::Write;
-    if let Ok(path) = std::env::var("VIGIL_RELIABILITY_OUT") {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .expect("open the figures file");
-        writeln!(file, "{figures}").unwrap();
-    }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::{eventually, temp_dir, under_ci, Backend, TestServer};
+use crate::harness::{eventually, record, temp_dir, under_ci, Backend, TestServer};
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
 pub struct SmallDisk {
@@ -144,8 +144,8 @@ async fn ready(server: &TestServer) -> StatusCode {
     server.get("/readyz").await.0
 }
 
-/// Writes succeed again, by themselves, once the fault is gone.
-async fn writes_come_back(server: &TestServer, outcomes: &mut Outcomes, prefix: &str) {
+/// Writes succeed again, by themselves, once the fault is gone; returns how long that took.
+async fn writes_come_back(server: &TestServer, outcomes: &mut Outcomes, prefix: &str) -> f64 {
     let start = std::time::Instant::now();
     loop {
         let refused = outcomes.refused();
@@ -159,14 +159,29 @@ async fn writes_come_back(server: &TestServer, outcomes: &mut Outcomes, prefix: 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let recovered = start.elapsed().as_secs_f64();
     eventually("ready again", Duration::from_secs(5), || async {
         ready(server).await == StatusCode::OK
     })
     .await;
+    recovered
+}
+
+/// Records what a storage fault cost.
+fn record_fault(test: &str, outcomes: &Outcomes, lost: usize, recovered_s: f64) {
+    record(json!({
+        "test": test,
+        "writes": outcomes.statuses.len(),
+        "acknowledged": outcomes.acknowledged.len(),
+        "refused_503": outcomes.refused(),
+        "lost": lost,
+        "recovered_s": recovered_s,
+    }));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_with_503_and_loses_nothing() {
+    const FAULT: &str = "disk_full";
     let Some(disk) = SmallDisk::mount("16m") else {
         return;
     };
@@ -197,7 +212,7 @@ async fn a_full_disk_refuses_writes_with_503_and_loses_nothing() {
     assert_eq!(server.beat(id).await.0, StatusCode::OK);
 
     std::fs::remove_file(&filler).unwrap();
-    writes_come_back(&server, &mut outcomes, "after").await;
+    let recovered = writes_come_back(&server, &mut outcomes, "after").await;
     assert!(outcomes
         .acknowledged
         .is_subset(&listed_hosts(&server).await));
@@ -205,6 +220,7 @@ async fn a_full_disk_refuses_writes_with_503_and_loses_nothing() {
     server.stop().await;
     let stored = stored_hosts(&disk.path.join("vigil.db")).await;
     let lost: Vec<_> = outcomes.acknowledged.difference(&stored).collect();
+    record_fault(FAULT, &outcomes, lost.len(), recovered);
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
     server.restart().await;
     assert!(outcomes
@@ -237,6 +253,7 @@ fn database_files(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_database_refuses_writes_and_recovers_when_writable() {
+    const FAULT: &str = "read_only";
     // On the machine's own file system: tmpfs has no immutable flag.
     let dir = temp_dir();
     let mut config = Backend::Sqlite.config(dir.path());
@@ -262,11 +279,12 @@ async fn a_read_only_database_refuses_writes_and_recovers_when_writable() {
         "writes to a read-only file: {:?}",
         outcomes.statuses
     );
-    writes_come_back(&server, &mut outcomes, "writable").await;
+    let recovered = writes_come_back(&server, &mut outcomes, "writable").await;
 
     server.stop().await;
     let stored = stored_hosts(&dir.path().join("vigil.db")).await;
     let lost: Vec<_> = outcomes.acknowledged.difference(&stored).collect();
+    record_fault(FAULT, &outcomes, lost.len(), recovered);
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
     server.restart().await;
     assert!(outcomes
