@@ -31,7 +31,9 @@ pub struct Config {
     pub phi_threshold: f64,
     /// Largest number of database connections the server opens.
     pub database_max_connections: u32,
-    /// Simulated error of this machine's clock, seconds. For tests of clock independence only.
+    /// Simulated error of this machine's clock, seconds. For tests of clock independence only:
+    /// not a key of the file (set by a hidden flag).
+    #[serde(skip)]
     pub clock_offset: f64,
     /// Limits of the HTTP listeners.
     pub http: HttpConfig,

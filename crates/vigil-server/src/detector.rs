@@ -77,15 +77,6 @@ impl Detector {
         }
     }
 
-    /// Number of filed entries.
-    pub fn len(&self) -> usize {
-        self.wheel.lock().values().map(Vec::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Takes every entry whose bucket has passed at `now`.
     fn due(&self, now: DateTime<Utc>) -> Vec<Arc<Entry>> {
         let mut wheel = self.wheel.lock();

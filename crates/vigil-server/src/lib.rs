@@ -34,26 +34,27 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub mod api;
-pub mod app;
-pub mod cinder;
-pub mod clock;
+mod api;
+mod app;
+mod cinder;
+mod clock;
 pub mod config;
-pub mod detector;
-pub mod doctor;
-pub mod events;
-pub mod flusher;
+mod detector;
+mod doctor;
+mod events;
+mod flusher;
 mod http;
 mod id_table;
-pub mod liveness;
-pub mod registry;
-pub mod replica;
-pub mod stats;
+mod liveness;
+mod registry;
+mod replica;
+mod stats;
 pub mod store;
 mod trouble;
 mod validate;
 
-pub use config::Config;
+pub use config::{CinderApiConfig, Config, ConfigError, HttpConfig};
+pub use flusher::LAST_ALIVE;
 
 use app::{App, DatabaseHealth};
 use clock::Clock;
@@ -242,7 +243,7 @@ pub fn admin_token(config: &Config) -> Result<String, ServerError> {
 
 /// Builds the shared state: opens the store, loads every service, sets the clock and the
 /// grace after the gap since this database was last watched.
-pub async fn build_app(
+pub(crate) async fn build_app(
     config: Config,
 ) -> Result<
     (
@@ -429,20 +430,10 @@ pub async fn serve_with(
     run_with(app, receiver, listener, cinder, shutdown).await
 }
 
-/// Runs a built [`App`] (see [`build_app`]).
-pub async fn run(
-    app: Arc<App>,
-    receiver: tokio::sync::mpsc::UnboundedReceiver<store::NewEvent>,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
-    run_with(app, receiver, listener, None, shutdown).await
-}
-
-/// [`run`] with the Cinder-compatible API on `cinder` as well. Both listeners stop on the
-/// same `shutdown` and both drain before the final flush, so no admin change made through
+/// Runs a built [`App`] (see [`build_app`]) on `listener`, and the Cinder-compatible API on
+/// `cinder` when given. Both listeners stop on the same `shutdown` and both drain before the final flush, so no admin change made through
 /// either is lost.
-pub async fn run_with(
+pub(crate) async fn run_with(
     app: Arc<App>,
     receiver: tokio::sync::mpsc::UnboundedReceiver<store::NewEvent>,
     listener: TcpListener,

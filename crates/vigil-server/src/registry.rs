@@ -133,12 +133,9 @@ impl Registry {
     }
 
     /// Number of services.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.table.read().by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     pub fn get(&self, id: i64) -> Option<Arc<Entry>> {

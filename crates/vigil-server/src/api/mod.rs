@@ -12,6 +12,7 @@ use vigil_proto::Health;
 use crate::app::App;
 
 mod auth;
+#[cfg(feature = "bench")]
 mod bench;
 mod doctor;
 mod error;
@@ -29,13 +30,15 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// The router of the Vigil API over `app`.
 pub fn router(app: Arc<App>) -> Router {
+    let router = Router::new();
+    #[cfg(feature = "bench")]
     let router = if app.config.bench_reference {
-        Router::new().route(
+        router.route(
             "/v1/bench/reference/{id}/heartbeat",
             post(bench::reference_heartbeat),
         )
     } else {
-        Router::new()
+        router
     };
     router
         .route("/v1/services", post(services::register).get(services::list))

@@ -274,6 +274,7 @@ pub trait Store: Send + Sync + 'static {
     /// Every service, for the in-memory table at start-up.
     async fn load_services(&self) -> StoreResult<Vec<ServiceRecord>>;
 
+    #[cfg(feature = "bench")]
     /// Inserts many new services at once, all created at `at`, without `registered` events.
     /// For benchmarks and bulk imports only: [`Store::register`] commits one transaction per
     /// service, which at a million services takes far longer than anything a benchmark wants

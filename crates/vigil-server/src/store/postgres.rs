@@ -452,6 +452,7 @@ impl Store for PostgresStore {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
+    #[cfg(feature = "bench")]
     async fn bulk_insert_services(
         &self,
         services: &[NewService],

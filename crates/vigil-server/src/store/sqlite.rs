@@ -390,6 +390,7 @@ impl Store for SqliteStore {
         Ok(services)
     }
 
+    #[cfg(feature = "bench")]
     async fn bulk_insert_services(
         &self,
         services: &[NewService],

@@ -48,7 +48,11 @@ fn only_the_store_knows_sql() {
             }
         }
     }
-    assert!(offenders.is_empty(), "SQL outside store/:\n{}", offenders.join("\n"));
+    assert!(
+        offenders.is_empty(),
+        "SQL outside store/:\n{}",
+        offenders.join("\n")
+    );
 }
 
 /// **The reporter crate never depends on the server crates, axum or sqlx**, not even
@@ -61,7 +65,11 @@ fn the_reporter_depends_on_no_server_crate() {
         .current_dir(workspace())
         .output()
         .expect("cargo metadata");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let nodes = metadata["resolve"]["nodes"].as_array().unwrap();
     let name_of = |id: &str| -> String {

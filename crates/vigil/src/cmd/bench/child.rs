@@ -120,7 +120,7 @@ impl BenchDb {
         }
         store
             .set_meta(
-                vigil_server::flusher::LAST_ALIVE,
+                vigil_server::LAST_ALIVE,
                 &vigil_proto::ts::format(&Utc::now()),
             )
             .await?;
