@@ -5,3 +5,4 @@ mod cli;
 mod doctor;
 mod events;
 mod failover;
+mod packaging;
