@@ -6,3 +6,4 @@ mod doctor;
 mod events;
 mod failover;
 mod packaging;
+mod rough_edges;
