@@ -252,6 +252,14 @@ mod tests {
     }
 
     #[test]
+    fn test_knobs_are_no_keys_of_the_file() {
+        let err = Config::from_toml("servce_down_time = 5").unwrap_err();
+        assert!(!err.to_string().contains("clock_offset"), "{err}");
+        assert!(Config::from_toml("clock_offset = 5").is_err());
+        assert!(!Config::default_toml().contains("clock_offset"));
+    }
+
+    #[test]
     fn nonsense_durations_are_rejected() {
         let config = Config {
             service_down_time: -1.0,

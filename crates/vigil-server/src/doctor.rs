@@ -139,11 +139,19 @@ pub fn interval(report_interval: f64, service_down_time: f64) -> Finding {
 /// `report_interval`, once at start-up: a misfit found here would otherwise surface only as
 /// services flapping.
 pub fn log_config(config: &Config) {
-    let finding = interval(
+    let mut finding = interval(
         vigil_proto::DEFAULT_REPORT_INTERVAL,
         config.service_down_time,
     );
-    log_interval(&finding, "a service with Cinder's default report_interval");
+    // About a service that may never register: a warning, not an error; each service that
+    // does register is judged with its own interval (`log_registration`).
+    if finding.severity == Severity::Error {
+        finding.severity = Severity::Warning;
+    }
+    log_interval(
+        &finding,
+        "a service with Cinder's default report_interval (10 s)",
+    );
 }
 
 /// Logs what [`interval`] says of a service that has just registered, when it is not `ok`.

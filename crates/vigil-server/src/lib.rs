@@ -54,6 +54,7 @@ mod trouble;
 mod validate;
 
 pub use config::{CinderApiConfig, Config, ConfigError, HttpConfig};
+pub use doctor::interval as check_report_interval;
 pub use flusher::LAST_ALIVE;
 
 use app::{App, DatabaseHealth};

@@ -1,6 +1,7 @@
 //! A small blocking-free HTTP client for the Vigil API, used by the CLI subcommands.
 //!
-//! Errors carry an exit code: the server refused (1), or it could not be reached (3).
+//! Errors carry an exit code: the server refused (1), or it could not be reached (3). Values
+//! the CLI can check itself (a server URL, a state, a time) are refused by clap, with exit 2.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,15 +33,45 @@ impl CliError {
     }
 }
 
+/// Parses a `--server` value: `http(s)://host[:port][/path]`, or `host:port` taken as `http://`.
+/// Anything else is a usage error (exit 2), not a network failure.
+pub fn server_url(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let url = if value.contains("://") {
+        value.to_string()
+    } else {
+        format!("http://{value}")
+    };
+    let parsed = reqwest::Url::parse(&url).map_err(|err| {
+        format!("{value:?} is not a server URL ({err}); e.g. http://127.0.0.1:8799")
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "{value:?}: the scheme must be http or https, not {}",
+            parsed.scheme()
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "{value:?} names no host; e.g. http://127.0.0.1:8799"
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("{value:?}: a server URL has no query or fragment"));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
 /// Where the server is and how to prove admin rights; shared by the subcommands.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServerOpts {
-    /// Base URL of the Vigil server.
+    /// Base URL of the Vigil server (host:port alone means http://host:port).
     #[arg(
         long,
         global = true,
         env = "VIGIL_URL",
-        default_value = "http://127.0.0.1:8799"
+        default_value = "http://127.0.0.1:8799",
+        value_parser = server_url
     )]
     pub server: String,
     /// Admin token [default: read from <data dir>/admin.token].
@@ -62,23 +93,67 @@ impl ServerOpts {
     }
 }
 
+/// Where the admin token came from, so that a refusal can say where to look.
+#[derive(Debug, Clone)]
+enum TokenSource {
+    /// `--token` or `VIGIL_ADMIN_TOKEN`.
+    Given,
+    /// Read from this file.
+    File(PathBuf),
+    /// No token: not given, and the file could not be read (why).
+    Missing { file: Option<PathBuf>, why: String },
+}
+
 /// Client of one server.
 pub struct Client {
     base: String,
     token: Option<String>,
+    source: TokenSource,
     http: reqwest::Client,
 }
 
 impl Client {
     /// `token` wins over the token file in `data_dir`.
     pub fn new(base: &str, token: Option<String>, data_dir: Option<&Path>) -> Client {
-        let token = token.or_else(|| {
-            let path = data_dir?.join("admin.token");
-            std::fs::read_to_string(path)
-                .ok()
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty())
-        });
+        let (token, source) = match (token, data_dir) {
+            (Some(token), _) => (Some(token), TokenSource::Given),
+            (None, None) => (
+                None,
+                TokenSource::Missing {
+                    file: None,
+                    why: "none given".into(),
+                },
+            ),
+            (None, Some(dir)) => {
+                let path = dir.join("admin.token");
+                let shown = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+                match std::fs::read_to_string(&path) {
+                    Ok(text) if !text.trim().is_empty() => {
+                        (Some(text.trim().to_string()), TokenSource::File(shown))
+                    }
+                    Ok(_) => (
+                        None,
+                        TokenSource::Missing {
+                            file: Some(shown),
+                            why: "it is empty".into(),
+                        },
+                    ),
+                    Err(err) => (
+                        None,
+                        TokenSource::Missing {
+                            file: Some(shown),
+                            why: match err.kind() {
+                                std::io::ErrorKind::NotFound => "it does not exist".into(),
+                                std::io::ErrorKind::PermissionDenied => {
+                                    "it is not readable by this user".into()
+                                }
+                                _ => err.to_string(),
+                            },
+                        },
+                    ),
+                }
+            }
+        };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -86,7 +161,33 @@ impl Client {
         Client {
             base: base.trim_end_matches('/').to_string(),
             token,
+            source,
             http,
+        }
+    }
+
+    /// What to add to a 401 or 403 of the server: where the token was looked for, and how to
+    /// give one.
+    pub fn token_hint(&self, status: StatusCode) -> Option<String> {
+        match (&self.source, status) {
+            (TokenSource::Missing { file, why }, StatusCode::UNAUTHORIZED) => Some(match file {
+                Some(file) => format!(
+                    "no admin token: none given with --token or VIGIL_ADMIN_TOKEN, and {} {why} \
+                     (the server writes its token there on first start; point --data-dir or \
+                     VIGIL_DATA_DIR at the server's data directory)",
+                    file.display()
+                ),
+                None => "no admin token given: pass --token or set VIGIL_ADMIN_TOKEN".into(),
+            }),
+            (TokenSource::File(file), StatusCode::FORBIDDEN) => Some(format!(
+                "the admin token read from {} was refused: is that this server's data \
+                 directory? (--data-dir, VIGIL_DATA_DIR, or give the token with --token)",
+                file.display()
+            )),
+            (TokenSource::Given, StatusCode::FORBIDDEN) => {
+                Some("the admin token given with --token or VIGIL_ADMIN_TOKEN was refused".into())
+            }
+            _ => None,
         }
     }
 
@@ -132,10 +233,13 @@ impl Client {
             exit_code: EXIT_UNREACHABLE,
         })?;
         if !status.is_success() {
-            let message = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            let mut message = match serde_json::from_slice::<ErrorBody>(&bytes) {
                 Ok(body) => format!("{} ({})", body.error.message, body.error.code),
                 Err(_) => format!("server answered {status}"),
             };
+            if let Some(hint) = self.token_hint(status) {
+                message = format!("{message}: {hint}");
+            }
             return Err(CliError::refused(message));
         }
         serde_json::from_slice(&bytes)

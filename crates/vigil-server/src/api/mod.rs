@@ -83,7 +83,15 @@ async fn reject_nul(
     next.run(request).await
 }
 
-async fn not_found() -> ApiError {
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    let path = uri.path();
+    if path == "/v3" || path.starts_with("/v3/") || path == "/v2" || path.starts_with("/v2/") {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint: this is Vigil's own API; the Cinder-compatible API (Block Storage v3 os-services) is served on its own listener, set with --cinder-listen or cinder_api.listen",
+        );
+    }
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 

@@ -408,6 +408,9 @@ impl PostgresStore {
                 ("idle_in_transaction_session_timeout", "10s"),
                 ("lock_timeout", "10s"),
                 ("statement_timeout", "60s"),
+                // No NOTICEs (sqlx logs them at INFO): two replicas starting together otherwise
+                // log "relation _sqlx_migrations already exists, skipping".
+                ("client_min_messages", "warning"),
             ]);
         // One plain connection first: the pool would retry a refused connection until its
         // timeout and then report only "pool timed out".

@@ -373,3 +373,18 @@ async fn nul_in_queries_is_a_400(backend: Backend) {
 }
 
 crate::each_backend!(nul_in_queries_is_a_400);
+
+/// A Cinder client pointed at the main port is told where the Cinder-compatible API is.
+#[tokio::test]
+async fn cinder_paths_on_the_main_port_point_to_the_cinder_listener() {
+    let (_dir, server) = server().await;
+    let (status, body) = server.get("/v3/os-services").await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--cinder-listen"),
+        "{body}"
+    );
+}

@@ -12,18 +12,27 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::Child;
 use tokio::signal::unix::{signal, SignalKind};
 use vigil_reporter::Reporter;
+
+/// The shell's exit code for a command that was not found.
+const EXIT_NOT_FOUND: i32 = 127;
+/// The shell's exit code for a command found but not executable.
+const EXIT_NOT_EXECUTABLE: i32 = 126;
 
 /// Heartbeat for a service, optionally running it as a child process.
 #[derive(clap::Args, Debug)]
 pub struct AgentArgs {
-    /// Base URL of the Vigil server.
+    /// Base URL of the Vigil server (host:port alone means http://host:port).
     #[arg(
         long,
         value_name = "URL",
         env = "VIGIL_URL",
-        default_value = "http://127.0.0.1:8799"
+        default_value = "http://127.0.0.1:8799",
+        value_parser = crate::client::server_url
     )]
     pub server: String,
     /// Host to register the service under [default: this machine's hostname].
@@ -92,6 +101,31 @@ pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
     let signals = runtime
         .block_on(async { Signals::install() })
         .context("could not install the signal handlers")?;
+    // The command starts before the reporter, so a command that cannot run registers nothing
+    // and the agent exits as a shell would (127 not found, 126 not executable).
+    let child = match args.command.split_first() {
+        None => None,
+        Some((program, program_args)) => {
+            let spawned = runtime.block_on(async {
+                // Stdio is inherited, as with `std::process::Command`; tokio's child is used so
+                // waiting for it and receiving signals can share one thread without races.
+                tokio::process::Command::new(program)
+                    .args(program_args)
+                    .spawn()
+            });
+            match spawned {
+                Ok(child) => Some((program.clone(), child)),
+                Err(err) => {
+                    let code = match err.kind() {
+                        std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+                        _ => EXIT_NOT_EXECUTABLE,
+                    };
+                    eprintln!("vigil: cannot run command {program:?}: {err}");
+                    return Ok(code);
+                }
+            }
+        }
+    };
     let reporter = builder
         .start()
         .context("could not start the heartbeat reporter")?;
@@ -101,7 +135,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
         binary = %args.binary,
         "agent reporting heartbeats"
     );
-    let outcome = runtime.block_on(supervise(signals, &args.command));
+    let outcome = runtime.block_on(supervise(signals, child));
     // Whatever happened to the child, its heartbeats end with it.
     reporter.stop();
     reporter.wait();
@@ -123,30 +157,24 @@ impl Signals {
         })
     }
 
-    /// The next signal received, as its number.
-    async fn next(&mut self) -> libc::c_int {
+    /// The next signal received.
+    async fn next(&mut self) -> Signal {
         tokio::select! {
-            Some(()) = self.interrupt.recv() => libc::SIGINT,
-            Some(()) = self.terminate.recv() => libc::SIGTERM,
+            Some(()) = self.interrupt.recv() => Signal::SIGINT,
+            Some(()) = self.terminate.recv() => Signal::SIGTERM,
             // Both streams end only if the runtime is going away: treat it as a request to stop.
-            else => libc::SIGTERM,
+            else => Signal::SIGTERM,
         }
     }
 }
 
 /// Runs the command until it exits (forwarding signals), or without one waits for a signal.
-async fn supervise(mut signals: Signals, command: &[String]) -> anyhow::Result<i32> {
-    let Some((program, program_args)) = command.split_first() else {
+async fn supervise(mut signals: Signals, child: Option<(String, Child)>) -> anyhow::Result<i32> {
+    let Some((program, mut child)) = child else {
         let signal = signals.next().await;
-        tracing::info!(signal, "stopping on signal");
+        tracing::info!(%signal, "stopping on signal");
         return Ok(0);
     };
-    // Stdio is inherited, as with `std::process::Command`; tokio's child is used so waiting
-    // for it and receiving signals can share one thread without races.
-    let mut child = tokio::process::Command::new(program)
-        .args(program_args)
-        .spawn()
-        .map_err(|err| anyhow!("could not start command {program:?}: {err}"))?;
     loop {
         tokio::select! {
             status = child.wait() => {
@@ -168,21 +196,17 @@ async fn supervise(mut signals: Signals, command: &[String]) -> anyhow::Result<i
 /// Sends `signal` to the child `pid`. The child is not reaped while this runs (only
 /// `child.wait()` reaps it, and `child.id()` is `None` afterwards), so the pid cannot have been
 /// reused by another process.
-fn forward(signal: libc::c_int, pid: u32) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+fn forward(signal: Signal, pid: u32) {
+    let Ok(raw) = i32::try_from(pid) else {
         return;
     };
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-    let sent = unsafe { libc::kill(pid, signal) };
-    if sent == 0 {
-        tracing::info!(signal, pid, "forwarded signal to the command");
-    } else {
-        let err = std::io::Error::last_os_error();
-        tracing::warn!(
-            signal,
+    match kill(Pid::from_raw(raw), signal) {
+        Ok(()) => tracing::info!(%signal, pid, "forwarded signal to the command"),
+        Err(err) => tracing::warn!(
+            %signal,
             pid,
             "could not forward signal to the command: {err}"
-        );
+        ),
     }
 }
 

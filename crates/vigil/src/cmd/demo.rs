@@ -59,6 +59,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
 
     let interval = Duration::try_from_secs_f64(args.report_interval)
         .context("--report-interval must be a positive number of seconds")?;
+    // The check the server logs at start-up, for the interval this fleet really uses.
+    let fit = vigil_server::check_report_interval(args.report_interval, args.service_down_time);
+    if fit.severity != vigil_proto::Severity::Ok {
+        eprintln!("vigil demo: {}; {}", fit.summary, fit.remedy);
+    }
     let mut fleet: Vec<(String, String, Option<ReporterHandle>)> = Vec::new();
     for h in 1..=args.hosts {
         for binary in BINARIES.iter().cycle().take(args.services_per_host) {

@@ -3,13 +3,53 @@
 //! One page by default (`--limit`, 50); `--all` follows the server's `next_before` cursor page
 //! by page, so a long history is read in bounded requests rather than one huge answer.
 
-use vigil_proto::{Event, EventList};
+use chrono::{DateTime, Utc};
+use vigil_proto::{ts, Event, EventList};
 
 use crate::client::{CliError, ServerOpts};
 use crate::table;
 
 /// Page size of `--all`: the most the server gives in one answer.
 const ALL_PAGE: i64 = 1000;
+
+/// Every kind of event, for `--kind`.
+pub const KINDS: [&str; 11] = [
+    "registered",
+    "down",
+    "up",
+    "suspect",
+    "disabled",
+    "enabled",
+    "forced_down",
+    "unforced",
+    "frozen",
+    "thawed",
+    "deleted",
+];
+
+/// Parses `--since`: an RFC 3339 time, or a duration meaning that long ago (`30m`, `1h`,
+/// `2d`, `1h30m`); either way the RFC 3339 time sent to the server.
+pub fn since(value: &str) -> Result<String, String> {
+    since_at(value, Utc::now())
+}
+
+fn since_at(value: &str, now: DateTime<Utc>) -> Result<String, String> {
+    let value = value.trim();
+    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
+        return Ok(ts::format(&at.with_timezone(&Utc)));
+    }
+    let ago = humantime::parse_duration(value).map_err(|_| {
+        format!(
+            "{value:?} is neither an RFC 3339 time (2026-11-25T11:00:00Z) nor a duration \
+             ago (30m, 1h, 2d, 1h30m)"
+        )
+    })?;
+    let ago = chrono::Duration::from_std(ago).map_err(|_| format!("{value:?} is too long ago"))?;
+    let at = now
+        .checked_sub_signed(ago)
+        .ok_or_else(|| format!("{value:?} is too long ago"))?;
+    Ok(ts::format(&at))
+}
 
 /// Filters shared by `vigil events` and `vigil watch`.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -23,9 +63,8 @@ pub struct EventFilters {
     /// Only the events of this binary.
     #[arg(long)]
     pub binary: Option<String>,
-    /// Only events of this kind: registered, down, up, suspect, disabled, enabled, forced_down,
-    /// unforced, frozen, thawed, deleted.
-    #[arg(long)]
+    /// Only events of this kind.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(KINDS))]
     pub kind: Option<String>,
 }
 
@@ -56,8 +95,9 @@ pub struct EventsArgs {
     pub of_binary: Option<String>,
     #[command(flatten)]
     pub filters: EventFilters,
-    /// Only events at or after this time (RFC 3339, such as 2026-11-25T11:00:00Z).
-    #[arg(long, value_name = "RFC3339")]
+    /// Only events at or after this time: RFC 3339 (2026-11-25T11:00:00Z), or that long ago
+    /// (30m, 1h, 2d, 1h30m).
+    #[arg(long, value_name = "TIME|AGO", value_parser = since)]
     pub since: Option<String>,
     /// How many of the newest events to print.
     #[arg(
@@ -77,6 +117,10 @@ pub struct EventsArgs {
 
 pub async fn run(args: EventsArgs) -> Result<i32, CliError> {
     let client = args.server.client();
+    let named = args
+        .at_host
+        .clone()
+        .map(|host| (host, args.of_binary.clone()));
     let mut filters = args.filters;
     filters.host = args.at_host.or(filters.host);
     filters.binary = args.of_binary.or(filters.binary);
@@ -100,6 +144,25 @@ pub async fn run(args: EventsArgs) -> Result<i32, CliError> {
             break;
         }
     }
+    // One rule with `vigil doctor` and `vigil service`: a host (or service) named as an argument
+    // must exist, here as a registered service or in the history; `--host` and the other
+    // options only filter, and may match nothing.
+    if events.is_empty() {
+        if let Some((host, binary)) = named {
+            let mut query = vec![("host", host.clone())];
+            if let Some(binary) = &binary {
+                query.push(("binary", binary.clone()));
+            }
+            if client.list(&query).await?.is_empty() {
+                return Err(CliError::refused(match binary {
+                    Some(binary) => {
+                        format!("no service {binary} on host {host}, and no events of one")
+                    }
+                    None => format!("no service on host {host}, and no events of one"),
+                }));
+            }
+        }
+    }
     if args.json {
         match serde_json::to_string_pretty(&events) {
             Ok(text) => println!("{text}"),
@@ -115,4 +178,27 @@ pub async fn run(args: EventsArgs) -> Result<i32, CliError> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_rfc3339_or_a_duration_ago() {
+        let now = DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let at = |v: &str| since_at(v, now);
+        assert_eq!(at("1h").unwrap(), "2026-11-25T11:00:00.000000Z");
+        assert_eq!(at("30m").unwrap(), "2026-11-25T11:30:00.000000Z");
+        assert_eq!(at("2d").unwrap(), "2026-11-23T12:00:00.000000Z");
+        assert_eq!(at("1h30m").unwrap(), "2026-11-25T10:30:00.000000Z");
+        assert_eq!(
+            at("2026-11-25T13:00:00+01:00").unwrap(),
+            "2026-11-25T12:00:00.000000Z"
+        );
+        assert!(at("yesterday").is_err());
+        assert!(at("-5m").is_err());
+    }
 }

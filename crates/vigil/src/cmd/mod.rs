@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod completions;
 pub mod config;
 pub mod demo;
 pub mod doctor;

@@ -116,7 +116,18 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    vigil_server::serve(listener, config, shutdown_signal()).await?;
+    let local = listener
+        .local_addr()
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    // Readiness and the watchdog under systemd; a no-op elsewhere.
+    let notifier = tokio::spawn(crate::systemd::supervise(local));
+    let served = vigil_server::serve(listener, config, async {
+        shutdown_signal().await;
+        crate::systemd::stopping();
+    })
+    .await;
+    notifier.abort();
+    served?;
     Ok(0)
 }
 

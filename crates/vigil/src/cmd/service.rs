@@ -17,7 +17,7 @@ pub struct ServiceArgs {
 pub enum ServiceCommand {
     /// List services as `cinder service-list` does.
     List(ListArgs),
-    /// Show one service in full (JSON).
+    /// Show one service in full (JSON, with or without --json).
     Show(Target),
     /// Enable a service.
     Enable(Target),
@@ -37,11 +37,11 @@ pub struct ListArgs {
     pub binary: Option<String>,
     #[arg(long)]
     pub zone: Option<String>,
-    /// up or down.
-    #[arg(long)]
+    /// Only services in this state.
+    #[arg(long, value_parser = ["up", "down"])]
     pub state: Option<String>,
-    /// enabled or disabled.
-    #[arg(long)]
+    /// Only services with this status.
+    #[arg(long, value_parser = ["enabled", "disabled"])]
     pub status: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -52,6 +52,9 @@ pub struct ListArgs {
 pub struct Target {
     pub host: String,
     pub binary: String,
+    /// Print the service as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -97,7 +100,10 @@ pub async fn run(args: ServiceArgs) -> Result<i32, CliError> {
                     query.push((key, value));
                 }
             }
-            let services = client.list(&query).await?;
+            let mut services = client.list(&query).await?;
+            // As `cinder service-list` reads: by binary, then host (the server answers in
+            // registration order).
+            services.sort_by(|a, b| (&a.binary, &a.host, a.id).cmp(&(&b.binary, &b.host, b.id)));
             if list.json {
                 print_json(&services);
             } else {
@@ -132,7 +138,12 @@ pub async fn run(args: ServiceArgs) -> Result<i32, CliError> {
         ServiceCommand::Delete(args) => {
             let service = client.find(&args.target.host, &args.target.binary).await?;
             client.delete(service.id, args.force).await?;
-            println!("deleted {} on {}", service.binary, service.host);
+            if args.target.json {
+                // The service as it was just before its deletion.
+                print_json(&service);
+            } else {
+                println!("deleted {} on {}", service.binary, service.host);
+            }
         }
     }
     Ok(0)
@@ -145,7 +156,11 @@ async fn update(
 ) -> Result<(), CliError> {
     let service = client.find(&target.host, &target.binary).await?;
     let service = client.update(service.id, change).await?;
-    println!("{}", table::services(std::slice::from_ref(&service)));
+    if target.json {
+        print_json(&service);
+    } else {
+        println!("{}", table::services(std::slice::from_ref(&service)));
+    }
     Ok(())
 }
 

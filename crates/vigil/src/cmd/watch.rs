@@ -4,17 +4,23 @@
 //! resumable by event id, so when the connection drops (a server restart, a network blip) the
 //! watcher connects again with `Last-Event-ID` set to the last id it printed: nothing is missed,
 //! and anything the server might send twice is dropped here by id, so nothing is repeated.
+//!
+//! The stream is parsed by `eventsource-stream`; the waits between attempts come from `backon`
+//! (exponential, with jitter, reset by each connection that succeeds).
 
 use std::io::Write as _;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures_util::{Stream, StreamExt};
 use reqwest::StatusCode;
 use vigil_proto::{ts, ErrorBody, Event};
 
 use crate::client::{root_cause, CliError, Client, ServerOpts, EXIT_UNREACHABLE};
 use crate::table;
 
-/// First wait before connecting again; doubled after each failure up to [`MAX_BACKOFF`].
+/// First wait before connecting again; about doubled after each failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest wait between attempts: short enough that a restarted server is picked up quickly.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -81,7 +87,7 @@ async fn follow(args: WatchArgs) -> Result<i32, CliError> {
         last_id: args.from,
     };
     let mut connected_once = false;
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = backoff();
     loop {
         match connect(&client, &http, &query, printer.last_id).await {
             Ok(response) => {
@@ -92,7 +98,7 @@ async fn follow(args: WatchArgs) -> Result<i32, CliError> {
                     }
                 }
                 connected_once = true;
-                backoff = MIN_BACKOFF;
+                backoff = self::backoff();
                 match read(response, &mut printer).await {
                     Stop::Done => return Ok(0),
                     Stop::Lost(reason) => {
@@ -105,9 +111,20 @@ async fn follow(args: WatchArgs) -> Result<i32, CliError> {
             Err(ConnectError::Transient(err)) if !connected_once => return Err(err),
             Err(ConnectError::Transient(_)) => {}
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tokio::time::sleep(backoff.next().unwrap_or(MAX_BACKOFF)).await;
     }
+}
+
+/// The waits between connection attempts: 0.5 s, 1 s, 2 s, 4 s, then 5 s, with jitter so that
+/// many watchers of a restarted server do not reconnect in step; never gives up.
+fn backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(MIN_BACKOFF)
+        .with_max_delay(MAX_BACKOFF)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// Opens the stream, resuming after `last_id` when there is one.
@@ -149,10 +166,13 @@ async fn connect(
         return Ok(response);
     }
     let body = response.bytes().await.unwrap_or_default();
-    let message = match serde_json::from_slice::<ErrorBody>(&body) {
+    let mut message = match serde_json::from_slice::<ErrorBody>(&body) {
         Ok(body) => format!("{} ({})", body.error.message, body.error.code),
         Err(_) => format!("server answered {status}"),
     };
+    if let Some(hint) = client.token_hint(status) {
+        message = format!("{message}: {hint}");
+    }
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         Err(ConnectError::Transient(CliError::refused(message)))
     } else {
@@ -160,24 +180,63 @@ async fn connect(
     }
 }
 
+/// Why the bytes of a stream stopped coming.
+#[derive(Debug)]
+enum ReadError {
+    Transport(reqwest::Error),
+    /// A line longer than [`MAX_LINE`]: not a Vigil server, or a broken one.
+    LineTooLong,
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Transport(err) => f.write_str(&root_cause(err)),
+            ReadError::LineTooLong => {
+                write!(f, "a line of the stream is longer than {MAX_LINE} bytes")
+            }
+        }
+    }
+}
+
+/// Passes the body's chunks on, failing once a line grows past [`MAX_LINE`], so that a wrong
+/// server cannot make the parser buffer without end.
+fn bounded_lines<S, B>(chunks: S) -> impl Stream<Item = Result<B, ReadError>>
+where
+    S: Stream<Item = Result<B, ReadError>>,
+    B: AsRef<[u8]>,
+{
+    let mut line = 0usize;
+    chunks.map(move |chunk| {
+        let chunk = chunk?;
+        let bytes = chunk.as_ref();
+        line = match bytes.iter().rposition(|&b| b == b'\n' || b == b'\r') {
+            Some(end) => bytes.len() - end - 1,
+            None => line + bytes.len(),
+        };
+        if line > MAX_LINE {
+            return Err(ReadError::LineTooLong);
+        }
+        Ok(chunk)
+    })
+}
+
 /// Prints the events of one connection until it ends or the watch is over.
-async fn read(mut response: reqwest::Response, printer: &mut Printer) -> Stop {
-    let mut parser = SseParser::default();
+async fn read(response: reqwest::Response, printer: &mut Printer) -> Stop {
+    let chunks = response
+        .bytes_stream()
+        .map(|chunk| chunk.map_err(ReadError::Transport));
+    let mut events = std::pin::pin!(bounded_lines(chunks).eventsource());
     loop {
-        let chunk = match tokio::time::timeout(SILENCE, response.chunk()).await {
-            Ok(Ok(Some(chunk))) => chunk,
-            Ok(Ok(None)) => return Stop::Lost("the server closed it".into()),
-            Ok(Err(err)) => return Stop::Lost(root_cause(&err)),
+        let event = match tokio::time::timeout(SILENCE, events.next()).await {
+            Ok(Some(Ok(event))) => event,
+            Ok(None) => return Stop::Lost("the server closed it".into()),
+            Ok(Some(Err(EventStreamError::Transport(err)))) => return Stop::Lost(err.to_string()),
+            Ok(Some(Err(err))) => return Stop::Lost(format!("unreadable stream: {err}")),
             Err(_) => return Stop::Lost(format!("nothing heard for {} s", SILENCE.as_secs())),
         };
-        let messages = match parser.push(&chunk) {
-            Ok(messages) => messages,
-            Err(err) => return Stop::Lost(err),
-        };
-        for message in messages {
-            if printer.print(&message).is_break() {
-                return Stop::Done;
-            }
+        if printer.print(&event.id, &event.data).is_break() {
+            return Stop::Done;
         }
     }
 }
@@ -192,19 +251,16 @@ struct Printer {
 }
 
 impl Printer {
-    /// Prints one message; `Break` when the watch is over.
-    fn print(&mut self, message: &SseMessage) -> std::ops::ControlFlow<()> {
+    /// Prints one message (its `id:` and `data:`); `Break` when the watch is over.
+    fn print(&mut self, id: &str, data: &str) -> std::ops::ControlFlow<()> {
         use std::ops::ControlFlow::{Break, Continue};
-        let id = message
-            .id
-            .as_deref()
-            .and_then(|id| id.trim().parse::<i64>().ok());
+        let id = id.trim().parse::<i64>().ok();
         if let (Some(id), Some(last)) = (id, self.last_id) {
             if id <= last {
                 return Continue(());
             }
         }
-        let event: Event = match serde_json::from_str(&message.data) {
+        let event: Event = match serde_json::from_str(data) {
             Ok(event) => event,
             Err(err) => {
                 eprintln!("vigil: skipping a message that is not an event: {err}");
@@ -244,152 +300,82 @@ fn line(event: &Event) -> String {
     line.trim_end().to_string()
 }
 
-/// One dispatched Server-Sent Event.
-#[derive(Debug, Default, PartialEq)]
-struct SseMessage {
-    /// The last `id:` seen so far, in this event or an earlier one (as the standard says).
-    id: Option<String>,
-    event: Option<String>,
-    data: String,
-}
-
-/// Incremental parser of a `text/event-stream` body, as the HTML standard specifies it: lines
-/// end with CRLF, LF or CR (which may straddle chunks); `:` starts a comment (keep-alives);
-/// `data:` lines accumulate; a blank line dispatches the event, unless it had no data.
-#[derive(Debug, Default)]
-struct SseParser {
-    /// Bytes of the line not yet ended.
-    line: Vec<u8>,
-    /// The previous chunk ended with CR: an LF starting this one belongs to it.
-    after_cr: bool,
-    /// The last event id; unlike the other fields it outlives the event that set it.
-    last_id: Option<String>,
-    event: Option<String>,
-    data: String,
-    has_data: bool,
-}
-
-impl SseParser {
-    /// Feeds a chunk; returns the events it completed.
-    fn push(&mut self, chunk: &[u8]) -> Result<Vec<SseMessage>, String> {
-        let mut messages = Vec::new();
-        let mut bytes = chunk;
-        if self.after_cr {
-            self.after_cr = false;
-            if let Some(rest) = bytes.strip_prefix(b"\n") {
-                bytes = rest;
-            }
-        }
-        while let Some(end) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
-            self.line.extend_from_slice(&bytes[..end]);
-            let line = String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned();
-            if let Some(message) = self.line_ended(&line) {
-                messages.push(message);
-            }
-            let crlf = bytes[end] == b'\r' && bytes.get(end + 1) == Some(&b'\n');
-            if bytes[end] == b'\r' && end + 1 == bytes.len() {
-                self.after_cr = true;
-            }
-            bytes = &bytes[end + if crlf { 2 } else { 1 }..];
-        }
-        self.line.extend_from_slice(bytes);
-        if self.line.len() > MAX_LINE {
-            return Err(format!(
-                "a line of the stream is longer than {MAX_LINE} bytes"
-            ));
-        }
-        Ok(messages)
-    }
-
-    fn line_ended(&mut self, line: &str) -> Option<SseMessage> {
-        if line.is_empty() {
-            let event = self.event.take();
-            let data = std::mem::take(&mut self.data);
-            return std::mem::take(&mut self.has_data).then(|| SseMessage {
-                id: self.last_id.clone(),
-                event,
-                data,
-            });
-        }
-        if line.starts_with(':') {
-            return None;
-        }
-        let (field, value) = match line.split_once(':') {
-            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-            None => (line, ""),
-        };
-        match field {
-            "data" => {
-                if self.has_data {
-                    self.data.push('\n');
-                }
-                self.data.push_str(value);
-                self.has_data = true;
-            }
-            "event" => self.event = Some(value.to_string()),
-            "id" if !value.contains('\0') => self.last_id = Some(value.to_string()),
-            _ => {}
-        }
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse_in_pieces(text: &str, piece: usize) -> Vec<SseMessage> {
-        let mut parser = SseParser::default();
-        let mut messages = Vec::new();
-        for chunk in text.as_bytes().chunks(piece) {
-            messages.extend(parser.push(chunk).unwrap());
-        }
-        messages
+    /// (id, event, data) of each event the parser gives for `text` cut into `piece`-byte chunks.
+    async fn parse_in_pieces(text: &str, piece: usize) -> Vec<(String, String, String)> {
+        let chunks: Vec<Result<Vec<u8>, ReadError>> = text
+            .as_bytes()
+            .chunks(piece)
+            .map(|c| Ok(c.to_vec()))
+            .collect();
+        let stream = bounded_lines(futures_util::stream::iter(chunks)).eventsource();
+        stream
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.id, e.event, e.data)
+            })
+            .collect()
     }
 
-    #[test]
-    fn events_keep_alives_and_multi_line_data_in_any_chunking() {
+    #[tokio::test]
+    async fn events_keep_alives_and_multi_line_data_in_any_chunking() {
+        // LF and CRLF line ends (the server sends LF), comments as keep-alives, data over two
+        // lines, an id that stays for the events after it.
         let text = ": keep-alive\n\nid: 7\nevent: down\ndata: {\"a\":\ndata:1}\n\n\
-                    :\r\nid:8\r\ndata: x\r\n\r\nid: 9\rdata: y\r\r";
+                    :\r\nid:8\r\ndata: x\r\n\r\ndata: y\n\n";
         let expected = vec![
-            SseMessage {
-                id: Some("7".into()),
-                event: Some("down".into()),
-                data: "{\"a\":\n1}".into(),
-            },
-            SseMessage {
-                id: Some("8".into()),
-                event: None,
-                data: "x".into(),
-            },
-            SseMessage {
-                id: Some("9".into()),
-                event: None,
-                data: "y".into(),
-            },
+            (
+                "7".to_string(),
+                "down".to_string(),
+                "{\"a\":\n1}".to_string(),
+            ),
+            ("8".to_string(), "message".to_string(), "x".to_string()),
+            ("8".to_string(), "message".to_string(), "y".to_string()),
         ];
         for piece in 1..=text.len() {
-            assert_eq!(parse_in_pieces(text, piece), expected, "pieces of {piece}");
+            assert_eq!(
+                parse_in_pieces(text, piece).await,
+                expected,
+                "pieces of {piece}"
+            );
         }
     }
 
-    #[test]
-    fn an_event_without_data_is_not_dispatched_but_its_id_is_kept() {
-        assert!(parse_in_pieces("id: 3\ndata: x\n", 4).is_empty());
-        assert_eq!(
-            parse_in_pieces("id: 3\nevent: up\n\ndata\n\n", 2),
-            vec![SseMessage {
-                id: Some("3".into()),
-                event: None,
-                data: String::new(),
-            }]
-        );
+    #[tokio::test]
+    async fn an_endless_line_is_refused() {
+        let chunks: Vec<Result<Vec<u8>, ReadError>> =
+            vec![Ok(b"data: ".to_vec()), Ok(vec![b'x'; MAX_LINE])];
+        let results: Vec<_> = bounded_lines(futures_util::stream::iter(chunks))
+            .collect::<Vec<_>>()
+            .await;
+        assert!(results[0].is_ok());
+        assert!(matches!(results[1], Err(ReadError::LineTooLong)));
+        // Long lines that end are fine.
+        let mut ok = vec![b'x'; MAX_LINE - 1];
+        ok.push(b'\n');
+        let chunks: Vec<Result<Vec<u8>, ReadError>> = vec![Ok(ok.clone()), Ok(ok)];
+        let results: Vec<_> = bounded_lines(futures_util::stream::iter(chunks))
+            .collect::<Vec<_>>()
+            .await;
+        assert!(results.iter().all(Result::is_ok));
     }
 
     #[test]
-    fn an_endless_line_is_refused() {
-        let mut parser = SseParser::default();
-        assert!(parser.push(&vec![b'x'; MAX_LINE + 1]).is_err());
+    fn the_backoff_grows_to_its_ceiling_and_never_ends() {
+        let waits: Vec<Duration> = backoff().take(20).collect();
+        assert_eq!(waits.len(), 20);
+        assert!(
+            waits[0] >= MIN_BACKOFF && waits[0] < MIN_BACKOFF * 2,
+            "{waits:?}"
+        );
+        assert!(waits.iter().all(|w| *w <= MAX_BACKOFF * 2), "{waits:?}");
+        assert!(waits[10..].iter().all(|w| *w >= MAX_BACKOFF), "{waits:?}");
     }
 
     #[test]

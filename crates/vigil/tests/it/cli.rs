@@ -52,7 +52,7 @@ impl Drop for ServerProcess {
     }
 }
 
-fn vigil(args: &[&str], data_dir: &Path, url: &str) -> Output {
+pub(crate) fn vigil(args: &[&str], data_dir: &Path, url: &str) -> Output {
     Command::new(VIGIL)
         .args(args)
         .arg("--server")
@@ -64,11 +64,11 @@ fn vigil(args: &[&str], data_dir: &Path, url: &str) -> Output {
         .expect("run vigil")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn register(url: &str, host: &str, binary: &str) {
+pub(crate) fn register(url: &str, host: &str, binary: &str) {
     let body = serde_json::json!({"host": host, "binary": binary, "report_interval": 0.2});
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -398,6 +398,18 @@ fn the_demo_shows_a_service_going_down_and_cleans_up() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
+    // It starts clean: the first line is the demo's own, and stderr has only the demo's note
+    // that a 2 s service_down_time is short for its 1 s beats, no log line of the server.
+    assert!(stdout.starts_with("vigil demo at"), "{stdout}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.lines().all(|l| l.starts_with("vigil demo: ")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("ERROR") && !stderr.contains("WARN"),
+        "{stderr}"
+    );
     let last_table = stdout.rsplit("vigil demo at").next().unwrap();
     assert_eq!(last_table.matches("| down ").count(), 1, "{stdout}");
     assert_eq!(last_table.matches("| up ").count(), 11, "{stdout}");

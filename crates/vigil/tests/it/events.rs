@@ -349,10 +349,11 @@ fn events_prints_the_history_newest_first_and_filters_it() {
         "a hint that there is more"
     );
 
+    // An unknown kind is refused before any request, as a usage error like the others.
     let out = vigil(&["events", "--kind", "bogus"], dir.path(), url);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).starts_with("vigil: kind must be one of"),
+        text(&out.stderr).contains("invalid value 'bogus' for '--kind"),
         "{}",
         text(&out.stderr)
     );

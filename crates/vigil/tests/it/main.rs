@@ -6,3 +6,5 @@ mod doctor;
 mod events;
 mod failover;
 mod faults;
+mod packaging;
+mod rough_edges;

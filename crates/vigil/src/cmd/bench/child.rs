@@ -285,9 +285,12 @@ impl ServerChild {
 
     /// SIGTERM, so that the server drains and flushes as in production; killed after a minute.
     pub async fn stop(mut self) {
-        // SAFETY: kill(2) on our own child's pid, which is not reaped before `wait` below.
-        unsafe {
-            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
+        // Our own child's pid, which is not reaped before `wait` below.
+        if let Ok(pid) = i32::try_from(self.pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
         if tokio::time::timeout(Duration::from_secs(60), self.child.wait())
             .await
