@@ -35,6 +35,48 @@ pub const TICK: Duration = Duration::from_millis(100);
 #[derive(Default)]
 pub struct Detector {
     wheel: Mutex<BTreeMap<i64, Vec<Arc<Entry>>>>,
+    stalls: StallWatch,
+}
+
+/// When this process was last seen running, on the monotonic and the local wall clock.
+struct StallWatch {
+    last: Mutex<(std::time::Instant, DateTime<Utc>)>,
+}
+
+impl Default for StallWatch {
+    fn default() -> Self {
+        StallWatch {
+            last: Mutex::new((std::time::Instant::now(), Utc::now())),
+        }
+    }
+}
+
+impl StallWatch {
+    /// Opens a grace period when the process was away (not running) for over [`PAUSE`]
+    /// since anyone last looked. Checked every [`TICK`] by [`watch_pauses`], which waits on
+    /// nothing but a timer, and by the detector before each tick, so that no down is declared
+    /// before a stall is noticed; a detector that was itself waiting for the database sees
+    /// the watch's recent look, not a stall.
+    fn check(&self, app: &App) {
+        let mono = std::time::Instant::now();
+        let wall = app.clock.local_now();
+        let away = {
+            let mut last = self.last.lock();
+            let by_wall = (wall - last.1).to_std().unwrap_or_default();
+            let away = mono.saturating_duration_since(last.0).max(by_wall);
+            *last = (mono, wall);
+            away
+        };
+        if away > TICK + PAUSE {
+            let now = app.clock.now();
+            let since = now - TimeDelta::from_std(away).unwrap_or_default();
+            tracing::warn!(
+                paused_s = away.as_secs_f64(),
+                "the server stalled (paused process, stopped VM, clock stepped); services get a grace period before they count as down"
+            );
+            app.registry.liveness.set_gap(since, now);
+        }
+    }
 }
 
 fn bucket(at: DateTime<Utc>) -> i64 {
@@ -190,28 +232,12 @@ const PAUSE: Duration = Duration::from_secs(1);
 /// after every outage and delayed real downs). Both the monotonic clock (which runs through a
 /// SIGSTOP) and the local wall clock (which also runs through a suspended machine) are watched.
 pub async fn watch_pauses(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    let mut last_mono = std::time::Instant::now();
-    let mut last_wall = app.clock.local_now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
             _ = shutdown.changed() => return,
         }
-        let mono = std::time::Instant::now();
-        let wall = app.clock.local_now();
-        let by_wall = (wall - last_wall).to_std().unwrap_or_default();
-        let away = (mono - last_mono).max(by_wall);
-        last_mono = mono;
-        last_wall = wall;
-        if away > TICK + PAUSE {
-            let now = app.clock.now();
-            let since = now - TimeDelta::from_std(away).unwrap_or_default();
-            tracing::warn!(
-                paused_s = away.as_secs_f64(),
-                "the server stalled (paused process, stopped VM, clock stepped); services get a grace period before they count as down"
-            );
-            app.registry.liveness.set_gap(since, now);
-        }
+        app.detector.stalls.check(&app);
     }
 }
 
@@ -292,6 +318,7 @@ async fn lead(
                 return true;
             }
         }
+        app.detector.stalls.check(app);
         tick(app, app.clock.now());
         if !write_queued(app, lease, queue).await {
             return false;
