@@ -16,29 +16,7 @@ use crate::registry::{Beat, ListFilter, Registry};
 use crate::store::{AdminChange, EventKind, NewEvent, NewService, Store, StoreError};
 use crate::validate;
 
-/// Why an operation failed, independent of the API that reports it.
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    #[error("{message}")]
-    Invalid { code: String, message: String },
-    #[error("service {0} not found")]
-    NotFound(i64),
-    #[error("service {host}/{binary} is up; stop it first or delete with force")]
-    ServiceUp { host: String, binary: String },
-    #[error("database unavailable: {0}")]
-    DatabaseUnavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl From<StoreError> for AppError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::Unavailable(reason) => AppError::DatabaseUnavailable(reason),
-            StoreError::Other(reason) => AppError::Internal(reason),
-        }
-    }
-}
+pub use crate::error::AppError;
 
 /// Whether the database takes writes, as the last write showed (a flush, a registration, an
 /// admin change, or a readiness probe). Kept in memory so that `/readyz` and reads answer at

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::store::ClockSample;
+use crate::model::ClockSample;
 
 /// Wall clock with a correction, in microseconds.
 #[derive(Debug, Default)]

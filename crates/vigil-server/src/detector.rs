@@ -142,13 +142,12 @@ pub fn next_visit(app: &App, slot: &crate::registry::Slot, now: DateTime<Utc>) -
         .suspect_after(app.registry.liveness.phi_threshold)
     {
         Some(after) => {
-            let at = last_seen + TimeDelta::microseconds((after * 1e6) as i64);
+            let at = last_seen + crate::model::delta(after);
             at.min(deadline)
         }
         // Too few gaps to judge yet: look again once there should be enough.
         None => {
-            let soon = last_seen
-                + TimeDelta::microseconds((4.0 * slot.record.report_interval * 1e6) as i64);
+            let soon = last_seen + crate::model::delta(4.0 * slot.record.report_interval);
             if soon > now {
                 soon.min(deadline)
             } else {

@@ -13,10 +13,11 @@
 //! checked and a client can tell "checked and fine" from "not checked".
 
 use chrono::{DateTime, TimeDelta, Utc};
-use vigil_proto::{Diagnosis, Event, Finding, Severity};
+use vigil_proto::{Diagnosis, Finding, Severity};
 
 use crate::app::{App, AppError};
 use crate::config::Config;
+use crate::model::{Event, RegistrationReason};
 use crate::registry::seconds;
 use crate::stats::BeatStats;
 use crate::store::{EventFilter, EventKind, ServiceRecord};
@@ -35,9 +36,6 @@ pub const MISSED_FACTOR: f64 = 1.5;
 /// Clock offsets up to this many seconds are harmless everywhere; beyond it logs on the host
 /// stop lining up with other hosts' and certificate and token lifetimes go wrong.
 pub const CLOCK_WARNING_S: f64 = 1.0;
-
-/// The reason the store gives a registration of an existing service.
-const STARTED_AGAIN: &str = "reporter started again";
 
 /// Everything one diagnosis looks at, gathered by [`App::diagnose`].
 pub struct Inputs<'a> {
@@ -537,8 +535,9 @@ fn restarts(inputs: &Inputs) -> Finding {
     let starts: Vec<&Event> = history
         .iter()
         .filter(|e| {
-            e.kind == EventKind::Registered.as_str()
-                && e.reason.as_deref() == Some(STARTED_AGAIN)
+            e.kind == EventKind::Registered
+                && e.reason.as_deref().and_then(RegistrationReason::parse)
+                    == Some(RegistrationReason::StartedAgain)
                 && e.at >= since
         })
         .collect();
@@ -675,7 +674,7 @@ fn latest(inputs: &Inputs, kind: EventKind) -> Option<String> {
     let history = inputs.history.ok()?;
     history
         .iter()
-        .filter(|e| e.kind == kind.as_str())
+        .filter(|e| e.kind == kind)
         .map(|e| e.at)
         .max()
         .map(|at| format!(" at {}", stamp(at)))
@@ -942,14 +941,17 @@ mod tests {
             service_id: 1,
             host: "node-1".into(),
             binary: "cinder-volume".into(),
-            kind: "registered".into(),
+            kind: EventKind::Registered,
             at,
             reason: Some(reason.into()),
             last_seen: None,
             threshold_s: None,
         };
         let now = t(3_600_000);
-        let mut history = vec![event(t(0), "new service"), event(t(1_000), STARTED_AGAIN)];
+        let mut history = vec![
+            event(t(0), RegistrationReason::NewService.as_str()),
+            event(t(1_000), RegistrationReason::StartedAgain.as_str()),
+        ];
         let r = record(10.0);
         let stats = BeatStats::default();
         let restarts_with = |history: &[Event]| {
@@ -963,7 +965,10 @@ mod tests {
             .severity
         };
         for minute in 0..3 {
-            history.push(event(now - TimeDelta::minutes(minute), STARTED_AGAIN));
+            history.push(event(
+                now - TimeDelta::minutes(minute),
+                RegistrationReason::StartedAgain.as_str(),
+            ));
         }
         assert_eq!(restarts_with(&history), Severity::Error);
         assert_eq!(restarts_with(&history[..4]), Severity::Ok);

@@ -16,9 +16,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::model::Event;
 use parking_lot::RwLock;
 use tokio::sync::{mpsc, watch};
-use vigil_proto::Event;
 
 use crate::store::{EventFilter, NewEvent};
 
@@ -163,7 +163,7 @@ pub fn passes(filter: &EventFilter, event: &Event) -> bool {
     filter.service_id.is_none_or(|id| id == event.service_id)
         && filter.host.as_ref().is_none_or(|h| *h == event.host)
         && filter.binary.as_ref().is_none_or(|b| *b == event.binary)
-        && filter.kind.is_none_or(|k| k.as_str() == event.kind)
+        && filter.kind.is_none_or(|k| k == event.kind)
 }
 
 /// The feed: reads new events from the database when woken and once a second, into the
@@ -256,7 +256,11 @@ mod tests {
             service_id: id % 3,
             host: format!("h{}", id % 3),
             binary: "b".into(),
-            kind: if id % 2 == 0 { "down" } else { "up" }.into(),
+            kind: if id % 2 == 0 {
+                EventKind::Down
+            } else {
+                EventKind::Up
+            },
             at: chrono::DateTime::from_timestamp(1_700_000_000 + id, 0).unwrap(),
             reason: None,
             last_seen: None,

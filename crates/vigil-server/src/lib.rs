@@ -8,7 +8,9 @@
 //!
 //! # Layout
 //! - [`config`]: settings, defaults, the commented default file.
+//! - `error`: why an operation failed (`AppError`), whichever API asked.
 //! - [`app`]: the operations (register, heartbeat, list, change, delete) both APIs call.
+//! - `model`: the domain's types (services, events and their kinds), apart from wire and SQL.
 //! - [`registry`]: the in-memory table, the hot path (`id_table`: its by-id index).
 //! - [`liveness`]: the up/down rule and the grace after a gap.
 //! - [`stats`]: per-service heartbeat timing (suspicion, clock offset).
@@ -41,11 +43,13 @@ mod clock;
 pub mod config;
 mod detector;
 mod doctor;
+mod error;
 mod events;
 mod flusher;
 mod http;
 mod id_table;
 mod liveness;
+mod model;
 mod registry;
 mod replica;
 mod stats;

@@ -15,7 +15,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use parking_lot::RwLock;
 
-use crate::store::ServiceRecord;
+use crate::model::ServiceRecord;
 
 /// A period in which the server was not watching.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,14 +37,14 @@ pub struct Liveness {
 impl Liveness {
     pub fn new(service_down_time_s: f64, phi_threshold: f64) -> Liveness {
         Liveness {
-            service_down_time: TimeDelta::microseconds((service_down_time_s * 1e6) as i64),
+            service_down_time: crate::model::delta(service_down_time_s),
             phi_threshold,
             gap: RwLock::new(None),
         }
     }
 
     pub fn service_down_time_s(&self) -> f64 {
-        crate::registry::seconds(self.service_down_time)
+        crate::model::seconds(self.service_down_time)
     }
 
     /// Records that the server was not watching from `last_alive` to `resumed_at`.

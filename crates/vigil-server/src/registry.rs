@@ -8,13 +8,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, RwLock};
 
 use crate::id_table::IdTable;
 use crate::liveness::Liveness;
+use crate::model::{BeatFlush, Name, ServiceRecord};
 use crate::stats::BeatStats;
-use crate::store::{BeatFlush, Name, ServiceRecord};
 
 /// One service in memory.
 pub struct Entry {
@@ -49,15 +49,7 @@ impl Entry {
     }
 }
 
-/// What a reporter sends with a beat, as the registry needs it.
-#[derive(Debug, Clone, Default)]
-pub struct Beat {
-    pub zone: Option<String>,
-    pub sent_at: Option<DateTime<Utc>>,
-    pub last_rtt_s: Option<f64>,
-    pub overrun_s: Option<f64>,
-    pub last_error: Option<String>,
-}
+pub use crate::model::Beat;
 
 /// Result of a heartbeat.
 #[derive(Debug, Clone, PartialEq)]
@@ -400,6 +392,4 @@ impl Slot {
 }
 
 /// A signed duration in seconds.
-pub fn seconds(delta: TimeDelta) -> f64 {
-    delta.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6
-}
+pub use crate::model::seconds;

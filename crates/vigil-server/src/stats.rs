@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::registry::{seconds, Beat};
+use crate::model::{seconds, Beat};
 
 /// How many recent gaps are kept.
 pub const GAP_WINDOW: usize = 32;
@@ -185,7 +185,7 @@ mod tests {
         let after = stats.suspect_after(8.0).unwrap();
         assert!(after > 1.0 && after < 3.0, "{after}");
         let last = at(9000);
-        let crossing = last + TimeDelta::microseconds((after * 1e6) as i64);
+        let crossing = last + crate::model::delta(after);
         let phi = stats.phi(crossing, last).unwrap();
         assert!((phi - 8.0).abs() < 0.05, "{phi}");
     }

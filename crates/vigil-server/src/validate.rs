@@ -3,7 +3,7 @@
 
 use vigil_proto::{MAX_FIELD_LEN, REPORT_INTERVAL_RANGE};
 
-use crate::app::AppError;
+use crate::error::AppError;
 
 fn invalid(field: &str, message: String) -> AppError {
     AppError::Invalid {

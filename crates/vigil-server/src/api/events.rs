@@ -14,7 +14,9 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
-use vigil_proto::{Event, EventList};
+use vigil_proto::EventList;
+
+use crate::model::Event;
 
 use super::error::ApiError;
 use super::extract::{Query, ServiceId};
@@ -98,9 +100,24 @@ async fn page(app: &App, filter: EventFilter) -> Result<EventList, ApiError> {
         None
     };
     Ok(EventList {
-        events,
+        events: events.into_iter().map(event_json).collect(),
         next_before,
     })
+}
+
+/// An event as the API shows it.
+pub(crate) fn event_json(event: Event) -> vigil_proto::Event {
+    vigil_proto::Event {
+        id: event.id,
+        service_id: event.service_id,
+        host: event.host,
+        binary: event.binary,
+        kind: event.kind.as_str().into(),
+        at: event.at,
+        reason: event.reason,
+        last_seen: event.last_seen,
+        threshold_s: event.threshold_s,
+    }
 }
 
 pub async fn list(
@@ -185,8 +202,8 @@ pub async fn stream(
                     state.cursor = event.id;
                     let sse = SseEvent::default()
                         .id(event.id.to_string())
-                        .event(event.kind.clone())
-                        .json_data(&event)
+                        .event(event.kind.as_str())
+                        .json_data(event_json(event))
                         .unwrap_or_else(|_| SseEvent::default().comment("unserializable event"));
                     return Some((Ok(sse), state));
                 }

@@ -18,8 +18,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder};
 
 use super::{
-    AdminChange, BeatFlush, BeatState, EventFilter, EventKind, EventsFor, NewEvent, NewService,
-    ServiceRecord, Store, StoreError, StoreResult,
+    AdminChange, BeatFlush, BeatState, Event, EventFilter, EventKind, EventsFor, NewEvent,
+    NewService, RegistrationReason, ServiceRecord, Store, StoreError, StoreResult,
 };
 
 /// How long a call waits for a connection before it reports the database `Unavailable`: short,
@@ -144,19 +144,21 @@ struct EventRow {
     threshold_s: Option<f64>,
 }
 
-impl From<EventRow> for vigil_proto::Event {
-    fn from(row: EventRow) -> Self {
-        vigil_proto::Event {
-            id: row.id,
-            service_id: row.service_id,
-            host: row.host,
-            binary: row.binary,
-            kind: row.kind,
-            at: row.at,
-            reason: row.reason,
-            last_seen: row.last_seen,
-            threshold_s: row.threshold_s,
-        }
+impl EventRow {
+    /// The model's event; `None` for a kind this version does not know (written by a newer
+    /// one sharing the database).
+    fn into_event(self) -> Option<Event> {
+        Some(Event {
+            id: self.id,
+            service_id: self.service_id,
+            host: self.host,
+            binary: self.binary,
+            kind: EventKind::parse(&self.kind)?,
+            at: self.at,
+            reason: self.reason,
+            last_seen: self.last_seen,
+            threshold_s: self.threshold_s,
+        })
     }
 }
 
@@ -555,14 +557,7 @@ impl Store for PostgresStore {
             .await?
             .ok_or_else(|| StoreError::Other(format!("service {id} vanished while registering")))?;
         let mut event = NewEvent::about(&record, EventKind::Registered, at);
-        event.reason = Some(
-            if created {
-                "new service"
-            } else {
-                "reporter started again"
-            }
-            .into(),
-        );
+        event.reason = Some(RegistrationReason::new(created).as_str().into());
         insert_events(&mut tx, self.keys.write, &[event]).await?;
         tx.commit().await?;
         Ok((record, created))
@@ -693,7 +688,7 @@ impl Store for PostgresStore {
         Ok(ids)
     }
 
-    async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<vigil_proto::Event>> {
+    async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>> {
         let mut query: QueryBuilder<Postgres> = QueryBuilder::new(
             r#"SELECT id, service_id, host, "binary", kind, at, reason, last_seen, threshold_s
                FROM events WHERE TRUE"#,
@@ -725,7 +720,7 @@ impl Store for PostgresStore {
         };
         query.push(" LIMIT ").push_bind(filter.limit);
         let rows: Vec<EventRow> = query.build_query_as().fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        Ok(rows.into_iter().filter_map(EventRow::into_event).collect())
     }
 
     async fn prune_events(&self, before: DateTime<Utc>) -> StoreResult<u64> {

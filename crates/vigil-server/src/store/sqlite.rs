@@ -17,8 +17,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use super::{
-    AdminChange, BeatFlush, EventFilter, EventKind, EventsFor, Name, NewEvent, NewService,
-    ServiceRecord, Store, StoreError, StoreResult,
+    AdminChange, BeatFlush, Event, EventFilter, EventKind, EventsFor, Name, NewEvent, NewService,
+    RegistrationReason, ServiceRecord, Store, StoreError, StoreResult,
 };
 
 /// SQLite implementation of [`Store`].
@@ -237,19 +237,21 @@ struct EventRow {
     threshold_s: Option<f64>,
 }
 
-impl From<EventRow> for vigil_proto::Event {
-    fn from(row: EventRow) -> Self {
-        vigil_proto::Event {
-            id: row.id,
-            service_id: row.service_id,
-            host: row.host,
-            binary: row.binary,
-            kind: row.kind,
-            at: from_micros(row.at),
-            reason: row.reason,
-            last_seen: row.last_seen.map(from_micros),
-            threshold_s: row.threshold_s,
-        }
+impl EventRow {
+    /// The model's event; `None` for a kind this version does not know (written by a newer
+    /// one sharing the database).
+    fn into_event(self) -> Option<Event> {
+        Some(Event {
+            id: self.id,
+            service_id: self.service_id,
+            host: self.host,
+            binary: self.binary,
+            kind: EventKind::parse(&self.kind)?,
+            at: from_micros(self.at),
+            reason: self.reason,
+            last_seen: self.last_seen.map(from_micros),
+            threshold_s: self.threshold_s,
+        })
     }
 }
 
@@ -466,14 +468,7 @@ impl Store for SqliteStore {
             .await?
             .ok_or_else(|| StoreError::Other(format!("service {id} vanished while registering")))?;
         let mut event = NewEvent::about(&record, super::EventKind::Registered, at);
-        event.reason = Some(
-            if created {
-                "new service"
-            } else {
-                "reporter started again"
-            }
-            .into(),
-        );
+        event.reason = Some(RegistrationReason::new(created).as_str().into());
         Self::insert_events(tx.conn(), &[event]).await?;
         tx.commit().await?;
         Ok((record, created))
@@ -592,7 +587,7 @@ impl Store for SqliteStore {
         Ok(ids)
     }
 
-    async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<vigil_proto::Event>> {
+    async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>> {
         let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
             r#"SELECT id, service_id, host, "binary", kind, at, reason, last_seen, threshold_s
                FROM events WHERE 1 = 1"#,
@@ -624,7 +619,7 @@ impl Store for SqliteStore {
         };
         query.push(" LIMIT ").push_bind(filter.limit);
         let rows: Vec<EventRow> = query.build_query_as().fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        Ok(rows.into_iter().filter_map(EventRow::into_event).collect())
     }
 
     async fn prune_events(&self, before: DateTime<Utc>) -> StoreResult<u64> {

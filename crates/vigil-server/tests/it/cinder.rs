@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use vigil_server::store::{EventFilter, SqliteStore, Store};
+use vigil_server::store::{EventFilter, EventKind, SqliteStore, Store};
 
 use crate::harness::{eventually, temp_dir, Backend, TestServer, TOKEN};
 
@@ -643,7 +643,7 @@ async fn freeze_and_thaw_mark_every_service_of_the_host() {
         .unwrap();
     let mut kinds: Vec<(i64, &str)> = events
         .iter()
-        .filter(|e| e.kind != "registered")
+        .filter(|e| e.kind != EventKind::Registered)
         .map(|e| (e.service_id, e.kind.as_str()))
         .collect();
     kinds.sort();

@@ -1,0 +1,28 @@
+//! Why an operation failed, independent of the API that reports it (each front end maps it to
+//! its own error body).
+
+use crate::store::StoreError;
+
+/// Why an operation failed, independent of the API that reports it.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{message}")]
+    Invalid { code: String, message: String },
+    #[error("service {0} not found")]
+    NotFound(i64),
+    #[error("service {host}/{binary} is up; stop it first or delete with force")]
+    ServiceUp { host: String, binary: String },
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for AppError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(reason) => AppError::DatabaseUnavailable(reason),
+            StoreError::Other(reason) => AppError::Internal(reason),
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The domain's own types, apart from the wire (`vigil_proto`, converted in `api/` and
+//! `cinder/` only) and from SQL (`store/`): a service, what a reporter declares, an admin
+//! change, heartbeats, events and their kinds, and the one conversion of durations.
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+/// A short text kept per service: stored inline up to 24 bytes (host names, binaries, zones,
+/// topics and versions nearly always fit), so a million services hold no heap allocation for
+/// them, and the hot path compares a heartbeat's zone without a cache miss.
+pub type Name = compact_str::CompactString;
+
+/// A service as stored (row type; the JSON type is `vigil_proto::Service`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceRecord {
+    pub id: i64,
+    pub host: Name,
+    pub binary: Name,
+    pub topic: Option<Name>,
+    pub zone: Name,
+    pub disabled: bool,
+    pub disabled_reason: Option<String>,
+    pub forced_down: bool,
+    pub frozen: bool,
+    pub report_count: i64,
+    pub report_interval: f64,
+    pub version: Option<Name>,
+    pub created_at: DateTime<Utc>,
+    /// Server receipt time of the newest heartbeat (Cinder's `updated_at`).
+    pub updated_at: Option<DateTime<Utc>>,
+    pub modified_at: Option<DateTime<Utc>>,
+    /// Position of this row's last write in the change feed of a shared database (0 on an
+    /// unshared one): a replica never lets an older read undo a newer write.
+    pub row_version: i64,
+}
+
+/// What a reporter declares when it registers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewService {
+    pub host: String,
+    pub binary: String,
+    pub topic: Option<String>,
+    pub zone: String,
+    pub report_interval: f64,
+    pub version: Option<String>,
+}
+
+/// An admin change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AdminChange {
+    pub disabled: Option<bool>,
+    /// `Some(None)` clears the reason.
+    pub disabled_reason: Option<Option<String>>,
+    pub forced_down: Option<bool>,
+    pub frozen: Option<bool>,
+}
+
+/// Heartbeats of one service received since the last flush.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BeatFlush {
+    pub id: i64,
+    /// Newest receipt time; the store keeps the later of this and what it has, so replicas
+    /// flushing out of order never move a service back in time.
+    pub updated_at: DateTime<Utc>,
+    /// Heartbeats counted since the last flush; added to the stored `report_count`.
+    pub report_count_delta: i64,
+    pub zone: Option<String>,
+}
+
+/// A service's heartbeat fields as a database holds them, read back by other replicas.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BeatState {
+    pub id: i64,
+    pub updated_at: Option<DateTime<Utc>>,
+    /// The stored count: every replica's flushed heartbeats.
+    pub report_count: i64,
+}
+
+/// Kinds of events; the strings are the API's and the database's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Registered,
+    Down,
+    Up,
+    Disabled,
+    Enabled,
+    ForcedDown,
+    Unforced,
+    Deleted,
+    Suspect,
+    Frozen,
+    Thawed,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 11] = [
+        EventKind::Registered,
+        EventKind::Down,
+        EventKind::Up,
+        EventKind::Disabled,
+        EventKind::Enabled,
+        EventKind::ForcedDown,
+        EventKind::Unforced,
+        EventKind::Deleted,
+        EventKind::Suspect,
+        EventKind::Frozen,
+        EventKind::Thawed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Registered => "registered",
+            EventKind::Down => "down",
+            EventKind::Up => "up",
+            EventKind::Disabled => "disabled",
+            EventKind::Enabled => "enabled",
+            EventKind::ForcedDown => "forced_down",
+            EventKind::Unforced => "unforced",
+            EventKind::Deleted => "deleted",
+            EventKind::Suspect => "suspect",
+            EventKind::Frozen => "frozen",
+            EventKind::Thawed => "thawed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// An event to append to the history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub service_id: i64,
+    pub host: String,
+    pub binary: String,
+    pub kind: EventKind,
+    pub at: DateTime<Utc>,
+    pub reason: Option<String>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub threshold_s: Option<f64>,
+}
+
+impl NewEvent {
+    /// An event about `service` with no detail.
+    pub fn about(service: &ServiceRecord, kind: EventKind, at: DateTime<Utc>) -> NewEvent {
+        NewEvent {
+            service_id: service.id,
+            host: service.host.to_string(),
+            binary: service.binary.to_string(),
+            kind,
+            at,
+            reason: None,
+            last_seen: None,
+            threshold_s: None,
+        }
+    }
+}
+
+/// One reading of a reference clock, bracketed by the local clock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClockSample {
+    pub before: DateTime<Utc>,
+    pub reference: DateTime<Utc>,
+    pub after: DateTime<Utc>,
+}
+
+/// What a reporter sends with a beat, as the registry needs it.
+#[derive(Debug, Clone, Default)]
+pub struct Beat {
+    pub zone: Option<String>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub last_rtt_s: Option<f64>,
+    pub overrun_s: Option<f64>,
+    pub last_error: Option<String>,
+}
+
+/// An event of the history, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: i64,
+    pub service_id: i64,
+    pub host: String,
+    pub binary: String,
+    pub kind: EventKind,
+    pub at: DateTime<Utc>,
+    pub reason: Option<String>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub threshold_s: Option<f64>,
+}
+
+/// Why a `registered` event was recorded: its reason, written by the store, read by the
+/// doctor (a reporter that keeps starting again is a crash loop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationReason {
+    NewService,
+    StartedAgain,
+}
+
+impl RegistrationReason {
+    pub fn new(created: bool) -> RegistrationReason {
+        if created {
+            RegistrationReason::NewService
+        } else {
+            RegistrationReason::StartedAgain
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistrationReason::NewService => "new service",
+            RegistrationReason::StartedAgain => "reporter started again",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RegistrationReason> {
+        [
+            RegistrationReason::NewService,
+            RegistrationReason::StartedAgain,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == text)
+    }
+}
+
+/// A duration as seconds (configuration and the wire speak seconds; the core, `TimeDelta`).
+pub fn seconds(delta: TimeDelta) -> f64 {
+    delta.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6
+}
+
+/// Seconds as a duration, to the microsecond.
+pub fn delta(seconds: f64) -> TimeDelta {
+    TimeDelta::microseconds((seconds * 1e6) as i64)
+}
