@@ -7,6 +7,7 @@ mod connections;
 mod detection;
 mod doctor;
 mod harness;
+mod openstack;
 mod postgres;
 mod replicas;
 mod storage_faults;
