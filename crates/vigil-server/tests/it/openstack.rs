@@ -279,7 +279,7 @@ fn guard() -> &'static Guard {
             dir = dir.display(),
         );
         use std::os::unix::process::CommandExt;
-        Command::new("sh")
+        let guard = Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -287,6 +287,8 @@ fn guard() -> &'static Guard {
             .process_group(0)
             .spawn()
             .expect("start the clean-up guard");
+        // It outlives this process on purpose.
+        std::mem::forget(guard);
         Guard { pgids, cleanup }
     })
 }
