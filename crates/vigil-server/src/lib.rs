@@ -32,7 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 pub mod api;
 pub mod app;
@@ -52,6 +51,7 @@ pub mod stats;
 pub mod store;
 mod trouble;
 mod validate;
+pub mod watch;
 
 pub use config::Config;
 
@@ -449,7 +449,7 @@ pub async fn run_with(
     cinder: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let flush_interval = Duration::from_secs_f64(app.config.flush_interval);
     let flusher = tokio::spawn(flusher::run(app.clone(), flush_interval, stop_rx.clone()));
     let detector = tokio::spawn(detector::run(
@@ -469,7 +469,7 @@ pub async fn run_with(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, services = app.registry.len(), "vigil server listening");
     }
-    let (stop_serving, serving) = watch::channel(false);
+    let (stop_serving, serving) = tokio::sync::watch::channel(false);
     let events = app.events.clone();
     let signal = tokio::spawn(async move {
         shutdown.await;
