@@ -12,6 +12,7 @@ mod postgres;
 mod replicas;
 mod storage_faults;
 mod story;
+mod watch;
 
 /// Runs each named `async fn(Backend)` as a test against every backend. The PostgreSQL tests
 /// are skipped when it is not running, except under CI (see `Backend::postgres`).
