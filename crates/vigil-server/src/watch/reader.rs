@@ -8,8 +8,9 @@
 //! - MySQL and MariaDB: `SET SESSION TRANSACTION READ ONLY`, checked with
 //!   `@@session.tx_read_only` (MariaDB, and MySQL before 8.0) or
 //!   `@@session.transaction_read_only`; a write is refused with error 1792. The session's time
-//!   zone is left as the server's (no `SET time_zone`): the poll reads `UTC_TIMESTAMP(6)` and
-//!   the `DATETIME` columns, neither of which depends on it.
+//!   zone is left as the server's, or the URL's `timezone=` (no `SET time_zone` of ours): the
+//!   poll reads `UTC_TIMESTAMP(6)` and the `DATETIME` columns, neither of which depends on it
+//!   (`NOW()` would).
 //! - PostgreSQL: `default_transaction_read_only=on` in the start-up options, checked with
 //!   `SHOW transaction_read_only`; a write is refused with SQLSTATE 25006.
 //! - SQLite: the file opened read-only (`SQLITE_OPEN_READONLY`, as `?mode=ro`) and
@@ -86,9 +87,12 @@ impl WatchReader {
             Engine::MySql => {
                 // `mariadb://` is MariaDB's name for the same protocol.
                 let url = config.url.replacen("mariadb://", "mysql://", 1);
-                let options = MySqlConnectOptions::from_str(&url)
-                    .map_err(malformed)?
-                    .timezone(None);
+                let mut options = MySqlConnectOptions::from_str(&url).map_err(malformed)?;
+                // sqlx sets the session to UTC unless told otherwise; the watch leaves the
+                // server's zone (or the URL's `timezone=`), which nothing it reads depends on.
+                if !url.contains("timezone=") && !url.contains("time-zone=") {
+                    options = options.timezone(None);
+                }
                 let pool = MySqlPoolOptions::new()
                     .max_connections(MAX_CONNECTIONS)
                     .min_connections(0)

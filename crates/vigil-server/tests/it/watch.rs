@@ -276,6 +276,43 @@ async fn writes_through_the_watch_fail_on_mariadb() {
     reader.close().await;
 }
 
+/// The poll never assumes the session's time zone is UTC: a session at +05:00 reads the same
+/// database clock and the same stamps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_session_time_zone_does_not_matter() {
+    let Some(plane) = cinder_on_mariadb().await else {
+        return;
+    };
+    let utc = WatchReader::new(config(WatchKind::Cinder, &plane.url)).unwrap();
+    let east = WatchReader::new(config(
+        WatchKind::Cinder,
+        &format!("{}?timezone=%2B05:00", plane.url),
+    ))
+    .unwrap();
+    let zone: String = {
+        let mut c = sqlx::MySqlConnection::connect(&format!("{}?timezone=%2B05:00", plane.url))
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT @@session.time_zone")
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    };
+    assert_eq!(zone, "+05:00", "the URL's zone reaches the session");
+    let (a, b) = (utc.poll().await.unwrap(), east.poll().await.unwrap());
+    assert!(
+        (b.db_now - a.db_now).num_milliseconds().abs() < 2_000,
+        "{} vs {}",
+        a.db_now,
+        b.db_now
+    );
+    let created =
+        |p: &vigil_server::watch::Poll| p.rows.iter().map(|r| r.created_at).collect::<Vec<_>>();
+    assert_eq!(created(&a), created(&b));
+    utc.close().await;
+    east.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_through_the_watch_fail_on_postgres() {
     let Some(plane) = cinder_on_postgres().await else {
