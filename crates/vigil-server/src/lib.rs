@@ -34,7 +34,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 mod api;
 mod app;
@@ -56,6 +55,7 @@ mod stats;
 pub mod store;
 mod trouble;
 mod validate;
+pub mod watch;
 
 pub use config::{CinderApiConfig, Config, ConfigError, HttpConfig};
 pub use doctor::interval as check_report_interval;
@@ -445,7 +445,7 @@ pub(crate) async fn run_with(
     cinder: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let flush_interval = Duration::from_secs_f64(app.config.flush_interval);
     let flusher = tokio::spawn(flusher::run(app.clone(), flush_interval, stop_rx.clone()));
     let detector = tokio::spawn(detector::run(
@@ -465,7 +465,7 @@ pub(crate) async fn run_with(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, services = app.registry.len(), "vigil server listening");
     }
-    let (stop_serving, serving) = watch::channel(false);
+    let (stop_serving, serving) = tokio::sync::watch::channel(false);
     let events = app.events.clone();
     let signal = tokio::spawn(async move {
         shutdown.await;

@@ -17,11 +17,13 @@ fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
     }
 }
 
-/// **Only `store/` knows SQL**: no product code outside it builds a query or names a table.
+/// **Only `store/` knows Vigil's SQL**, and only `watch/reader.rs` the (read-only) SQL of a
+/// watched OpenStack database: no other product code builds a query or names a table.
 #[test]
 fn only_the_store_knows_sql() {
     let root = workspace();
     let store = root.join("crates/vigil-server/src/store");
+    let watch_reader = root.join("crates/vigil-server/src/watch/reader.rs");
     let mut files = Vec::new();
     for krate in std::fs::read_dir(root.join("crates")).unwrap() {
         let src = krate.unwrap().path().join("src");
@@ -40,7 +42,10 @@ fn only_the_store_knows_sql() {
         " SET value",
     ];
     let mut offenders = Vec::new();
-    for file in files.iter().filter(|f| !f.starts_with(&store)) {
+    for file in files
+        .iter()
+        .filter(|f| !f.starts_with(&store) && **f != watch_reader)
+    {
         let text = std::fs::read_to_string(file).unwrap();
         for (n, line) in text.lines().enumerate() {
             if sql.iter().any(|needle| line.contains(needle)) {

@@ -8,10 +8,12 @@ mod detection;
 mod doctor;
 mod harness;
 mod invariants;
+mod openstack;
 mod postgres;
 mod replicas;
 mod storage_faults;
 mod story;
+mod watch;
 
 /// Runs each named `async fn(Backend)` as a test against every backend. The PostgreSQL tests
 /// are skipped when it is not running, except under CI (see `Backend::postgres`).
