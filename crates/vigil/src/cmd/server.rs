@@ -38,6 +38,16 @@ pub struct ServerArgs {
     /// Days of event history to keep [default: 30].
     #[arg(long, env = "VIGIL_EVENT_RETENTION_DAYS")]
     pub event_retention_days: Option<f64>,
+    /// Most open HTTP connections per listener; at the cap the longest-idle one is closed
+    /// [default: an eighth below the open-file limit].
+    #[arg(long, env = "VIGIL_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a whole request head [default: 10].
+    #[arg(long, env = "VIGIL_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<f64>,
+    /// Seconds after which a connection with no request in progress is closed [default: 120].
+    #[arg(long, env = "VIGIL_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<f64>,
     /// Address of the Cinder-compatible os-services API [default: off].
     #[arg(long, env = "VIGIL_CINDER_LISTEN")]
     pub cinder_listen: Option<String>,
@@ -89,6 +99,15 @@ impl ServerArgs {
         }
         if let Some(v) = self.admin_token {
             config.admin_token = Some(v);
+        }
+        if let Some(v) = self.max_connections {
+            config.http.max_connections = Some(v);
+        }
+        if let Some(v) = self.header_read_timeout {
+            config.http.header_read_timeout = v;
+        }
+        if let Some(v) = self.idle_timeout {
+            config.http.idle_timeout = v;
         }
         if let Some(v) = self.database_max_connections {
             config.database_max_connections = v;

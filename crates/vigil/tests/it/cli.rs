@@ -152,6 +152,19 @@ fn bad_configuration_values_are_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("service_down_time"));
+    for (flag, key) in [
+        ("--header-read-timeout", "http.header_read_timeout"),
+        ("--idle-timeout", "http.idle_timeout"),
+        ("--max-connections", "http.max_connections"),
+    ] {
+        let out = Command::new(VIGIL)
+            .args(["server", flag, "0"])
+            .env("VIGIL_LOG", "off")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{flag} 0");
+        assert!(text(&out.stderr).contains(key), "{}", text(&out.stderr));
+    }
     let out = Command::new(VIGIL)
         .args(["service", "list", "--bogus"])
         .output()
