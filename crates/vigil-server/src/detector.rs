@@ -12,34 +12,45 @@
 //! which files the revived service again. Every transition is queued to this task, which
 //! writes them under its lease, so only the leader's writes land.
 //!
-//! [`watch_pauses`] notices the process's own pauses (a stopped VM, a SIGSTOP): a wake-up
+//! [`StallWatch`] notices the process's own pauses (a stopped VM, a SIGSTOP): a wake-up
 //! more than a second late opens a grace period (see [`crate::liveness`]) instead of declaring every
 //! service whose heartbeats were held up meanwhile down at once.
+//!
+//! This module is the detector's state and its rules; it knows the registry, the event log and
+//! the clock, never `App`. The loops that drive it (leadership, ticks, writing the queued
+//! transitions, the stall watch's timer) are tasks in [`crate::tasks::detect`].
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, watch};
 
-use crate::app::App;
-use crate::registry::{seconds, Entry};
-use crate::store::{EventKind, NewEvent};
+use crate::clock::Clock;
+use crate::events::EventLog;
+use crate::liveness::Liveness;
+use crate::model::{EventKind, NewEvent};
+use crate::registry::{seconds, Entry, Registry, Slot};
 
 /// Width of a wheel bucket, and the detector's tick.
 pub const TICK: Duration = Duration::from_millis(100);
 
-/// Services to look at, by bucket.
+/// A wake-up this late means the process stopped watching.
+const PAUSE: Duration = Duration::from_secs(1);
+
+/// Services to look at, by bucket, and whether this server leads detection.
 #[derive(Default)]
 pub struct Detector {
     wheel: Mutex<BTreeMap<i64, Vec<Arc<Entry>>>>,
-    stalls: StallWatch,
+    /// Leads detection: writes `down`, `up` and `suspect` events.
+    leader: AtomicBool,
+    pub stalls: StallWatch,
 }
 
 /// When this process was last seen running, on the monotonic and the local wall clock.
-struct StallWatch {
+pub struct StallWatch {
     last: Mutex<(std::time::Instant, DateTime<Utc>)>,
 }
 
@@ -53,13 +64,13 @@ impl Default for StallWatch {
 
 impl StallWatch {
     /// Opens a grace period when the process was away (not running) for over [`PAUSE`]
-    /// since anyone last looked. Checked every [`TICK`] by [`watch_pauses`], which waits on
-    /// nothing but a timer, and by the detector before each tick, so that no down is declared
-    /// before a stall is noticed; a detector that was itself waiting for the database sees
-    /// the watch's recent look, not a stall.
-    fn check(&self, app: &App) {
+    /// since anyone last looked. Checked every [`TICK`] by a task that waits on nothing but a
+    /// timer, and by the detector before each tick, so that no down is declared before a stall
+    /// is noticed; a detector that was itself waiting for the database sees the watch's recent
+    /// look, not a stall.
+    pub fn check(&self, clock: &Clock, liveness: &Liveness) {
         let mono = std::time::Instant::now();
-        let wall = app.clock.local_now();
+        let wall = clock.local_now();
         let away = {
             let mut last = self.last.lock();
             let by_wall = (wall - last.1).to_std().unwrap_or_default();
@@ -68,13 +79,13 @@ impl StallWatch {
             away
         };
         if away > TICK + PAUSE {
-            let now = app.clock.now();
+            let now = clock.now();
             let since = now - TimeDelta::from_std(away).unwrap_or_default();
             tracing::warn!(
                 paused_s = away.as_secs_f64(),
                 "the server stalled (paused process, stopped VM, clock stepped); services get a grace period before they count as down"
             );
-            app.registry.liveness.set_gap(since, now);
+            liveness.set_gap(since, now);
         }
     }
 }
@@ -86,10 +97,19 @@ fn bucket(at: DateTime<Utc>) -> i64 {
 }
 
 impl Detector {
+    /// Whether this server leads detection (always, alone on its database).
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    pub fn set_leader(&self, leads: bool) {
+        self.leader.store(leads, Ordering::Relaxed);
+    }
+
     /// Files `entry` unless it is already filed, declared down (a heartbeat files it again)
-    /// or deleted.
-    pub fn file(&self, app: &App, entry: &Arc<Entry>) {
-        if !app.is_leader() {
+    /// or deleted. Only the leader files.
+    pub fn file(&self, liveness: &Liveness, entry: &Arc<Entry>, now: DateTime<Utc>) {
+        if !self.is_leader() {
             return;
         }
         let at = {
@@ -98,7 +118,7 @@ impl Detector {
                 return;
             }
             slot.filed = true;
-            next_visit(app, &slot, app.clock.now())
+            next_visit(liveness, &slot, now)
         };
         self.watch(entry.clone(), at);
     }
@@ -109,9 +129,9 @@ impl Detector {
     }
 
     /// Forgets every filing and declaration (leadership lost or about to be rebuilt).
-    pub fn clear(&self, app: &App) {
+    pub fn clear(&self, registry: &Registry) {
         self.wheel.lock().clear();
-        for entry in app.registry.entries() {
+        for entry in registry.entries() {
             let mut slot = entry.lock();
             slot.filed = false;
             slot.declared_down = false;
@@ -131,16 +151,13 @@ impl Detector {
 
 /// When `entry` must be looked at next, given that it is up: its down deadline, or the
 /// earlier moment its suspicion would cross the threshold.
-pub fn next_visit(app: &App, slot: &crate::registry::Slot, now: DateTime<Utc>) -> DateTime<Utc> {
-    let deadline = app.registry.liveness.deadline(&slot.record);
+pub fn next_visit(liveness: &Liveness, slot: &Slot, now: DateTime<Utc>) -> DateTime<Utc> {
+    let deadline = liveness.deadline(&slot.record);
     if slot.declared_suspect || slot.record.forced_down {
         return deadline;
     }
     let last_seen = slot.record.updated_at.unwrap_or(slot.record.created_at);
-    match slot
-        .stats
-        .suspect_after(app.registry.liveness.phi_threshold)
-    {
+    match slot.stats.suspect_after(liveness.phi_threshold) {
         Some(after) => {
             let at = last_seen + crate::model::delta(after);
             at.min(deadline)
@@ -157,211 +174,62 @@ pub fn next_visit(app: &App, slot: &crate::registry::Slot, now: DateTime<Utc>) -
     }
 }
 
-/// Starts detection where the history left each service: a service whose latest transition
-/// is `down` stays declared down (no second `down`), every other one is filed, so that one
-/// that died while nobody was watching gets its `down` now, once.
-pub async fn prime(app: &App) -> crate::store::StoreResult<()> {
-    let down: std::collections::HashSet<i64> = app
-        .store
-        .last_transitions()
-        .await?
-        .into_iter()
-        .filter(|(_, kind)| *kind == EventKind::Down)
-        .map(|(id, _)| id)
-        .collect();
-    app.detector.clear(app);
-    for entry in app.registry.entries() {
-        entry.lock().declared_down = down.contains(&entry.id);
-        app.detector.file(app, &entry);
+impl Detector {
+    /// Starts detection where the history left each service: a service in `down` (its latest
+    /// transition) stays declared down (no second `down`), every other one is filed, so that
+    /// one that died while nobody was watching gets its `down` now, once.
+    pub fn start_from(
+        &self,
+        registry: &Registry,
+        down: &std::collections::HashSet<i64>,
+        now: DateTime<Utc>,
+    ) {
+        self.clear(registry);
+        for entry in registry.entries() {
+            entry.lock().declared_down = down.contains(&entry.id);
+            self.file(&registry.liveness, &entry, now);
+        }
     }
-    Ok(())
-}
 
-/// Looks at every due entry: declares the ones past their deadline down, flags new suspects,
-/// files the rest again.
-pub fn tick(app: &App, now: DateTime<Utc>) {
-    let liveness = &app.registry.liveness;
-    for entry in app.detector.due(now) {
-        let mut slot = entry.lock();
-        slot.filed = false;
-        if slot.deleted || slot.declared_down {
-            continue;
-        }
-        let deadline = liveness.deadline(&slot.record);
-        if now > deadline {
-            slot.declared_down = true;
-            slot.declared_suspect = false;
-            let mut event = NewEvent::about(&slot.record, EventKind::Down, now);
-            event.last_seen = Some(slot.record.updated_at.unwrap_or(slot.record.created_at));
-            event.threshold_s = Some(liveness.service_down_time_s());
-            app.events.emit(event);
-            continue;
-        }
-        let last_seen = slot.record.updated_at.unwrap_or(slot.record.created_at);
-        if !slot.declared_suspect {
-            if let Some(phi) = slot.stats.phi(now, last_seen) {
-                if phi >= liveness.phi_threshold && !slot.record.forced_down {
+    /// Looks at every due entry: declares the ones past their deadline down, flags new suspects,
+    /// files the rest again.
+    pub fn tick(&self, registry: &Registry, events: &EventLog, now: DateTime<Utc>) {
+        let liveness = &registry.liveness;
+        for entry in self.due(now) {
+            let mut slot = entry.lock();
+            slot.filed = false;
+            if slot.deleted || slot.declared_down {
+                continue;
+            }
+            let deadline = liveness.deadline(&slot.record);
+            if now > deadline {
+                slot.declared_down = true;
+                slot.declared_suspect = false;
+                let mut event = NewEvent::about(&slot.record, EventKind::Down, now);
+                event.last_seen = Some(slot.record.updated_at.unwrap_or(slot.record.created_at));
+                event.threshold_s = Some(liveness.service_down_time_s());
+                events.emit(event);
+                continue;
+            }
+            if !slot.declared_suspect {
+                // Not past its deadline: up unless forced down, which is never suspect.
+                let judgement = registry.judge(&slot, now);
+                if let (true, Some(phi)) = (judgement.suspect, judgement.suspicion) {
                     slot.declared_suspect = true;
                     let mut event = NewEvent::about(&slot.record, EventKind::Suspect, now);
-                    event.last_seen = Some(last_seen);
+                    event.last_seen = Some(judgement.last_seen);
                     event.reason = Some(format!(
                         "phi {phi:.1} >= {} after {:.2} s without a heartbeat",
                         liveness.phi_threshold,
-                        seconds(now - last_seen)
+                        seconds(judgement.age)
                     ));
-                    app.events.emit(event);
+                    events.emit(event);
                 }
             }
-        }
-        let at = next_visit(app, &slot, now).max(now);
-        slot.filed = true;
-        drop(slot);
-        app.detector.watch(entry, at);
-    }
-}
-
-/// A wake-up this late means the process stopped watching.
-const PAUSE: Duration = Duration::from_secs(1);
-
-/// Notices this process's stalls (a stopped VM, SIGSTOP, a starved runtime) and the local
-/// clock jumping forward, and opens a grace period for each (see [`crate::liveness`]).
-///
-/// A task of its own that waits on nothing but a timer: the detector's loop also waits for the
-/// database, and a slow database is not a stalled process (that mistake opened a grace period
-/// after every outage and delayed real downs). Both the monotonic clock (which runs through a
-/// SIGSTOP) and the local wall clock (which also runs through a suspended machine) are watched.
-pub async fn watch_pauses(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(TICK) => {}
-            _ = shutdown.changed() => return,
-        }
-        app.detector.stalls.check(&app);
-    }
-}
-
-/// How often a follower tries to take over detection, and a leader checks its lease.
-const LEASE_CHECK: Duration = Duration::from_secs(1);
-
-/// Leads detection whenever this server can: takes the lease (at once, alone on a database;
-/// among replicas, when no other holds it), starts from the history, and runs [`tick`] every
-/// [`TICK`] while the lease holds, until `shutdown`.
-pub async fn run(
-    app: Arc<App>,
-    mut queue: mpsc::UnboundedReceiver<NewEvent>,
-    retry: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut warned = false;
-    loop {
-        // Nothing queued while not leading is ours to write.
-        while queue.try_recv().is_ok() {}
-        let lease = match app.store.try_lead().await {
-            Ok(Some(lease)) => Some(lease),
-            Ok(None) => None,
-            Err(err) => {
-                if !warned {
-                    tracing::warn!(error = %err, "cannot reach the database to lead detection");
-                    warned = true;
-                }
-                None
-            }
-        };
-        let Some(mut lease) = lease else {
-            tokio::select! {
-                _ = tokio::time::sleep(retry.min(LEASE_CHECK)) => continue,
-                _ = shutdown.changed() => return,
-            }
-        };
-        warned = false;
-        app.leader.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Err(err) = prime(&app).await {
-            app.leader
-                .store(false, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(error = %err, "cannot read the history to start detection");
-            tokio::select! {
-                _ = tokio::time::sleep(retry) => continue,
-                _ = shutdown.changed() => return,
-            }
-        }
-        if app.store.shared() {
-            tracing::info!("this replica leads detection");
-        }
-        let stopped = lead(&app, lease.as_mut(), &mut queue, &mut shutdown).await;
-        app.leader
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-        app.detector.clear(&app);
-        if stopped {
-            return;
-        }
-        tracing::warn!("lost the lead of detection; another replica takes over");
-    }
-}
-
-/// Ticks while the lease holds, writing the transitions found; `true` when stopped by
-/// `shutdown` (after writing what is queued).
-async fn lead(
-    app: &App,
-    lease: &mut dyn crate::store::Lease,
-    queue: &mut mpsc::UnboundedReceiver<NewEvent>,
-    shutdown: &mut watch::Receiver<bool>,
-) -> bool {
-    let mut ticker = tokio::time::interval(TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut checked = std::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.changed() => {
-                write_queued(app, lease, queue).await;
-                return true;
-            }
-        }
-        app.detector.stalls.check(app);
-        tick(app, app.clock.now());
-        if !write_queued(app, lease, queue).await {
-            return false;
-        }
-        if checked.elapsed() >= LEASE_CHECK {
-            if !lease.holds().await {
-                return false;
-            }
-            checked = std::time::Instant::now();
+            let at = next_visit(liveness, &slot, now).max(now);
+            slot.filed = true;
+            drop(slot);
+            self.watch(entry, at);
         }
     }
-}
-
-/// Longest wait for the transitions of one tick to be written.
-const WRITE_LIMIT: Duration = Duration::from_secs(5);
-
-/// Writes the queued transitions through the lease. `false` when that failed: the lease can
-/// no longer be trusted, so they are dropped and the lead given up; whoever leads next
-/// derives them again from the history and the table (a service past its deadline whose
-/// latest event is not `down` gets its `down`), so none is lost and none written twice.
-async fn write_queued(
-    app: &App,
-    lease: &mut dyn crate::store::Lease,
-    queue: &mut mpsc::UnboundedReceiver<NewEvent>,
-) -> bool {
-    let mut batch = Vec::new();
-    while let Ok(event) = queue.try_recv() {
-        batch.push(event);
-    }
-    if batch.is_empty() {
-        return true;
-    }
-    let failure = match tokio::time::timeout(WRITE_LIMIT, lease.append_events(&batch)).await {
-        Ok(Ok(())) => {
-            app.events.notify();
-            return true;
-        }
-        Ok(Err(err)) => err.to_string(),
-        Err(_) => format!("no answer within {WRITE_LIMIT:?}"),
-    };
-    tracing::warn!(
-        error = %failure,
-        dropped = batch.len(),
-        "cannot write transitions under the detection lease; giving up the lead to start again from the history"
-    );
-    false
 }

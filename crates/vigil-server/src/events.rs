@@ -4,7 +4,8 @@
 //! on the hot path or by the detector are queued here and written in batches by the detector
 //! under its lease (see [`crate::detector`]), so a heartbeat never waits for the database.
 //!
-//! Watchers (SSE streams) share one reader of the database, the feed ([`run_feed`]): it reads
+//! Watchers (SSE streams) share one reader of the database, the feed
+//! ([`crate::tasks::feed`]): it reads
 //! the events newer than its cursor whenever events may have been written here, and once a
 //! second besides (another replica's events wake nobody here), and keeps the latest
 //! [`FEED_KEEP`] in memory. A stream takes what passes its filter from there, by event id; one
@@ -14,7 +15,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::model::Event;
 use parking_lot::RwLock;
@@ -79,6 +79,11 @@ impl EventLog {
         self.changed.send_modify(|generation| *generation += 1);
     }
 
+    /// A receiver that changes whenever events may have been written here.
+    pub fn written(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
     /// A receiver that changes whenever the feed took in new events.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.fed.subscribe()
@@ -112,7 +117,7 @@ impl EventLog {
     }
 
     /// Takes in events read from the database after the feed's cursor, oldest first.
-    fn take_in(&self, events: Vec<Event>) {
+    pub fn take_in(&self, events: Vec<Event>) {
         let mut recent = self.recent.write();
         for event in events {
             recent.newest = recent.newest.max(event.id);
@@ -128,7 +133,7 @@ impl EventLog {
     }
 
     /// Where the feed starts: after `newest`, everything is to be read.
-    fn start_feed(&self, newest: i64) {
+    pub fn start_feed(&self, newest: i64) {
         let mut recent = self.recent.write();
         recent.covered_from = Some(newest);
         recent.newest = newest;
@@ -137,12 +142,12 @@ impl EventLog {
     }
 
     /// The feed stopped: streams read the database again.
-    fn stop_feed(&self) {
+    pub fn stop_feed(&self) {
         self.recent.write().covered_from = None;
         self.fed.send_modify(|generation| *generation += 1);
     }
 
-    fn feed_cursor(&self) -> Option<i64> {
+    pub fn feed_cursor(&self) -> Option<i64> {
         let recent = self.recent.read();
         recent.covered_from.map(|_| recent.newest)
     }
@@ -164,85 +169,6 @@ pub fn passes(filter: &EventFilter, event: &Event) -> bool {
         && filter.host.as_ref().is_none_or(|h| *h == event.host)
         && filter.binary.as_ref().is_none_or(|b| *b == event.binary)
         && filter.kind.is_none_or(|k| k == event.kind)
-}
-
-/// The feed: reads new events from the database when woken and once a second, into the
-/// event log's memory, until `shutdown`.
-pub async fn run_feed(app: Arc<crate::app::App>, mut shutdown: watch::Receiver<bool>) {
-    /// However the feed ends (even by a panic), streams must not wait on its memory.
-    struct Stopped(Arc<crate::app::App>);
-    impl Drop for Stopped {
-        fn drop(&mut self) {
-            self.0.events.stop_feed();
-        }
-    }
-    let _stopped = Stopped(app.clone());
-    let mut changed = app.events.changed.subscribe();
-    let mut trouble = crate::trouble::Trouble::new(
-        "event feed cannot read the history; retrying",
-        "event feed reads the history again",
-    );
-    loop {
-        changed.mark_unchanged();
-        trouble.report(read_feed(&app).await);
-        tokio::select! {
-            _ = changed.changed() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
-async fn read_feed(app: &crate::app::App) -> crate::store::StoreResult<()> {
-    let log = &app.events;
-    let Some(mut cursor) = log.feed_cursor() else {
-        let newest = EventFilter {
-            limit: 1,
-            ..EventFilter::default()
-        };
-        let events = app.store.list_events(&newest).await?;
-        log.start_feed(events.first().map_or(0, |e| e.id));
-        return Ok(());
-    };
-    loop {
-        let filter = EventFilter {
-            after: Some(cursor),
-            limit: READ_PAGE,
-            ..EventFilter::default()
-        };
-        let events = app.store.list_events(&filter).await?;
-        let full = events.len() as i64 == READ_PAGE;
-        let Some(last) = events.last() else {
-            return Ok(());
-        };
-        cursor = last.id;
-        log.take_in(events);
-        if !full {
-            return Ok(());
-        }
-    }
-}
-
-/// Deletes events older than the retention, at start and then every `every`, until
-/// `shutdown`.
-pub async fn run_pruner(
-    app: Arc<crate::app::App>,
-    every: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let retention =
-        chrono::TimeDelta::microseconds((app.config.event_retention_days * 86_400e6) as i64);
-    loop {
-        match app.store.prune_events(app.clock.now() - retention).await {
-            Ok(0) => {}
-            Ok(pruned) => tracing::info!(pruned, "pruned events older than the retention"),
-            Err(err) => tracing::warn!(error = %err, "cannot prune old events; will try again"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
 }
 
 #[cfg(test)]

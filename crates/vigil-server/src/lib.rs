@@ -15,10 +15,10 @@
 //! - [`liveness`]: the up/down rule and the grace after a gap.
 //! - [`stats`]: per-service heartbeat timing (suspicion, clock offset).
 //! - [`doctor`]: why a service is down (or about to be), one finding per known cause.
-//! - [`flusher`]: batches heartbeats to the database.
-//! - [`detector`]: finds up→down transitions on time, without scans.
-//! - [`events`]: the queue of transitions, watcher notification, retention pruning.
-//! - [`replica`]: several servers on one database: reading each other's changes.
+//! - [`detector`]: the timer wheel that finds up→down transitions on time, without scans.
+//! - [`events`]: the queue of transitions, watcher notification, the feed's memory.
+//! - `tasks`: the background loops above `App` (flush, detect, replicate, feed, prune), one
+//!   worker convention for all.
 //! - [`store`]: the storage trait and one implementation per database; the only SQL.
 //! - [`api`]: the Vigil HTTP API.
 //! - [`cinder`]: the optional Cinder-compatible `os-services` API on a second listener.
@@ -44,28 +44,24 @@ mod detector;
 mod doctor;
 mod error;
 mod events;
-mod flusher;
 mod http;
 mod id_table;
 mod liveness;
 mod model;
 mod registry;
-mod replica;
 mod stats;
 pub mod store;
+mod tasks;
 mod trouble;
 mod validate;
 pub mod watch;
 
 pub use config::{CinderApiConfig, Config, ConfigError, HttpConfig};
 pub use doctor::interval as check_report_interval;
-pub use flusher::LAST_ALIVE;
+pub use store::LAST_ALIVE;
 
-use app::{App, DatabaseHealth};
+use app::App;
 use clock::Clock;
-use events::EventLog;
-use liveness::Liveness;
-use registry::Registry;
 use store::{PostgresStore, SqliteStore, Store};
 
 /// Why the server could not start or stopped with an error. Each names what failed.
@@ -246,157 +242,8 @@ pub fn admin_token(config: &Config) -> Result<String, ServerError> {
     Ok(token)
 }
 
-/// Builds the shared state: opens the store, loads every service, sets the clock and the
-/// grace after the gap since this database was last watched.
-pub(crate) async fn build_app(
-    config: Config,
-) -> Result<
-    (
-        Arc<App>,
-        tokio::sync::mpsc::UnboundedReceiver<store::NewEvent>,
-    ),
-    ServerError,
-> {
-    config.validate()?;
-    doctor::log_config(&config);
-    // The store first: a server that cannot start leaves no token behind.
-    let store = open_store(&config).await?;
-    let admin_token = admin_token(&config)?;
-    let clock = Clock::new(config.clock_offset);
-    calibrate(&clock, store.as_ref(), true).await;
-    let fail = |e: store::StoreError| ServerError::Database {
-        url: redact(&config.database_url()),
-        reason: e.to_string(),
-    };
-    // Cursors first: what is written between them and the load is read again, harmlessly.
-    let row_cursor = store.change_cursor().await.map_err(fail)?;
-    let beat_cursor = store.beat_cursor().await.map_err(fail)?;
-    let newest_event = store
-        .list_events(&store::EventFilter {
-            limit: 1,
-            ..store::EventFilter::default()
-        })
-        .await
-        .map_err(fail)?;
-    let event_cursor = newest_event.first().map_or(0, |e| e.id);
-    let records = store.load_services().await.map_err(fail)?;
-    let liveness = Liveness::new(config.service_down_time, config.phi_threshold);
-    let now = clock.now();
-    open_grace(&config, store.as_ref(), &liveness, now)
-        .await
-        .map_err(fail)?;
-    tracing::info!(services = records.len(), "loaded services");
-    let registry = Registry::new(records, liveness);
-    let (events, receiver) = EventLog::new();
-    let app = Arc::new(App {
-        config,
-        clock,
-        store,
-        registry,
-        events: Arc::new(events),
-        detector: detector::Detector::default(),
-        leader: std::sync::atomic::AtomicBool::new(false),
-        sync: tokio::sync::Mutex::new(replica::SyncState::new(row_cursor, event_cursor)),
-        beat_cursor: tokio::sync::Mutex::new(beat_cursor),
-        admin_token,
-        database: DatabaseHealth::default(),
-    });
-    Ok((app, receiver))
-}
-
-/// Meta key of the grace period the last server to start opened: `last_alive resumed_at`.
-const GRACE: &str = "grace";
-
-/// The grace after a start: unless another server was watching all along (and so received
-/// the heartbeats that this one could not), nobody watched from the last flush of the last
-/// server to now, however short that was; services up then get a full `service_down_time`
-/// from now to beat again. The gap is stored, so that replicas starting meanwhile keep it too.
-async fn open_grace(
-    config: &Config,
-    store: &dyn Store,
-    liveness: &Liveness,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), store::StoreError> {
-    let parse = |text: &str| {
-        chrono::DateTime::parse_from_rfc3339(text)
-            .ok()
-            .map(|t| t.with_timezone(&chrono::Utc))
-    };
-    if store.watched_by_others().await? {
-        // Another replica leads: keep the grace it opened, if that still runs.
-        let stored = store.get_meta(GRACE).await?;
-        let gap = stored.as_deref().and_then(|text| {
-            let (last_alive, resumed_at) = text.split_once(' ')?;
-            Some((parse(last_alive)?, parse(resumed_at)?))
-        });
-        if let Some((last_alive, resumed_at)) = gap {
-            if resumed_at + liveness.service_down_time > now {
-                liveness.set_gap(last_alive, resumed_at);
-            }
-        }
-        return Ok(());
-    }
-    let Some(last_alive) = store
-        .get_meta(flusher::LAST_ALIVE)
-        .await?
-        .as_deref()
-        .and_then(parse)
-    else {
-        return Ok(());
-    };
-    let last_alive = last_alive.min(now);
-    liveness.set_gap(last_alive, now);
-    let text = format!(
-        "{} {}",
-        vigil_proto::ts::format(&last_alive),
-        vigil_proto::ts::format(&now)
-    );
-    store.set_meta(GRACE, &text).await?;
-    tracing::info!(
-        unwatched_s = registry::seconds(now - last_alive),
-        grace_s = config.service_down_time,
-        "nobody watched since the last flush: services that were up get a grace period to beat again"
-    );
-    Ok(())
-}
-
-/// Corrects the clock towards the database's, when the database has a shared clock (see
-/// [`Clock::calibrate`]); at start-up (`initial`) at once.
-pub(crate) async fn calibrate(
-    clock: &Clock,
-    store: &dyn Store,
-    initial: bool,
-) -> Option<clock::Calibration> {
-    let local = || clock.local_now();
-    match store.clock_sample(&local).await {
-        Ok(Some(sample)) => {
-            let outcome = clock.calibrate(sample, initial);
-            match outcome {
-                clock::Calibration::Ignored { round_trip } => {
-                    tracing::debug!(
-                        round_trip_ms = round_trip.num_milliseconds(),
-                        "clock reading ignored: slow round trip"
-                    );
-                }
-                clock::Calibration::Stepped { by } => {
-                    tracing::warn!(
-                        by_s = registry::seconds(by),
-                        "this server's clock jumped against the database's; corrected at once"
-                    );
-                }
-                clock::Calibration::Moved { .. } => {}
-            }
-            Some(outcome)
-        }
-        _ => None,
-    }
-}
-
 /// How long a graceful shutdown waits for open requests before it flushes and stops anyway.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
-
-/// How often old events are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Runs the server on `listener` until `shutdown` completes, then drains requests, flushes
 /// heartbeats and writes queued events before returning. Binds `config.cinder_api.listen`
@@ -431,11 +278,11 @@ pub async fn serve_with(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let (app, receiver) = build_app(config).await?;
+    let (app, receiver) = app::build(config).await?;
     run_with(app, receiver, listener, cinder, shutdown).await
 }
 
-/// Runs a built [`App`] (see [`build_app`]) on `listener`, and the Cinder-compatible API on
+/// Runs a built [`App`] (see [`app::build`]) on `listener`, and the Cinder-compatible API on
 /// `cinder` when given. Both listeners stop on the same `shutdown` and both drain before the final flush, so no admin change made through
 /// either is lost.
 pub(crate) async fn run_with(
@@ -445,23 +292,7 @@ pub(crate) async fn run_with(
     cinder: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let flush_interval = Duration::from_secs_f64(app.config.flush_interval);
-    let flusher = tokio::spawn(flusher::run(app.clone(), flush_interval, stop_rx.clone()));
-    let detector = tokio::spawn(detector::run(
-        app.clone(),
-        receiver,
-        flush_interval,
-        stop_rx.clone(),
-    ));
-    let replica = tokio::spawn(replica::run(app.clone(), flush_interval, stop_rx.clone()));
-    let pauses = tokio::spawn(detector::watch_pauses(app.clone(), stop_rx.clone()));
-    let feed = tokio::spawn(events::run_feed(app.clone(), stop_rx.clone()));
-    let pruner = tokio::spawn(events::run_pruner(
-        app.clone(),
-        PRUNE_EVERY,
-        stop_rx.clone(),
-    ));
+    let workers = tasks::start(&app, receiver);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, services = app.registry.len(), "vigil server listening");
     }
@@ -521,14 +352,9 @@ pub(crate) async fn run_with(
     };
     // Only still running when a server failed before `shutdown` came.
     signal.abort();
-    // The requests that queue transitions are done: the detector writes what is queued.
-    let _ = stop_tx.send(true);
-    let _ = detector.await;
-    let _ = pruner.await;
-    let _ = feed.await;
-    let _ = replica.await;
-    let _ = pauses.await;
-    let _ = flusher.await;
+    // The requests that queue transitions are done: the detector writes what is queued, the
+    // flusher the last heartbeats.
+    workers.stop().await;
     tracing::info!("vigil server stopped");
     served.map_err(ServerError::Io)
 }

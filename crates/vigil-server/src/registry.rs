@@ -296,30 +296,34 @@ impl Registry {
     /// Whether `slot` passes `filter` at `now` (a candidate's remaining tests).
     pub fn passes(&self, slot: &Slot, filter: &ListFilter, now: DateTime<Utc>) -> bool {
         let record = &slot.record;
-        let state = || {
-            if self.liveness.is_up(record, now) {
-                vigil_proto::State::Up
-            } else {
-                vigil_proto::State::Down
-            }
-        };
-        let status = if record.disabled {
-            vigil_proto::Status::Disabled
-        } else {
-            vigil_proto::Status::Enabled
-        };
         !(filter.binary.as_ref().is_some_and(|b| *b != record.binary)
             || filter.zone.as_ref().is_some_and(|z| *z != record.zone)
-            || filter.state.is_some_and(|s| s != state())
-            || filter.status.is_some_and(|s| s != status))
+            || filter
+                .state
+                .is_some_and(|s| s != self.judge(slot, now).state())
+            || filter.status.is_some_and(|s| s != status(record)))
+    }
+
+    /// What `slot`'s service is at `now`: the one judgement every view reads (the list's
+    /// filter, the detail, the list's JSON writer, the Cinder API).
+    pub fn judge(&self, slot: &Slot, now: DateTime<Utc>) -> Judgement {
+        let record = &slot.record;
+        let last_seen = record.updated_at.unwrap_or(record.created_at);
+        let up = self.liveness.is_up(record, now);
+        let suspicion = slot.stats.phi(now, last_seen);
+        Judgement {
+            up,
+            suspect: up && suspicion.is_some_and(|phi| phi >= self.liveness.phi_threshold),
+            suspicion,
+            last_seen,
+            age: now - last_seen,
+        }
     }
 
     /// The API view of one slot at `now`.
     pub fn view(&self, slot: &Slot, now: DateTime<Utc>) -> vigil_proto::Service {
         let record = &slot.record;
-        let last_seen = record.updated_at.unwrap_or(record.created_at);
-        let up = self.liveness.is_up(record, now);
-        let suspicion = slot.stats.phi(now, last_seen);
+        let judgement = self.judge(slot, now);
         vigil_proto::Service {
             id: record.id,
             host: record.host.to_string(),
@@ -336,19 +340,11 @@ impl Registry {
             created_at: record.created_at,
             updated_at: record.updated_at,
             modified_at: record.modified_at,
-            state: if up {
-                vigil_proto::State::Up
-            } else {
-                vigil_proto::State::Down
-            },
-            status: if record.disabled {
-                vigil_proto::Status::Disabled
-            } else {
-                vigil_proto::Status::Enabled
-            },
-            last_heartbeat_age_s: seconds(now - last_seen),
-            suspect: up && suspicion.is_some_and(|phi| phi >= self.liveness.phi_threshold),
-            suspicion: suspicion.map(|phi| (phi * 100.0).round() / 100.0),
+            state: judgement.state(),
+            status: status(record),
+            last_heartbeat_age_s: judgement.age_s(),
+            suspect: judgement.suspect,
+            suspicion: judgement.suspicion_shown(),
         }
     }
 
@@ -393,3 +389,46 @@ impl Slot {
 
 /// A signed duration in seconds.
 pub use crate::model::seconds;
+
+/// A service at one instant, as [`Registry::judge`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Judgement {
+    /// The liveness rule ([`Liveness::is_up`]).
+    pub up: bool,
+    /// Up, but its suspicion crossed the threshold: likely down soon.
+    pub suspect: bool,
+    /// The phi-accrual suspicion, once enough heartbeats were seen.
+    pub suspicion: Option<f64>,
+    /// The server's receipt time of the newest heartbeat (or the creation before the first).
+    pub last_seen: DateTime<Utc>,
+    /// `now - last_seen`.
+    pub age: chrono::TimeDelta,
+}
+
+impl Judgement {
+    pub fn state(&self) -> vigil_proto::State {
+        if self.up {
+            vigil_proto::State::Up
+        } else {
+            vigil_proto::State::Down
+        }
+    }
+
+    pub fn age_s(&self) -> f64 {
+        seconds(self.age)
+    }
+
+    /// The suspicion as the API shows it: two decimals.
+    pub fn suspicion_shown(&self) -> Option<f64> {
+        self.suspicion.map(|phi| (phi * 100.0).round() / 100.0)
+    }
+}
+
+/// A service's admin status.
+pub fn status(record: &ServiceRecord) -> vigil_proto::Status {
+    if record.disabled {
+        vigil_proto::Status::Disabled
+    } else {
+        vigil_proto::Status::Enabled
+    }
+}

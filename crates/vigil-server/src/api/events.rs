@@ -12,15 +12,14 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use chrono::{DateTime, Utc};
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{Stream, StreamExt};
 use serde::Deserialize;
 use vigil_proto::EventList;
-
-use crate::model::Event;
 
 use super::error::ApiError;
 use super::extract::{Query, ServiceId};
 use crate::app::App;
+use crate::model::Event;
 use crate::store::{EventFilter, EventKind};
 
 /// Most events one page holds.
@@ -89,11 +88,7 @@ impl EventParams {
 }
 
 async fn page(app: &App, filter: EventFilter) -> Result<EventList, ApiError> {
-    let events = app
-        .store
-        .list_events(&filter)
-        .await
-        .map_err(crate::app::AppError::from)?;
+    let events = app.events_page(&filter).await?;
     let next_before = if filter.after.is_none() && events.len() as i64 == filter.limit {
         events.last().map(|e| e.id)
     } else {
@@ -135,17 +130,6 @@ pub async fn for_service(
     Ok(axum::Json(page(&app, params.filter(Some(id))?).await?))
 }
 
-/// One stream's place: `cursor` is the last event sent (or looked past), `floor` where it may
-/// move on to once `buffered` is sent.
-struct Streaming {
-    app: Arc<App>,
-    filter: EventFilter,
-    cursor: i64,
-    floor: i64,
-    fed: tokio::sync::watch::Receiver<u64>,
-    buffered: std::vec::IntoIter<Event>,
-}
-
 /// Where a stream starts: `Last-Event-ID` (a reconnect), else `?after=`, else after the
 /// newest event now (only what happens from now on).
 async fn start_cursor(app: &App, headers: &HeaderMap, after: Option<i64>) -> Result<i64, ApiError> {
@@ -161,16 +145,7 @@ async fn start_cursor(app: &App, headers: &HeaderMap, after: Option<i64>) -> Res
     if let Some(after) = after {
         return Ok(after);
     }
-    let newest = EventFilter {
-        limit: 1,
-        ..EventFilter::default()
-    };
-    let events = app
-        .store
-        .list_events(&newest)
-        .await
-        .map_err(crate::app::AppError::from)?;
-    Ok(events.first().map_or(0, |e| e.id))
+    Ok(app.newest_event_id().await?)
 }
 
 pub async fn stream(
@@ -184,74 +159,12 @@ pub async fn stream(
     filter.since = None;
     filter.limit = crate::events::READ_PAGE;
     let cursor = start_cursor(&app, &headers, after).await?;
-    let fed = app.events.subscribe();
-    let closed = app.events.closed();
-    let state = Streaming {
-        app,
-        filter,
-        cursor,
-        floor: cursor,
-        fed,
-        buffered: Vec::new().into_iter(),
-    };
-    let events = stream::unfold(state, move |mut state| {
-        let mut closed = closed.clone();
-        async move {
-            loop {
-                if let Some(event) = state.buffered.next() {
-                    state.cursor = event.id;
-                    let sse = SseEvent::default()
-                        .id(event.id.to_string())
-                        .event(event.kind.as_str())
-                        .json_data(event_json(event))
-                        .unwrap_or_else(|_| SseEvent::default().comment("unserializable event"));
-                    return Some((Ok(sse), state));
-                }
-                if *closed.borrow() {
-                    return None;
-                }
-                state.cursor = state.cursor.max(state.floor);
-                state.fed.mark_unchanged();
-                match state.app.events.recent_after(state.cursor, &state.filter) {
-                    Ok((events, scanned)) if !events.is_empty() => {
-                        state.floor = scanned;
-                        state.buffered = events.into_iter();
-                        continue;
-                    }
-                    Ok((_, scanned)) => state.cursor = scanned,
-                    Err(covered_from) => {
-                        // Older than the feed's memory: the database, up to where it starts.
-                        state.filter.after = Some(state.cursor);
-                        match state.app.store.list_events(&state.filter).await {
-                            Ok(events) => {
-                                if let Some(from) = covered_from {
-                                    if (events.len() as i64) < state.filter.limit {
-                                        // Every matching event up to the feed's start is here.
-                                        state.floor = state.floor.max(from);
-                                    }
-                                }
-                                if !events.is_empty() || state.floor > state.cursor {
-                                    state.buffered = events.into_iter();
-                                    continue;
-                                }
-                            }
-                            Err(err) => {
-                                tracing::warn!(error = %err, "event stream cannot read the history; retrying")
-                            }
-                        }
-                    }
-                }
-                tokio::select! {
-                    result = state.fed.changed() => {
-                        if result.is_err() {
-                            return None;
-                        }
-                    }
-                    _ = closed.changed() => return None,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
+    let events = app.follow(filter, cursor).map(|event| {
+        Ok(SseEvent::default()
+            .id(event.id.to_string())
+            .event(event.kind.as_str())
+            .json_data(event_json(event))
+            .unwrap_or_else(|_| SseEvent::default().comment("unserializable event")))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

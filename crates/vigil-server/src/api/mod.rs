@@ -126,7 +126,7 @@ fn role(app: &App) -> String {
 /// is away (held in memory), but admin changes are refused, so a load balancer should prefer
 /// ready replicas.
 async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let problem = app.database.check(app.store.as_ref()).await;
+    let problem = app.readiness().await;
     match problem {
         None => (
             StatusCode::OK,

@@ -12,10 +12,7 @@ use crate::registry::{Registry, Slot};
 /// Appends the JSON of `slot`'s service at `now` to `out`.
 pub fn write(out: &mut Vec<u8>, registry: &Registry, slot: &Slot, now: DateTime<Utc>) {
     let record = &slot.record;
-    let last_seen = record.updated_at.unwrap_or(record.created_at);
-    let up = registry.liveness.is_up(record, now);
-    let suspicion = slot.stats.phi(now, last_seen);
-    let suspect = up && suspicion.is_some_and(|phi| phi >= registry.liveness.phi_threshold);
+    let judgement = registry.judge(slot, now);
     out.extend_from_slice(br#"{"id":"#);
     number(out, record.id);
     out.extend_from_slice(br#","host":"#);
@@ -46,7 +43,7 @@ pub fn write(out: &mut Vec<u8>, registry: &Registry, slot: &Slot, now: DateTime<
     optional(out, record.updated_at.as_ref(), time);
     out.extend_from_slice(br#","modified_at":"#);
     optional(out, record.modified_at.as_ref(), time);
-    out.extend_from_slice(if up {
+    out.extend_from_slice(if judgement.up {
         br#","state":"up""#
     } else {
         br#","state":"down""#
@@ -57,15 +54,11 @@ pub fn write(out: &mut Vec<u8>, registry: &Registry, slot: &Slot, now: DateTime<
         br#","status":"enabled""#
     });
     out.extend_from_slice(br#","last_heartbeat_age_s":"#);
-    number(out, crate::registry::seconds(now - last_seen));
+    number(out, judgement.age_s());
     out.extend_from_slice(br#","suspect":"#);
-    boolean(out, suspect);
+    boolean(out, judgement.suspect);
     out.extend_from_slice(br#","suspicion":"#);
-    optional(
-        out,
-        suspicion.map(|phi| (phi * 100.0).round() / 100.0),
-        number,
-    );
+    optional(out, judgement.suspicion_shown(), number);
     out.push(b'}');
 }
 

@@ -21,6 +21,10 @@ pub use crate::model::{
 };
 
 /// Derives the events of an admin change from the row as it was before the change.
+/// Meta key holding the last time a server was known to be watching (for the grace rule):
+/// written by every flush.
+pub const LAST_ALIVE: &str = "last_alive";
+
 pub type EventsFor<'a> = dyn for<'r> Fn(&'r ServiceRecord) -> Vec<NewEvent> + Send + Sync + 'a;
 
 /// Which events to list; all filters are ANDed.

@@ -260,6 +260,7 @@ const SERVICE_COLUMNS: &str = r#"id, host, "binary", topic, zone, disabled, disa
 
 /// Rows per multi-row INSERT: 7 parameters each stays under SQLite's limit of 32,766 bound
 /// parameters per statement.
+#[cfg(feature = "bench")]
 const BULK_CHUNK: usize = 4_000;
 
 /// Services per page of [`Store::load_services`].

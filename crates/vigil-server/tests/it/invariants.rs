@@ -115,3 +115,126 @@ fn the_reporter_depends_on_no_server_crate() {
         );
     }
 }
+
+/// The server's top-level modules (a file `src/x.rs` with its folder `src/x/`) and, for each,
+/// the other top-level modules its code names (`crate::x`, or `x` inside a `use crate::{…}`).
+fn server_module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let src = workspace().join("crates/vigil-server/src");
+    let mut modules = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        if name != "lib" && (path.is_dir() || path.extension().is_some_and(|e| e == "rs")) {
+            modules.insert(name, std::collections::BTreeSet::new());
+        }
+    }
+    let names: Vec<String> = modules.keys().cloned().collect();
+    for name in &names {
+        let mut files = Vec::new();
+        let file = src.join(format!("{name}.rs"));
+        if file.is_file() {
+            files.push(file);
+        }
+        if src.join(name).is_dir() {
+            rust_files(&src.join(name), &mut files);
+        }
+        let mut uses = std::collections::BTreeSet::new();
+        for file in files {
+            // Code only: a doc link is no dependency.
+            let text: String = std::fs::read_to_string(&file)
+                .unwrap()
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find("crate::") {
+                rest = &rest[at + "crate::".len()..];
+                let named: Vec<&str> = if let Some(group) = rest.strip_prefix('{') {
+                    let group = &group[..group.find('}').unwrap_or(group.len())];
+                    group
+                        .split(',')
+                        .map(|item| item.trim().split("::").next().unwrap_or("").trim())
+                        .collect()
+                } else {
+                    let end = rest
+                        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                        .unwrap_or(rest.len());
+                    vec![&rest[..end]]
+                };
+                for other in named {
+                    if other != name && modules.contains_key(other) {
+                        uses.insert(other.to_string());
+                    }
+                }
+            }
+        }
+        modules.insert(name.clone(), uses);
+    }
+    modules
+}
+
+/// **The server's modules import each other without a loop**: state types (the registry,
+/// the detector's wheel, the event log, the doctor) never know `App`; the loops that drive
+/// them live in `tasks/`, above it.
+#[test]
+fn the_server_modules_import_no_loop() {
+    let graph = server_module_graph();
+    assert!(graph.contains_key("app") && graph.contains_key("tasks"));
+    // Depth-first search; a module met again while on the path closes a loop.
+    fn visit(
+        graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        module: &str,
+        path: &mut Vec<String>,
+        done: &mut std::collections::BTreeSet<String>,
+        loops: &mut Vec<String>,
+    ) {
+        if let Some(at) = path.iter().position(|m| m == module) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(module.to_string());
+            loops.push(cycle.join(" -> "));
+            return;
+        }
+        if !done.insert(module.to_string()) {
+            return;
+        }
+        path.push(module.to_string());
+        for next in &graph[module] {
+            visit(graph, next, path, done, loops);
+        }
+        path.pop();
+    }
+    let mut loops = Vec::new();
+    let mut done = std::collections::BTreeSet::new();
+    for module in graph.keys() {
+        visit(&graph, module, &mut Vec::new(), &mut done, &mut loops);
+    }
+    assert!(
+        loops.is_empty(),
+        "import loops between the server's modules:\n{}\n(graph: {graph:#?})",
+        loops.join("\n")
+    );
+}
+
+/// **Handlers never touch the store**: the HTTP front ends go through `App`'s operations.
+#[test]
+fn handlers_never_touch_the_store() {
+    let src = workspace().join("crates/vigil-server/src");
+    let mut files = Vec::new();
+    rust_files(&src.join("api"), &mut files);
+    rust_files(&src.join("cinder"), &mut files);
+    let mut offenders = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if line.contains(".store.") || line.contains(".store\n") || line.trim() == ".store" {
+                offenders.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "handlers reaching past App to the store:\n{}",
+        offenders.join("\n")
+    );
+}

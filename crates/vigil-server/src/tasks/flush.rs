@@ -5,12 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
+use super::Stop;
 use crate::app::App;
-
-/// Meta key holding the last time this server was known to be watching (for the grace rule).
-pub const LAST_ALIVE: &str = "last_alive";
+use crate::store::LAST_ALIVE;
 
 /// One flush: every dirty service in one transaction, then the liveness stamp.
 pub async fn flush_once(app: &App) -> Result<usize, crate::store::StoreError> {
@@ -28,13 +25,13 @@ pub async fn flush_once(app: &App) -> Result<usize, crate::store::StoreError> {
 }
 
 /// Flushes every `interval` until `shutdown`, then once more.
-pub async fn run(app: Arc<App>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(app: Arc<App>, interval: Duration, mut stop: Stop) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let stopping = tokio::select! {
             _ = ticker.tick() => false,
-            _ = shutdown.changed() => true,
+            _ = stop.stopped() => true,
         };
         let flushed = flush_once(&app).await;
         app.database.record(&flushed);
@@ -48,7 +45,7 @@ pub async fn run(app: Arc<App>, interval: Duration, mut shutdown: watch::Receive
         if let (true, Err(err)) = (stopping, app.database.refuse_if_down()) {
             tracing::error!(error = %err, "final flush failed; recent heartbeats were not written");
         }
-        if stopping || *shutdown.borrow() {
+        if stopping || stop.is_stopped() {
             return;
         }
     }

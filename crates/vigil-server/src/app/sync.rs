@@ -1,21 +1,13 @@
-//! Several servers on one database: each keeps its own in-memory table and learns what the
-//! others wrote by reading the database from cursors: registrations, admin changes and
-//! deletions every `flush_interval` and before every read; flushed heartbeats every
-//! `flush_interval`.
-//!
-//! A heartbeat received by one replica is seen by the others after at most one flush and one
-//! poll, that is `2 x flush_interval`. Admin changes are read through: a list or a detail
-//! read by any replica after the change was acknowledged shows it.
-//!
-//! Every replica also corrects its clock towards the database's, so a replica whose clock is
-//! wrong stamps heartbeats with the same time as the others (**one clock**).
+//! Reading what other replicas wrote: registrations, admin changes and deletions from the
+//! `services` change feed (before every read and every `flush_interval`), flushed heartbeats
+//! from `beat_log` (every `flush_interval`, apart, so reads never wait for it); and the clock's
+//! correction towards the database's. The loop that calls these is
+//! [`crate::tasks::replicate`].
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-
-use crate::app::App;
+use super::App;
+use crate::clock::Calibration;
 use crate::store::{EventFilter, EventKind, StoreResult};
 
 /// Rows read per query.
@@ -28,9 +20,6 @@ const SYNC_LIMIT: Duration = Duration::from_secs(2);
 /// fell behind the log reads every service's heartbeats at once (a million rows), which must
 /// not be cut short and tried again forever.
 const BEAT_SYNC_LIMIT: Duration = Duration::from_secs(60);
-
-/// How often the clock is corrected towards the database's.
-const CALIBRATE_EVERY: Duration = Duration::from_secs(10);
 
 /// Where this server is in the other replicas' changes.
 #[derive(Debug)]
@@ -158,43 +147,50 @@ impl App {
             tracing::warn!(error = %err, "cannot read other replicas' changes; answering from memory");
         }
     }
+
+    /// Corrects the clock towards the database's, when the database has a shared clock (see
+    /// [`crate::clock::Clock::calibrate`]); at start-up (`initial`) at once. A clock that
+    /// jumped forward later is a gap in watching, as a stall is: it opens a grace period.
+    pub async fn calibrate(&self, initial: bool) -> Option<Calibration> {
+        let before = self.clock.now();
+        let outcome = calibrate(&self.clock, self.store.as_ref(), initial).await;
+        if let (false, Some(Calibration::Stepped { .. })) = (initial, &outcome) {
+            let after = self.clock.now();
+            if after > before {
+                self.registry.liveness.set_gap(before, after);
+            }
+        }
+        outcome
+    }
 }
 
-/// Reads other replicas' changes every `interval`, and corrects the clock now and then, until
-/// `shutdown`. Does nothing on an unshared database.
-pub async fn run(app: Arc<App>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
-    if !app.store.shared() {
-        return;
-    }
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut calibrated = Instant::now();
-    let mut trouble = crate::trouble::Trouble::new(
-        "cannot read other replicas' changes",
-        "reading other replicas' changes again",
-    );
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        let synced = match app.sync_from_database().await {
-            Ok(()) => app.sync_beats().await,
-            Err(err) => Err(err),
-        };
-        trouble.report(synced);
-        if calibrated.elapsed() >= CALIBRATE_EVERY {
-            let before = app.clock.now();
-            if let Some(crate::clock::Calibration::Stepped { .. }) =
-                crate::calibrate(&app.clock, app.store.as_ref(), false).await
-            {
-                // A clock that jumped forward is a gap in watching, as a stall is.
-                let after = app.clock.now();
-                if after > before {
-                    app.registry.liveness.set_gap(before, after);
+/// One correction of `clock` towards `store`'s clock (before an `App` exists, at start-up).
+pub(crate) async fn calibrate(
+    clock: &crate::clock::Clock,
+    store: &dyn crate::store::Store,
+    initial: bool,
+) -> Option<Calibration> {
+    let local = || clock.local_now();
+    match store.clock_sample(&local).await {
+        Ok(Some(sample)) => {
+            let outcome = clock.calibrate(sample, initial);
+            match outcome {
+                Calibration::Ignored { round_trip } => {
+                    tracing::debug!(
+                        round_trip_ms = round_trip.num_milliseconds(),
+                        "clock reading ignored: slow round trip"
+                    );
                 }
+                Calibration::Stepped { by } => {
+                    tracing::warn!(
+                        by_s = crate::model::seconds(by),
+                        "this server's clock jumped against the database's; corrected at once"
+                    );
+                }
+                Calibration::Moved { .. } => {}
             }
-            calibrated = Instant::now();
+            Some(outcome)
         }
+        _ => None,
     }
 }

@@ -1,0 +1,207 @@
+use super::*;
+use crate::registry::Beat;
+
+fn t(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_700_000_000, 0).unwrap() + TimeDelta::milliseconds(ms)
+}
+
+fn record(report_interval: f64) -> ServiceRecord {
+    ServiceRecord {
+        id: 1,
+        host: "node-1".into(),
+        binary: "cinder-volume".into(),
+        topic: None,
+        zone: "nova".into(),
+        disabled: false,
+        disabled_reason: None,
+        forced_down: false,
+        frozen: false,
+        report_count: 0,
+        report_interval,
+        version: None,
+        created_at: t(0),
+        updated_at: None,
+        modified_at: None,
+        row_version: 0,
+    }
+}
+
+/// Beats received at `times` (ms), each sent with the matching `sent_at` (ms).
+fn beats(record: &mut ServiceRecord, times: &[i64], sent: &[i64], overrun: f64) -> BeatStats {
+    let mut stats = BeatStats::default();
+    for (at, sent_at) in times.iter().zip(sent) {
+        let beat = Beat {
+            sent_at: Some(t(*sent_at)),
+            last_rtt_s: Some(0.002),
+            overrun_s: Some(overrun),
+            ..Beat::default()
+        };
+        stats.record_beat(record.updated_at, t(*at), &beat);
+        record.updated_at = Some(t(*at));
+    }
+    stats
+}
+
+fn run(record: &ServiceRecord, stats: &BeatStats, now: i64) -> Vec<Finding> {
+    diagnose(&Inputs {
+        record,
+        stats,
+        history: Ok(&[]),
+        service_down_time: 60.0,
+        now: t(now),
+    })
+}
+
+fn check<'a>(findings: &'a [Finding], name: &str) -> &'a Finding {
+    findings.iter().find(|f| f.check == name).unwrap()
+}
+
+fn every(step_ms: i64, n: i64) -> Vec<i64> {
+    (1..=n).map(|i| i * step_ms).collect()
+}
+
+#[test]
+fn interval_thresholds() {
+    assert_eq!(interval(60.0, 60.0).severity, Severity::Error);
+    assert_eq!(interval(25.0, 60.0).severity, Severity::Warning);
+    assert_eq!(interval(20.0, 60.0).severity, Severity::Ok);
+    assert!(interval(90.0, 60.0).remedy.contains("at least 270 s"));
+}
+
+#[test]
+fn a_regular_service_is_all_ok() {
+    let mut r = record(10.0);
+    let times = every(10_000, 20);
+    let stats = beats(&mut r, &times, &times, 0.0);
+    let findings = run(&r, &stats, 200_500);
+    assert_eq!(findings.len(), 8);
+    for f in &findings {
+        assert_eq!(f.severity, Severity::Ok, "{f:?}");
+    }
+}
+
+#[test]
+fn stopped_is_told_apart_from_late() {
+    let mut r = record(10.0);
+    let times = every(10_000, 10);
+    let stats = beats(&mut r, &times, &times, 0.0);
+    let findings = run(&r, &stats, 173_000);
+    let silent = check(&findings, "heartbeat");
+    assert_eq!(silent.severity, Severity::Error);
+    assert!(
+        silent
+            .summary
+            .starts_with("no heartbeat for 73 s; gaps were regular before"),
+        "{}",
+        silent.summary
+    );
+    assert_eq!(check(&findings, "punctuality").severity, Severity::Ok);
+
+    let mut r = record(10.0);
+    let times = every(40_000, 10);
+    let stats = beats(&mut r, &times, &times, 30.0);
+    let findings = run(&r, &stats, 400_100);
+    let late = check(&findings, "punctuality");
+    assert_eq!(late.severity, Severity::Warning);
+    assert!(
+        late.summary.contains("agent overloaded or blocked"),
+        "{}",
+        late.summary
+    );
+    assert_eq!(check(&findings, "heartbeat").severity, Severity::Ok);
+}
+
+#[test]
+fn gaps_over_service_down_time_are_flapping() {
+    let mut r = record(10.0);
+    let times = every(70_000, 5);
+    let stats = beats(&mut r, &times, &times, 0.0);
+    let late = check(&run(&r, &stats, 350_100), "punctuality").clone();
+    assert_eq!(late.severity, Severity::Error);
+    assert!(late.summary.contains("on the way"), "{}", late.summary);
+}
+
+#[test]
+fn an_interval_too_long_is_not_blamed_on_the_beats() {
+    let mut r = record(90.0);
+    let times = every(90_000, 5);
+    let stats = beats(&mut r, &times, &times, 0.0);
+    let findings = run(&r, &stats, 450_000 + 75_000);
+    assert_eq!(check(&findings, "interval").severity, Severity::Error);
+    assert_eq!(check(&findings, "punctuality").severity, Severity::Ok);
+    let silent = check(&findings, "heartbeat");
+    assert_eq!(silent.severity, Severity::Ok);
+    assert!(silent.summary.contains("not due yet"), "{}", silent.summary);
+}
+
+#[test]
+fn clock_thresholds() {
+    for (skew, expected) in [
+        (90_000, Severity::Error),
+        (-90_000, Severity::Error),
+        (30_000, Severity::Warning),
+        (500, Severity::Ok),
+    ] {
+        let mut r = record(10.0);
+        let times = every(10_000, 3);
+        let sent: Vec<i64> = times.iter().map(|at| at + skew).collect();
+        let stats = beats(&mut r, &times, &sent, 0.0);
+        let found = check(&run(&r, &stats, 30_100), "clock").clone();
+        assert_eq!(found.severity, expected, "{skew}: {found:?}");
+    }
+}
+
+#[test]
+fn interleaved_sent_at_is_a_duplicate() {
+    let mut r = record(10.0);
+    let times = every(5_000, 10);
+    let sent: Vec<i64> = times
+        .iter()
+        .enumerate()
+        .map(|(i, at)| if i % 2 == 0 { *at } else { at - 8_000 })
+        .collect();
+    let stats = beats(&mut r, &times, &sent, 0.0);
+    let found = check(&run(&r, &stats, 50_100), "duplicate").clone();
+    assert_eq!(found.severity, Severity::Error);
+    assert!(found.detail.contains("2.0 x as often"), "{}", found.detail);
+}
+
+#[test]
+fn restarts_count_only_recent_starts_again() {
+    let event = |at: DateTime<Utc>, reason: &str| Event {
+        id: 0,
+        service_id: 1,
+        host: "node-1".into(),
+        binary: "cinder-volume".into(),
+        kind: EventKind::Registered,
+        at,
+        reason: Some(reason.into()),
+        last_seen: None,
+        threshold_s: None,
+    };
+    let now = t(3_600_000);
+    let mut history = vec![
+        event(t(0), RegistrationReason::NewService.as_str()),
+        event(t(1_000), RegistrationReason::StartedAgain.as_str()),
+    ];
+    let r = record(10.0);
+    let stats = BeatStats::default();
+    let restarts_with = |history: &[Event]| {
+        restarts(&Inputs {
+            record: &r,
+            stats: &stats,
+            history: Ok(history),
+            service_down_time: 60.0,
+            now,
+        })
+        .severity
+    };
+    for minute in 0..3 {
+        history.push(event(
+            now - TimeDelta::minutes(minute),
+            RegistrationReason::StartedAgain.as_str(),
+        ));
+    }
+    assert_eq!(restarts_with(&history), Severity::Error);
+    assert_eq!(restarts_with(&history[..4]), Severity::Ok);
+}

@@ -1,0 +1,175 @@
+//! Drives the detector ([`crate::detector`]): takes the detection lease whenever it can,
+//! starts from the history, ticks every [`TICK`] while the lease holds, and writes the queued
+//! transitions through the lease; a timer-only task watches for stalls of the process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::Stop;
+use crate::app::App;
+use crate::detector::TICK;
+use crate::model::{EventKind, NewEvent};
+
+/// Starts detection where the history left each service (see
+/// [`crate::detector::Detector::start_from`]).
+async fn prime(app: &App) -> crate::store::StoreResult<()> {
+    let down: std::collections::HashSet<i64> = app
+        .store
+        .last_transitions()
+        .await?
+        .into_iter()
+        .filter(|(_, kind)| *kind == EventKind::Down)
+        .map(|(id, _)| id)
+        .collect();
+    app.detector
+        .start_from(&app.registry, &down, app.clock.now());
+    Ok(())
+}
+
+/// Notices this process's stalls (a stopped VM, SIGSTOP, a starved runtime) and the local
+/// clock jumping forward, and opens a grace period for each (see [`crate::liveness`]).
+///
+/// A task of its own that waits on nothing but a timer: the detector's loop also waits for the
+/// database, and a slow database is not a stalled process (that mistake opened a grace period
+/// after every outage and delayed real downs). Both the monotonic clock (which runs through a
+/// SIGSTOP) and the local wall clock (which also runs through a suspended machine) are watched.
+pub async fn watch_pauses(app: Arc<App>, mut stop: Stop) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = stop.stopped() => return,
+        }
+        app.detector
+            .stalls
+            .check(&app.clock, &app.registry.liveness);
+    }
+}
+
+/// How often a follower tries to take over detection, and a leader checks its lease.
+const LEASE_CHECK: Duration = Duration::from_secs(1);
+
+/// Leads detection whenever this server can: takes the lease (at once, alone on a database;
+/// among replicas, when no other holds it), starts from the history, and runs [`tick`] every
+/// [`TICK`] while the lease holds, until stopped.
+pub async fn run(
+    app: Arc<App>,
+    mut queue: mpsc::UnboundedReceiver<NewEvent>,
+    retry: Duration,
+    mut stop: Stop,
+) {
+    let mut warned = false;
+    loop {
+        // Nothing queued while not leading is ours to write.
+        while queue.try_recv().is_ok() {}
+        let lease = match app.store.try_lead().await {
+            Ok(Some(lease)) => Some(lease),
+            Ok(None) => None,
+            Err(err) => {
+                if !warned {
+                    tracing::warn!(error = %err, "cannot reach the database to lead detection");
+                    warned = true;
+                }
+                None
+            }
+        };
+        let Some(mut lease) = lease else {
+            tokio::select! {
+                _ = tokio::time::sleep(retry.min(LEASE_CHECK)) => continue,
+                _ = stop.stopped() => return,
+            }
+        };
+        warned = false;
+        app.detector.set_leader(true);
+        if let Err(err) = prime(&app).await {
+            app.detector.set_leader(false);
+            tracing::warn!(error = %err, "cannot read the history to start detection");
+            tokio::select! {
+                _ = tokio::time::sleep(retry) => continue,
+                _ = stop.stopped() => return,
+            }
+        }
+        if app.store.shared() {
+            tracing::info!("this replica leads detection");
+        }
+        let stopped = lead(&app, lease.as_mut(), &mut queue, &mut stop).await;
+        app.detector.set_leader(false);
+        app.detector.clear(&app.registry);
+        if stopped {
+            return;
+        }
+        tracing::warn!("lost the lead of detection; another replica takes over");
+    }
+}
+
+/// Ticks while the lease holds, writing the transitions found; `true` when stopped by
+/// the stop signal (after writing what is queued).
+async fn lead(
+    app: &App,
+    lease: &mut dyn crate::store::Lease,
+    queue: &mut mpsc::UnboundedReceiver<NewEvent>,
+    stop: &mut Stop,
+) -> bool {
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut checked = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.stopped() => {
+                write_queued(app, lease, queue).await;
+                return true;
+            }
+        }
+        app.detector
+            .stalls
+            .check(&app.clock, &app.registry.liveness);
+        app.detector
+            .tick(&app.registry, &app.events, app.clock.now());
+        if !write_queued(app, lease, queue).await {
+            return false;
+        }
+        if checked.elapsed() >= LEASE_CHECK {
+            if !lease.holds().await {
+                return false;
+            }
+            checked = std::time::Instant::now();
+        }
+    }
+}
+
+/// Longest wait for the transitions of one tick to be written.
+const WRITE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Writes the queued transitions through the lease. `false` when that failed: the lease can
+/// no longer be trusted, so they are dropped and the lead given up; whoever leads next
+/// derives them again from the history and the table (a service past its deadline whose
+/// latest event is not `down` gets its `down`), so none is lost and none written twice.
+async fn write_queued(
+    app: &App,
+    lease: &mut dyn crate::store::Lease,
+    queue: &mut mpsc::UnboundedReceiver<NewEvent>,
+) -> bool {
+    let mut batch = Vec::new();
+    while let Ok(event) = queue.try_recv() {
+        batch.push(event);
+    }
+    if batch.is_empty() {
+        return true;
+    }
+    let failure = match tokio::time::timeout(WRITE_LIMIT, lease.append_events(&batch)).await {
+        Ok(Ok(())) => {
+            app.events.notify();
+            return true;
+        }
+        Ok(Err(err)) => err.to_string(),
+        Err(_) => format!("no answer within {WRITE_LIMIT:?}"),
+    };
+    tracing::warn!(
+        error = %failure,
+        dropped = batch.len(),
+        "cannot write transitions under the detection lease; giving up the lead to start again from the history"
+    );
+    false
+}

@@ -1,0 +1,111 @@
+//! The server's background loops, above [`App`]: each holds the shared state and drives one
+//! part of it (the state types themselves never know `App`).
+//!
+//! One convention for all of them: a loop is started with [`Workers::spawn`], gets a [`Stop`]
+//! to wait on, says once that it fails and once that it works again ([`Trouble`]), and is
+//! awaited by [`Workers::stop`] after the stop signal, in the reverse order of starting, so
+//! the flusher (started first) writes the last heartbeats after everything else ended.
+//!
+//! # Layout
+//! - [`flush`]: heartbeats from memory to the database, one transaction per `flush_interval`.
+//! - [`detect`]: leadership of detection, the detector's ticks, writing the transitions; the
+//!   stall watch's timer.
+//! - [`replicate`]: other replicas' changes and heartbeats, and the clock's correction.
+//! - [`feed`]: one reader of the history for every event stream; retention pruning.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::app::App;
+
+pub(crate) mod detect;
+pub(crate) mod feed;
+pub(crate) mod flush;
+pub(crate) mod replicate;
+
+pub(crate) use crate::trouble::Trouble;
+
+/// How often old events are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// A loop's stop signal.
+#[derive(Clone)]
+pub(crate) struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    /// Completes once the server stops (at once when it already has).
+    pub async fn stopped(&mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+/// The running loops.
+pub(crate) struct Workers {
+    stop: watch::Sender<bool>,
+    running: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Workers {
+    pub fn new() -> Workers {
+        Workers {
+            stop: watch::channel(false).0,
+            running: Vec::new(),
+        }
+    }
+
+    /// Starts the loop `work(stop)` as a task called `name`.
+    pub fn spawn<F, Fut>(&mut self, name: &'static str, work: F)
+    where
+        F: FnOnce(Stop) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let stop = Stop(self.stop.subscribe());
+        self.running.push((name, tokio::spawn(work(stop))));
+    }
+
+    /// Signals every loop to stop and waits for each, the last started first.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        while let Some((name, handle)) = self.running.pop() {
+            if let Err(err) = handle.await {
+                if err.is_panic() {
+                    tracing::error!(task = name, "background task panicked");
+                }
+            }
+        }
+    }
+}
+
+/// Starts every loop of a server over `app`; `queue` is what the detector writes.
+pub(crate) fn start(
+    app: &Arc<App>,
+    queue: tokio::sync::mpsc::UnboundedReceiver<crate::model::NewEvent>,
+) -> Workers {
+    let flush_interval = Duration::from_secs_f64(app.config.flush_interval);
+    let mut workers = Workers::new();
+    let a = app.clone();
+    workers.spawn("flush", move |stop| flush::run(a, flush_interval, stop));
+    let a = app.clone();
+    workers.spawn("pauses", move |stop| detect::watch_pauses(a, stop));
+    let a = app.clone();
+    workers.spawn("replicate", move |stop| {
+        replicate::run(a, flush_interval, stop)
+    });
+    let a = app.clone();
+    workers.spawn("feed", move |stop| feed::run_feed(a, stop));
+    let a = app.clone();
+    workers.spawn("prune", move |stop| feed::run_pruner(a, PRUNE_EVERY, stop));
+    let a = app.clone();
+    workers.spawn("detect", move |stop| {
+        detect::run(a, queue, flush_interval, stop)
+    });
+    workers
+}
