@@ -87,12 +87,14 @@ pub struct UpdateServiceRequest {
 }
 
 /// Liveness as Cinder computes it: `up` iff the newest heartbeat is at most
-/// `service_down_time` old (and the service is not forced down).
+/// `service_down_time` old (and the service is not forced down). `unknown`: a watched
+/// service whose database cannot be read now; not evidence that it is down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Up,
     Down,
+    Unknown,
 }
 
 impl State {
@@ -100,6 +102,7 @@ impl State {
         match self {
             State::Up => "up",
             State::Down => "down",
+            State::Unknown => "unknown",
         }
     }
 }
@@ -110,7 +113,8 @@ impl std::str::FromStr for State {
         match s {
             "up" => Ok(State::Up),
             "down" => Ok(State::Down),
-            other => Err(format!("state must be up or down, not {other:?}")),
+            "unknown" => Ok(State::Unknown),
+            other => Err(format!("state must be up, down or unknown, not {other:?}")),
         }
     }
 }
@@ -180,6 +184,21 @@ pub struct Service {
     /// Phi-accrual suspicion level, rounded to two decimals; `null` until enough beats are known.
     #[serde(default)]
     pub suspicion: Option<f64>,
+    /// Where its heartbeats come from: `vigil` (registered with Vigil), or the name of the
+    /// watch of an OpenStack database that it is a row of.
+    #[serde(default = "vigil_source")]
+    pub source: String,
+    /// What OpenStack itself shows for a watched service (its own rule, on its database's
+    /// clock); absent for Vigil's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openstack_state: Option<State>,
+}
+
+/// The `source` of services registered with Vigil.
+pub const VIGIL_SOURCE: &str = "vigil";
+
+fn vigil_source() -> String {
+    VIGIL_SOURCE.into()
 }
 
 /// `GET /v1/services`.
@@ -274,13 +293,32 @@ pub struct ErrorDetail {
 /// `GET /readyz` and `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
-    /// `ok`, or `unavailable` with a `reason`.
+    /// `ok`; `degraded` when a watch cannot read its database; or `unavailable` with a
+    /// `reason`.
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// `leader` when this server detects transitions (writes `down` events), else `follower`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// Each watched OpenStack database and whether it can be read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watches: Vec<WatchHealth>,
+}
+
+/// One watch in `/readyz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchHealth {
+    /// The watch's name, the `source` of its services.
+    pub name: String,
+    /// `cinder` or `nova`.
+    pub kind: String,
+    /// `ok`, or `unreachable` with a `reason` (its services are `unknown` meanwhile).
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Rows of the last successful poll.
+    pub services: usize,
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ mod health;
 mod start;
 mod stream;
 pub(crate) mod sync;
+pub(crate) mod watch;
 
 pub use health::DatabaseHealth;
 pub(crate) use start::build;
@@ -51,6 +52,8 @@ pub struct App {
     pub beat_cursor: tokio::sync::Mutex<i64>,
     pub admin_token: String,
     pub database: DatabaseHealth,
+    /// The watched OpenStack databases: more sources of heartbeats.
+    pub watches: Vec<Arc<watch::WatchState>>,
 }
 
 impl App {
@@ -219,6 +222,7 @@ impl App {
             // An enabled service has no reason to be disabled.
             change.disabled_reason = Some(None);
         }
+        self.refuse_if_watched(id, false)?;
         let now = self.clock.now();
         let events_for = |before: &crate::store::ServiceRecord| admin_events(before, &change, now);
         let updated = self.store.update_admin(id, &change, now, &events_for).await;
@@ -233,6 +237,7 @@ impl App {
     /// Deletes a service. A service that is up is refused unless `force`: its process would
     /// re-create it at its next heartbeat (Cinder's `service remove` pitfall).
     pub async fn delete(&self, id: i64, force: bool) -> Result<(), AppError> {
+        self.refuse_if_watched(id, true)?;
         let now = self.clock.now();
         let record = self.entry(id).await?.lock().record.clone();
         if !force && self.registry.liveness.is_up(&record, now) {
@@ -259,7 +264,7 @@ impl App {
 
 /// The events an admin change makes of a service as it was: only real transitions count, so
 /// disabling a disabled service records nothing.
-fn admin_events(
+pub(crate) fn admin_events(
     before: &crate::store::ServiceRecord,
     change: &AdminChange,
     at: chrono::DateTime<chrono::Utc>,

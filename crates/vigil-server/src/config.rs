@@ -39,6 +39,9 @@ pub struct Config {
     pub http: HttpConfig,
     /// The optional Cinder-compatible `os-services` listener.
     pub cinder_api: CinderApiConfig,
+    /// OpenStack databases whose `services` table is watched, read-only (`[[watch]]` tables;
+    /// `--watch KIND:URL`).
+    pub watch: Vec<crate::watch::WatchConfig>,
     /// Mounts `POST /v1/bench/reference/{id}/heartbeat`, the baseline `vigil bench` compares
     /// heartbeats with. Set only by the hidden `--bench-reference` flag, never from a file.
     #[serde(skip)]
@@ -94,6 +97,7 @@ impl Default for Config {
             clock_offset: 0.0,
             http: HttpConfig::default(),
             cinder_api: CinderApiConfig::default(),
+            watch: Vec::new(),
             bench_reference: false,
         }
     }
@@ -130,6 +134,16 @@ impl Config {
                 )))
             }
         };
+        let mut names = std::collections::BTreeSet::new();
+        for watch in &self.watch {
+            watch.validate().map_err(|e| ConfigError(e.to_string()))?;
+            if !names.insert(watch.name()) {
+                return Err(ConfigError(format!(
+                    "two watches are named {:?}; give each its own name",
+                    watch.name()
+                )));
+            }
+        }
         positive("service_down_time", self.service_down_time)?;
         positive("flush_interval", self.flush_interval)?;
         positive("event_retention_days", self.event_retention_days)?;

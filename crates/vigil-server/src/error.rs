@@ -12,6 +12,14 @@ pub enum AppError {
     NotFound(i64),
     #[error("service {host}/{binary} is up; stop it first or delete with force")]
     ServiceUp { host: String, binary: String },
+    /// An admin change through Vigil of a service that a watched OpenStack database owns.
+    #[error("service {host}/{binary} is a row of the watched OpenStack database {watch}: Vigil only reads it; change it in OpenStack: {command}")]
+    ReadOnlySource {
+        host: String,
+        binary: String,
+        watch: String,
+        command: String,
+    },
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(String),
     #[error("internal error: {0}")]

@@ -15,6 +15,7 @@ use crate::id_table::IdTable;
 use crate::liveness::Liveness;
 use crate::model::{BeatFlush, Name, ServiceRecord};
 use crate::stats::BeatStats;
+use crate::watch::{OpenstackState, WatchKind};
 
 /// One service in memory.
 pub struct Entry {
@@ -41,6 +42,23 @@ pub struct Slot {
     pub filed: bool,
     /// Heartbeat timing, for suspicion and diagnosis.
     pub stats: BeatStats,
+    /// A row of a watched OpenStack database (`None`: registered with Vigil). Such a service
+    /// lives in memory only: its database is the durable copy, read again at start-up.
+    pub watched: Option<Box<Watched>>,
+}
+
+/// What a watched service has that Vigil's own do not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watched {
+    /// The watch's name: the service's `source`.
+    pub source: Arc<str>,
+    pub kind: WatchKind,
+    /// The row's id in the watched table.
+    pub openstack_id: i64,
+    /// OpenStack's own verdict at the last poll.
+    pub openstack_state: OpenstackState,
+    /// The watch cannot read its database now: the service's state is unknown, not down.
+    pub unreachable: bool,
 }
 
 impl Entry {
@@ -67,13 +85,30 @@ pub struct ListFilter {
     pub zone: Option<String>,
     pub state: Option<vigil_proto::State>,
     pub status: Option<vigil_proto::Status>,
+    /// `vigil`, or a watch's name.
+    pub source: Option<String>,
 }
 
 #[derive(Default)]
 struct Table {
     by_id: IdTable<Arc<Entry>>,
-    /// host → binary → id: finds a service by its key, and lists one host without a scan.
+    /// host → binary → id: finds a service by its key, and lists one host without a scan. A
+    /// watched service's key is its binary, a NUL and its source ([`index_key`]), so it never
+    /// takes the key of Vigil's own service of the same host and binary.
     by_host: HashMap<Name, BTreeMap<Name, i64>>,
+}
+
+/// A slot's key in `by_host`'s binaries.
+fn index_key(record: &ServiceRecord, watched: Option<&Watched>) -> Name {
+    match watched {
+        None => record.binary.clone(),
+        Some(watched) => {
+            let mut key = record.binary.clone();
+            key.push('\0');
+            key.push_str(&watched.source);
+            key
+        }
+    }
 }
 
 /// The in-memory registry.
@@ -93,18 +128,23 @@ impl Registry {
         {
             let mut table = registry.table.write();
             for record in records {
-                Self::insert_into(&mut table, record);
+                Self::insert_into(&mut table, record, None);
             }
         }
         registry
     }
 
-    fn insert_into(table: &mut Table, record: ServiceRecord) -> Arc<Entry> {
+    fn insert_into(
+        table: &mut Table,
+        record: ServiceRecord,
+        watched: Option<Box<Watched>>,
+    ) -> Arc<Entry> {
         let id = record.id;
+        let key = index_key(&record, watched.as_deref());
         let binaries = table.by_host.entry(record.host.clone()).or_default();
         // Never point the key back at an older (deleted) service.
-        if binaries.get(&record.binary).is_none_or(|known| *known < id) {
-            binaries.insert(record.binary.clone(), id);
+        if binaries.get(&key).is_none_or(|known| *known < id) {
+            binaries.insert(key, id);
         }
         let entry = Arc::new(Entry {
             id,
@@ -118,6 +158,7 @@ impl Registry {
                 declared_suspect: false,
                 filed: false,
                 stats: BeatStats::default(),
+                watched,
             }),
         });
         table.by_id.insert(id, entry.clone());
@@ -153,7 +194,21 @@ impl Registry {
             entry.lock().merge_stored(record);
             return entry;
         }
-        Self::insert_into(&mut table, record)
+        Self::insert_into(&mut table, record, None)
+    }
+
+    /// Puts a watched service into memory the first time its watch sees it; `None` when its
+    /// id is taken already.
+    pub fn insert_watched(&self, record: ServiceRecord, watched: Watched) -> Option<Arc<Entry>> {
+        let mut table = self.table.write();
+        if table.by_id.get(record.id).is_some() {
+            return None;
+        }
+        Some(Self::insert_into(
+            &mut table,
+            record,
+            Some(Box::new(watched)),
+        ))
     }
 
     /// Forgets a service (deleted through this server or another replica).
@@ -162,10 +217,11 @@ impl Registry {
         let entry = table.by_id.remove(id)?;
         let mut slot = entry.lock();
         slot.deleted = true;
+        let key = index_key(&slot.record, slot.watched.as_deref());
         if let Some(binaries) = table.by_host.get_mut(&slot.record.host) {
             // The key may already name a newer service (deleted and registered again).
-            if binaries.get(&slot.record.binary) == Some(&id) {
-                binaries.remove(&slot.record.binary);
+            if binaries.get(&key) == Some(&id) {
+                binaries.remove(&key);
             }
             if binaries.is_empty() {
                 table.by_host.remove(&slot.record.host);
@@ -200,7 +256,8 @@ impl Registry {
             slot.declared_down = false;
         }
         let report_count = slot.record.report_count;
-        if !slot.dirty {
+        // A watched service's heartbeats are its own database's to keep.
+        if !slot.dirty && slot.watched.is_none() {
             slot.dirty = true;
             drop(slot);
             self.dirty.lock().push(entry.clone());
@@ -277,9 +334,18 @@ impl Registry {
             Some(host) => match table.by_host.get(host.as_str()) {
                 Some(binaries) => {
                     let mut ids: Vec<i64> = match &filter.binary {
-                        Some(binary) => {
-                            binaries.get(binary.as_str()).copied().into_iter().collect()
-                        }
+                        // Vigil's own key, then the watched ones (the binary, a NUL, a source).
+                        Some(binary) => binaries
+                            .range::<str, _>((
+                                std::ops::Bound::Included(binary.as_str()),
+                                std::ops::Bound::Unbounded,
+                            ))
+                            .take_while(|(key, _)| {
+                                key.strip_prefix(binary.as_str())
+                                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('\0'))
+                            })
+                            .map(|(_, id)| *id)
+                            .collect(),
                         None => binaries.values().copied().collect(),
                     };
                     ids.sort_unstable();
@@ -301,7 +367,8 @@ impl Registry {
             || filter
                 .state
                 .is_some_and(|s| s != self.judge(slot, now).state())
-            || filter.status.is_some_and(|s| s != status(record)))
+            || filter.status.is_some_and(|s| s != status(record))
+            || filter.source.as_ref().is_some_and(|s| s != source(slot)))
     }
 
     /// What `slot`'s service is at `now`: the one judgement every view reads (the list's
@@ -312,6 +379,7 @@ impl Registry {
         let up = self.liveness.is_up(record, now);
         let suspicion = slot.stats.phi(now, last_seen);
         Judgement {
+            unknown: slot.watched.as_ref().is_some_and(|w| w.unreachable),
             up,
             suspect: up && suspicion.is_some_and(|phi| phi >= self.liveness.phi_threshold),
             suspicion,
@@ -345,6 +413,11 @@ impl Registry {
             last_heartbeat_age_s: judgement.age_s(),
             suspect: judgement.suspect,
             suspicion: judgement.suspicion_shown(),
+            source: source(slot).to_string(),
+            openstack_state: slot.watched.as_ref().map(|w| match w.openstack_state {
+                OpenstackState::Up => vigil_proto::State::Up,
+                OpenstackState::Down => vigil_proto::State::Down,
+            }),
         }
     }
 
@@ -393,6 +466,8 @@ pub use crate::model::seconds;
 /// A service at one instant, as [`Registry::judge`] finds it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Judgement {
+    /// A watched service whose database cannot be read now: neither up nor down.
+    pub unknown: bool,
     /// The liveness rule ([`Liveness::is_up`]).
     pub up: bool,
     /// Up, but its suspicion crossed the threshold: likely down soon.
@@ -407,7 +482,9 @@ pub struct Judgement {
 
 impl Judgement {
     pub fn state(&self) -> vigil_proto::State {
-        if self.up {
+        if self.unknown {
+            vigil_proto::State::Unknown
+        } else if self.up {
             vigil_proto::State::Up
         } else {
             vigil_proto::State::Down
@@ -422,6 +499,13 @@ impl Judgement {
     pub fn suspicion_shown(&self) -> Option<f64> {
         self.suspicion.map(|phi| (phi * 100.0).round() / 100.0)
     }
+}
+
+/// Where a service's heartbeats come from: `vigil`, or its watch's name.
+pub fn source(slot: &Slot) -> &str {
+    slot.watched
+        .as_ref()
+        .map_or(vigil_proto::VIGIL_SOURCE, |w| &w.source)
 }
 
 /// A service's admin status.

@@ -44,6 +44,9 @@ impl From<AppError> for ApiError {
             AppError::ServiceUp { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "service_up", err.to_string())
             }
+            AppError::ReadOnlySource { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "read_only_source", err.to_string())
+            }
             AppError::DatabaseUnavailable(reason) => {
                 tracing::warn!(%reason, "refused a change: database unavailable");
                 ApiError::new(

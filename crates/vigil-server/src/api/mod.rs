@@ -109,6 +109,7 @@ async fn healthz(State(app): State<Arc<App>>) -> Json<Health> {
         status: "ok".into(),
         reason: None,
         role: Some(role(&app)),
+        watches: Vec::new(),
     })
 }
 
@@ -121,27 +122,68 @@ fn role(app: &App) -> String {
     .into()
 }
 
-/// A write can commit: 200, or 503 with the reason. Answered from memory when a write's
+/// Each watch and whether it can read its database.
+fn watches(app: &App) -> Vec<vigil_proto::WatchHealth> {
+    app.watch_status()
+        .into_iter()
+        .map(|watch| vigil_proto::WatchHealth {
+            name: watch.name,
+            kind: watch.kind.as_str().into(),
+            status: if watch.problem.is_some() {
+                "unreachable"
+            } else {
+                "ok"
+            }
+            .into(),
+            reason: watch.problem,
+            services: watch.services,
+        })
+        .collect()
+}
+
+/// A write can commit: 200 (`degraded` when a watch cannot read its database), or 503 with
+/// the reason. Answered from memory when a write's
 /// outcome is less than a second old, else by committing a probe. Heartbeats are still accepted while it
 /// is away (held in memory), but admin changes are refused, so a load balancer should prefer
 /// ready replicas.
 async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     let problem = app.readiness().await;
+    let watches = watches(&app);
     match problem {
-        None => (
-            StatusCode::OK,
-            Json(Health {
-                status: "ok".into(),
-                reason: None,
-                role: Some(role(&app)),
-            }),
-        ),
+        None => {
+            let failing: Vec<&str> = watches
+                .iter()
+                .filter(|w| w.reason.is_some())
+                .map(|w| w.name.as_str())
+                .collect();
+            let (status, reason) = if failing.is_empty() {
+                ("ok", None)
+            } else {
+                (
+                    "degraded",
+                    Some(format!(
+                        "cannot read watched database(s) {}: their services are unknown",
+                        failing.join(", ")
+                    )),
+                )
+            };
+            (
+                StatusCode::OK,
+                Json(Health {
+                    status: status.into(),
+                    reason,
+                    role: Some(role(&app)),
+                    watches,
+                }),
+            )
+        }
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Health {
                 status: "unavailable".into(),
                 reason: Some(reason),
                 role: Some(role(&app)),
+                watches,
             }),
         ),
     }

@@ -43,11 +43,8 @@ pub fn write(out: &mut Vec<u8>, registry: &Registry, slot: &Slot, now: DateTime<
     optional(out, record.updated_at.as_ref(), time);
     out.extend_from_slice(br#","modified_at":"#);
     optional(out, record.modified_at.as_ref(), time);
-    out.extend_from_slice(if judgement.up {
-        br#","state":"up""#
-    } else {
-        br#","state":"down""#
-    });
+    out.extend_from_slice(br#","state":"#);
+    string(out, judgement.state().as_str());
     out.extend_from_slice(if record.disabled {
         br#","status":"disabled""#
     } else {
@@ -59,6 +56,12 @@ pub fn write(out: &mut Vec<u8>, registry: &Registry, slot: &Slot, now: DateTime<
     boolean(out, judgement.suspect);
     out.extend_from_slice(br#","suspicion":"#);
     optional(out, judgement.suspicion_shown(), number);
+    out.extend_from_slice(br#","source":"#);
+    string(out, crate::registry::source(slot));
+    if let Some(watched) = &slot.watched {
+        out.extend_from_slice(br#","openstack_state":"#);
+        string(out, watched.openstack_state.as_str());
+    }
     out.push(b'}');
 }
 
@@ -127,8 +130,9 @@ mod tests {
 
     use super::*;
     use crate::liveness::Liveness;
-    use crate::registry::{Beat, Registry};
+    use crate::registry::{Beat, Registry, Watched};
     use crate::store::ServiceRecord;
+    use crate::watch::{OpenstackState, WatchKind};
 
     fn record(id: i64, host: &str) -> ServiceRecord {
         ServiceRecord {
@@ -175,6 +179,18 @@ mod tests {
         for i in 1..=6 {
             let at = t0 + TimeDelta::milliseconds(1000 * i + 7 * i * i);
             registry.heartbeat(4, &Beat::default(), at);
+        }
+        for (openstack_id, unreachable) in [(7, false), (8, true)] {
+            let mut row = record((1 << 52) | openstack_id, "stor-1");
+            row.binary = "cinder-volume".into();
+            let watched = Watched {
+                source: "cinder/cinder \"eu\"".into(),
+                kind: WatchKind::Cinder,
+                openstack_id,
+                openstack_state: OpenstackState::Down,
+                unreachable,
+            };
+            registry.insert_watched(row, watched).unwrap();
         }
         for now in [t0, t0 + TimeDelta::seconds(9), t0 + TimeDelta::seconds(61)] {
             for entry in registry.entries() {

@@ -72,6 +72,8 @@ pub struct ListParams {
     zone: Option<String>,
     state: Option<String>,
     status: Option<String>,
+    /// `vigil`, or a watch's name.
+    source: Option<String>,
 }
 
 pub async fn list(
@@ -98,6 +100,7 @@ pub async fn list(
         zone: params.zone,
         state,
         status,
+        source: params.source,
     };
     // Other replicas' changes first, so a change acknowledged anywhere shows here at once.
     app.sync_for_read().await;

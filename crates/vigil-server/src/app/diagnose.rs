@@ -4,9 +4,10 @@ use chrono::{DateTime, Utc};
 use vigil_proto::Diagnosis;
 
 use super::{App, AppError};
-use crate::doctor::{diagnose, Inputs, RECENT};
+use crate::doctor::{diagnose, Inputs, Openstack, RECENT};
 use crate::model::{Event, EventKind, ServiceRecord};
 use crate::store::EventFilter;
+use crate::watch::WatchConfig;
 
 impl App {
     /// Gathers one service's facts and runs [`diagnose`] on them. A history that cannot be read
@@ -15,12 +16,23 @@ impl App {
     pub async fn diagnose(&self, id: i64) -> Result<Diagnosis, AppError> {
         let entry = self.entry(id).await?;
         let now = self.clock.now();
-        let (service, record, stats) = {
+        let (service, record, stats, openstack) = {
             let slot = entry.lock();
+            let openstack = slot.watched.as_ref().map(|watched| Openstack {
+                kind: watched.kind,
+                service_down_time: self
+                    .watches
+                    .iter()
+                    .find(|w| w.name == watched.source)
+                    .map_or(WatchConfig::OPENSTACK_SERVICE_DOWN_TIME, |w| {
+                        w.config.openstack_service_down_time()
+                    }),
+            });
             (
                 self.registry.view(&slot, now),
                 slot.record.clone(),
                 slot.stats.clone(),
+                openstack,
             )
         };
         let history = self.doctor_history(&record, now).await;
@@ -28,8 +40,13 @@ impl App {
             record: &record,
             stats: &stats,
             history: history.as_deref().map_err(String::as_str),
-            service_down_time: self.registry.liveness.service_down_time_s(),
+            service_down_time: openstack
+                .as_ref()
+                .map_or(self.registry.liveness.service_down_time_s(), |o| {
+                    o.service_down_time
+                }),
             now,
+            openstack,
         });
         Ok(Diagnosis { service, findings })
     }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::sync::SyncState;
+use super::watch::WatchState;
 use super::{App, DatabaseHealth};
 use crate::config::Config;
 use crate::detector::Detector;
@@ -54,6 +55,19 @@ pub(crate) async fn build(
         .map_err(fail)?;
     tracing::info!(services = records.len(), "loaded services");
     let registry = Registry::new(records, liveness);
+    let watches: Vec<Arc<WatchState>> = config
+        .watch
+        .iter()
+        .map(|watch| Arc::new(WatchState::new(watch.clone())))
+        .collect();
+    for (i, watch) in watches.iter().enumerate() {
+        if let Some(other) = watches[..i].iter().find(|o| o.clashes_with(watch)) {
+            return Err(ServerError::Config(crate::ConfigError(format!(
+                "watches {} and {} would give their services the same ids; rename one",
+                other.name, watch.name
+            ))));
+        }
+    }
     let (events, receiver) = EventLog::new();
     let app = Arc::new(App {
         config,
@@ -66,6 +80,7 @@ pub(crate) async fn build(
         beat_cursor: tokio::sync::Mutex::new(beat_cursor),
         admin_token,
         database: DatabaseHealth::default(),
+        watches,
     });
     Ok((app, receiver))
 }

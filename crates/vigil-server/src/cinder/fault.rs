@@ -64,7 +64,9 @@ impl From<AppError> for Fault {
         match err {
             AppError::Invalid { message, .. } => Fault::invalid_input(message),
             AppError::NotFound(_) => Fault::new(StatusCode::NOT_FOUND, err.to_string()),
-            AppError::ServiceUp { .. } => Fault::new(StatusCode::CONFLICT, err.to_string()),
+            AppError::ServiceUp { .. } | AppError::ReadOnlySource { .. } => {
+                Fault::new(StatusCode::CONFLICT, err.to_string())
+            }
             AppError::DatabaseUnavailable(reason) => {
                 tracing::warn!(%reason, "refused a change: database unavailable");
                 Fault::new(

@@ -54,7 +54,12 @@ struct Row {
 impl Row {
     fn new(service: Service, version: Microversion) -> Row {
         let volume = service.binary == VOLUME_BINARY;
-        let state = service.state.as_str();
+        // Cinder knows up and down only: a watched service whose database cannot be read
+        // (`unknown`) is not shown up.
+        let state = match service.state {
+            vigil_proto::State::Up => "up",
+            vigil_proto::State::Down | vigil_proto::State::Unknown => "down",
+        };
         Row {
             updated_at: shown_updated_at(&service).map(cinder_time),
             status: service.status.as_str(),
@@ -226,6 +231,8 @@ async fn set_frozen(app: &App, body: &ActionBody, frozen: bool) -> Result<Respon
     let services = app
         .list(&ListFilter {
             host: Some(host.to_string()),
+            // Watched services change in their own OpenStack only.
+            source: Some(vigil_proto::VIGIL_SOURCE.into()),
             ..ListFilter::default()
         })
         .await;

@@ -20,8 +20,13 @@ pub(super) fn clock(inputs: &Inputs) -> Finding {
     let least = (offset.abs() - bound).max(0.0);
     let tolerance = (inputs.service_down_time - inputs.record.report_interval).max(0.0);
     let direction = if offset >= 0.0 { "ahead of" } else { "behind" };
+    let reference = if inputs.openstack.is_some() {
+        "the database's"
+    } else {
+        "the server's"
+    };
     let measured = format!(
-        "clock of host {} is {} s {direction} the server's (to within {} ms)",
+        "clock of host {} is {} s {direction} {reference} (to within {} ms)",
         inputs.record.host,
         secs(offset.abs()),
         (bound * 1000.0).ceil().max(1.0)
@@ -32,6 +37,29 @@ pub(super) fn clock(inputs: &Inputs) -> Finding {
         "synchronise the clock of host {} with NTP (chronyc tracking, timedatectl status)",
         inputs.record.host
     );
+    if let (true, Some(openstack)) = (least > tolerance, &inputs.openstack) {
+        let ahead = if offset >= 0.0 { "ahead of" } else { "behind" };
+        return error(
+            "clock",
+            format!(
+                "{} shows {} on {} down because its clock is {} s {ahead} the database; it \
+                 reports every {} s",
+                product(openstack.kind),
+                inputs.record.binary,
+                inputs.record.host,
+                secs(offset.abs()),
+                secs(inputs.record.report_interval)
+            ),
+        )
+        .because(format!(
+            "{measured}; {} compares updated_at, written with the node's clock, against the \
+             database's and tolerates at most service_down_time - report_interval = {} s. \
+             Vigil judges the same heartbeats on one clock, so it shows the service up",
+            product(openstack.kind),
+            secs(tolerance)
+        ))
+        .fix(remedy);
+    }
     if least > tolerance {
         error(
             "clock",

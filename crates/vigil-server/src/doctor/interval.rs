@@ -52,3 +52,43 @@ pub fn interval(report_interval: f64, service_down_time: f64) -> Finding {
         .because("a service must miss several heartbeats in a row to be shown down")
     }
 }
+
+/// Step 1 on a watched OpenStack: its `report_interval` against the `service_down_time` it
+/// runs with, including the rewrite Cinder and Nova make in silence (a warning in the daemon's
+/// log only) when the interval does not fit.
+pub(super) fn openstack_interval(report_interval: f64, openstack: &Openstack) -> Finding {
+    let conf = format!("{}.conf", openstack.kind);
+    let (ri, sdt) = (secs(report_interval), secs(openstack.service_down_time));
+    let remedy = format!(
+        "in {conf} [DEFAULT] on every node: report_interval at most {} s, or service_down_time \
+         at least {} s; then tell the watch (report_interval, service_down_time in its \
+         [[watch]] table)",
+        secs(openstack.service_down_time / 3.0),
+        secs(report_interval * 3.0)
+    );
+    if let Some(rewritten) =
+        rewritten_service_down_time(openstack.service_down_time, report_interval)
+    {
+        return warning(
+            "interval",
+            format!(
+                "report_interval {ri} s is not shorter than service_down_time {sdt} s: {} \
+                 silently runs with service_down_time {} s instead",
+                product(openstack.kind),
+                secs(rewritten)
+            ),
+        )
+        .because(format!(
+            "{} raises service_down_time to 2.5 x report_interval when it does not fit, and \
+             says so only in a warning of the daemon's log; the setting in {conf} is not what \
+             its API applies",
+            product(openstack.kind)
+        ))
+        .fix(remedy);
+    }
+    let mut finding = interval(report_interval, openstack.service_down_time);
+    if finding.severity != Severity::Ok {
+        finding = finding.fix(remedy);
+    }
+    finding
+}

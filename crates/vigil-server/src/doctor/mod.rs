@@ -28,6 +28,7 @@ use crate::model::{Event, RegistrationReason};
 use crate::registry::seconds;
 use crate::stats::BeatStats;
 use crate::store::{EventKind, ServiceRecord};
+use crate::watch::{rewritten_service_down_time, WatchKind};
 
 mod admin;
 mod clock;
@@ -45,6 +46,7 @@ use clock::clock;
 use duplicate::duplicate;
 use heartbeat::heartbeat;
 pub use interval::interval;
+use interval::openstack_interval;
 use punctuality::punctuality;
 use restarts::restarts;
 use words::*;
@@ -73,12 +75,24 @@ pub struct Inputs<'a> {
     pub history: Result<&'a [Event], &'a str>,
     pub service_down_time: f64,
     pub now: DateTime<Utc>,
+    /// For a row of a watched OpenStack database: what the checks say in OpenStack's terms.
+    pub openstack: Option<Openstack>,
+}
+
+/// The watched OpenStack a service is a row of.
+pub struct Openstack {
+    pub kind: WatchKind,
+    /// The `service_down_time` that OpenStack runs with (the watch's setting).
+    pub service_down_time: f64,
 }
 
 /// Runs every check; one finding each, in the order of the seed's steps, then the other causes.
 pub fn diagnose(inputs: &Inputs) -> Vec<Finding> {
     vec![
-        interval(inputs.record.report_interval, inputs.service_down_time),
+        match &inputs.openstack {
+            None => interval(inputs.record.report_interval, inputs.service_down_time),
+            Some(openstack) => openstack_interval(inputs.record.report_interval, openstack),
+        },
         clock(inputs),
         punctuality(inputs),
         heartbeat(inputs),

@@ -49,6 +49,7 @@ fn run(record: &ServiceRecord, stats: &BeatStats, now: i64) -> Vec<Finding> {
         history: Ok(&[]),
         service_down_time: 60.0,
         now: t(now),
+        openstack: None,
     })
 }
 
@@ -193,6 +194,7 @@ fn restarts_count_only_recent_starts_again() {
             history: Ok(history),
             service_down_time: 60.0,
             now,
+            openstack: None,
         })
         .severity
     };
@@ -204,4 +206,44 @@ fn restarts_count_only_recent_starts_again() {
     }
     assert_eq!(restarts_with(&history), Severity::Error);
     assert_eq!(restarts_with(&history[..4]), Severity::Ok);
+}
+
+#[test]
+fn a_watched_openstack_is_judged_in_its_own_terms() {
+    let cinder = Openstack {
+        kind: WatchKind::Cinder,
+        service_down_time: 10.0,
+    };
+    let fits = openstack_interval(2.0, &cinder);
+    assert_eq!(fits.severity, Severity::Ok, "{fits:?}");
+    let rewritten = openstack_interval(10.0, &cinder);
+    assert_eq!(rewritten.severity, Severity::Warning);
+    assert!(
+        rewritten
+            .summary
+            .contains("silently runs with service_down_time 25 s"),
+        "{rewritten:?}"
+    );
+    assert!(rewritten.remedy.contains("cinder.conf"), "{rewritten:?}");
+
+    let mut record = record(2.0);
+    record.host = "sched-b".into();
+    record.binary = "cinder-scheduler".into();
+    let mut stats = BeatStats::default();
+    stats.clock_offset_s = Some(76.0);
+    stats.clock_offset_error_s = Some(1.5);
+    let finding = clock(&Inputs {
+        record: &record,
+        stats: &stats,
+        history: Ok(&[]),
+        service_down_time: 10.0,
+        now: t(0),
+        openstack: Some(cinder),
+    });
+    assert_eq!(finding.severity, Severity::Error);
+    assert_eq!(
+        finding.summary,
+        "Cinder shows cinder-scheduler on sched-b down because its clock is 76 s ahead of the \
+         database; it reports every 2 s"
+    );
 }

@@ -88,3 +88,11 @@ pub(super) fn times(n: usize) -> String {
 pub(super) fn stamp(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
+
+/// An OpenStack service's name as people write it.
+pub(super) fn product(kind: WatchKind) -> &'static str {
+    match kind {
+        WatchKind::Cinder => "Cinder",
+        WatchKind::Nova => "Nova",
+    }
+}

@@ -12,12 +12,12 @@
 //!   stall watch's timer.
 //! - [`replicate`]: other replicas' changes and heartbeats, and the clock's correction.
 //! - [`feed`]: one reader of the history for every event stream; retention pruning.
+//! - [`watch`]: one loop per watched OpenStack database, polling its `services` table.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::app::App;
@@ -26,6 +26,7 @@ pub(crate) mod detect;
 pub(crate) mod feed;
 pub(crate) mod flush;
 pub(crate) mod replicate;
+pub(crate) mod watch;
 
 pub(crate) use crate::trouble::Trouble;
 
@@ -34,7 +35,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// A loop's stop signal.
 #[derive(Clone)]
-pub(crate) struct Stop(watch::Receiver<bool>);
+pub(crate) struct Stop(tokio::sync::watch::Receiver<bool>);
 
 impl Stop {
     /// Completes once the server stops (at once when it already has).
@@ -49,14 +50,14 @@ impl Stop {
 
 /// The running loops.
 pub(crate) struct Workers {
-    stop: watch::Sender<bool>,
+    stop: tokio::sync::watch::Sender<bool>,
     running: Vec<(&'static str, JoinHandle<()>)>,
 }
 
 impl Workers {
     pub fn new() -> Workers {
         Workers {
-            stop: watch::channel(false).0,
+            stop: tokio::sync::watch::channel(false).0,
             running: Vec::new(),
         }
     }
@@ -103,6 +104,10 @@ pub(crate) fn start(
     workers.spawn("feed", move |stop| feed::run_feed(a, stop));
     let a = app.clone();
     workers.spawn("prune", move |stop| feed::run_pruner(a, PRUNE_EVERY, stop));
+    for watch in &app.watches {
+        let (a, watch) = (app.clone(), watch.clone());
+        workers.spawn("watch", move |stop| watch::run(a, watch, stop));
+    }
     let a = app.clone();
     workers.spawn("detect", move |stop| {
         detect::run(a, queue, flush_interval, stop)

@@ -4,7 +4,7 @@
 //! watch's pool is refused.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 use vigil_server::watch::{
@@ -12,6 +12,7 @@ use vigil_server::watch::{
     Watcher,
 };
 
+use crate::harness::{temp_dir, Backend, EventStream, TestServer};
 use crate::openstack::{
     self, cinder_on_mariadb, cinder_on_postgres, Plane, HOST_A, HOST_C, REPORT_INTERVAL,
     SERVICE_DOWN_TIME, SKEWED_HOST, SKEW_S,
@@ -44,6 +45,13 @@ struct Seen {
 /// `report_count` stopping, a `cinder service-disable --reason` through the real API seen as an
 /// admin change.
 async fn cinder_story(plane: &Plane) {
+    // Vigil itself watching the same database, beside the bare watcher below.
+    let dir = temp_dir();
+    let mut server_config = Backend::Sqlite.config(dir.path());
+    server_config.service_down_time = SERVICE_DOWN_TIME;
+    server_config.watch = vec![config(WatchKind::Cinder, &plane.url)];
+    let server = TestServer::start(server_config).await;
+    let mut downs = EventStream::connect(&server, &format!("?host={HOST_C}&kind=down"), None).await;
     let reader = WatchReader::new(config(WatchKind::Cinder, &plane.url)).unwrap();
     assert_eq!(reader.name(), format!("cinder/{}", plane.database));
     let mut watcher = Watcher::new(reader);
@@ -73,10 +81,12 @@ async fn cinder_story(plane: &Plane) {
     const POLLS: usize = 10;
     const KILL_AT: usize = 3;
     let mut kill_poll_count = None;
+    let mut killed_at = None;
     for n in 1..=POLLS {
         tokio::time::sleep(Duration::from_secs_f64(POLL)).await;
         if n == KILL_AT + 1 {
             plane.kill(HOST_C);
+            killed_at = Some(Instant::now());
             plane
                 .disable_scheduler(HOST_A, "watch test: disk swap")
                 .await;
@@ -211,6 +221,8 @@ async fn cinder_story(plane: &Plane) {
     assert_eq!(listed_a["Status"], "disabled");
     assert!(seen[SKEWED_HOST].admin.is_empty() && seen[HOST_C].admin.is_empty());
     watcher.reader().close().await;
+
+    vigil_sees(plane, &server, &mut downs, killed_at.expect("killed")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -680,4 +692,117 @@ async fn cinder_on_sqlite() {
         .await
         .unwrap();
     assert_eq!(count, 1);
+}
+
+/// What Vigil, watching the plane's database, shows of the story: every scheduler, the skewed
+/// one up in Vigil but down in Cinder with the doctor's clock finding, the killed one down
+/// within `service_down_time` + a poll with its event on the stream, the disable through
+/// cinder-api in the history, and admin changes through Vigil refused.
+async fn vigil_sees(
+    plane: &Plane,
+    server: &TestServer,
+    downs: &mut EventStream,
+    killed_at: Instant,
+) {
+    let source = format!("cinder/{}", plane.database);
+    let (status, list) = server.get(&format!("/v1/services?source={source}")).await;
+    assert_eq!(status, 200, "{list}");
+    let services = list["services"].as_array().unwrap().clone();
+    let find = |host: &str| {
+        services
+            .iter()
+            .find(|s| s["host"] == host && s["binary"] == "cinder-scheduler")
+            .unwrap_or_else(|| panic!("{host} not in {services:?}"))
+            .clone()
+    };
+    for host in [HOST_A, SKEWED_HOST, HOST_C] {
+        let service = find(host);
+        assert_eq!(service["source"], source.as_str(), "{service}");
+        assert!(service["report_count"].as_i64().unwrap() > 0, "{service}");
+        assert!(service["id"].as_i64().unwrap() > 1 << 52, "{service}");
+    }
+    let skewed = find(SKEWED_HOST);
+    assert_eq!(
+        skewed["state"], "up",
+        "Vigil judges on its own clock: {skewed}"
+    );
+    assert_eq!(skewed["openstack_state"], "down", "{skewed}");
+    assert_eq!(find(HOST_A)["openstack_state"], "up");
+
+    // The killed scheduler: down within service_down_time and a poll of the kill (with a
+    // second for the detector's tick and the stream), and the event on the stream.
+    let limit = Duration::from_secs_f64(SERVICE_DOWN_TIME + POLL + 1.5);
+    let left = limit.saturating_sub(killed_at.elapsed());
+    let seen = downs.until("down", left).await;
+    let down = seen.last().unwrap();
+    assert_eq!(down.data["host"], HOST_C);
+    assert!(
+        killed_at.elapsed() <= limit + Duration::from_secs(1),
+        "down after {:?}",
+        killed_at.elapsed()
+    );
+    let id_c = find(HOST_C)["id"].as_i64().unwrap();
+    assert_eq!(down.data["service_id"], id_c);
+    assert_eq!(server.service(id_c).await["state"], "down");
+
+    // The disable through the real cinder-api, in Vigil's history with its reason.
+    let a = find(HOST_A);
+    let id_a = a["id"].as_i64().unwrap();
+    server
+        .eventually("the disable in Vigil", Duration::from_secs(5), || async {
+            server.service(id_a).await["disabled"] == true
+        })
+        .await;
+    let shown = server.service(id_a).await;
+    assert_eq!(shown["disabled_reason"], "watch test: disk swap");
+    let (_, events) = server.get(&format!("/v1/services/{id_a}/events")).await;
+    let disabled = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "disabled")
+        .unwrap_or_else(|| panic!("no disabled event: {events}"))
+        .clone();
+    let reason = disabled["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("watch test: disk swap") && reason.contains(&source),
+        "{reason}"
+    );
+
+    // Vigil never changes a watched service: 409 naming the OpenStack command.
+    let (status, body) = server
+        .patch(id_a, serde_json::json!({"disabled": false}))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "read_only_source");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("openstack volume service set"),
+        "{body}"
+    );
+
+    // The doctor on the skewed scheduler: its clock, measured against the database's.
+    let id_b = skewed["id"].as_i64().unwrap();
+    let (status, diagnosis) = server.get(&format!("/v1/services/{id_b}/diagnosis")).await;
+    assert_eq!(status, 200, "{diagnosis}");
+    let clock = diagnosis["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "clock")
+        .unwrap()
+        .clone();
+    assert_eq!(clock["severity"], "error", "{clock}");
+    let summary = clock["summary"].as_str().unwrap();
+    assert!(summary.contains("ahead"), "{summary}");
+
+    // /readyz names the watch, readable.
+    let (status, ready) = server.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    let watch = &ready["watches"][0];
+    assert_eq!(watch["name"], source.as_str(), "{ready}");
+    assert_eq!(watch["status"], "ok", "{ready}");
+    assert!(watch["services"].as_u64().unwrap() >= 3, "{ready}");
 }

@@ -54,6 +54,15 @@ pub struct ServerArgs {
     /// Let every call to the Cinder-compatible API through without a token: trusted networks only.
     #[arg(long, env = "VIGIL_CINDER_NOAUTH")]
     pub cinder_noauth: bool,
+    /// Watch an OpenStack database's services table, read-only: KIND:URL, KIND cinder or nova,
+    /// URL mysql://, postgres:// or sqlite:// (repeatable; added to the file's [[watch]] tables).
+    #[arg(
+        long,
+        env = "VIGIL_WATCH",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub watch: Vec<String>,
     /// Simulated error of this machine's clock, seconds (tests of clock independence only).
     #[arg(
         long,
@@ -120,6 +129,11 @@ impl ServerArgs {
         }
         if self.cinder_noauth {
             config.cinder_api.noauth = true;
+        }
+        for value in &self.watch {
+            config
+                .watch
+                .push(vigil_server::watch::WatchConfig::parse(value)?);
         }
         if let Some(v) = self.clock_offset {
             config.clock_offset = v;
