@@ -201,6 +201,14 @@ impl Detector {
             if slot.deleted || slot.declared_down {
                 continue;
             }
+            if slot.watched.as_ref().is_some_and(|w| w.unreachable) {
+                // Its database cannot be read: neither down nor up until it can; look again
+                // in a second.
+                slot.filed = true;
+                drop(slot);
+                self.watch(entry, now + TimeDelta::from_std(PAUSE).unwrap_or_default());
+                continue;
+            }
             let deadline = liveness.deadline(&slot.record);
             if now > deadline {
                 slot.declared_down = true;

@@ -806,3 +806,242 @@ async fn vigil_sees(
     assert_eq!(watch["status"], "ok", "{ready}");
     assert!(watch["services"].as_u64().unwrap() >= 3, "{ready}");
 }
+
+/// One server watching two databases at once, Nova's table on MariaDB and Cinder's on
+/// SQLite, beside a service registered with Vigil under the same host and binary: every row
+/// listed with its source (the Cinder-compatible API too), Nova's beats counted, a service
+/// that never reports going down, OpenStack's forced down and soft delete as events, and a
+/// database that cannot be read making its services unknown (not down) until it can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_watches_nova_and_cinder_at_once() {
+    let Some(name) = openstack::mariadb_database("vigil_nova_server").await else {
+        return;
+    };
+    if let Err(why) = openstack::create_table_from_model(
+        "nova",
+        &format!("mysql+pymysql://root@127.0.0.1/{name}"),
+    )
+    .await
+    {
+        openstack::missing::<()>(&why);
+        return;
+    }
+    let dir = temp_dir();
+    let cinder_path = dir.path().join("cinder.sqlite");
+    if let Err(why) = openstack::create_table_from_model(
+        "cinder",
+        &format!("sqlite:///{}", cinder_path.display()),
+    )
+    .await
+    {
+        openstack::missing::<()>(&why);
+        return;
+    }
+    let cinder_url = format!("sqlite://{}", cinder_path.display());
+    let mut w = sqlx::SqliteConnection::connect(&cinder_url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO services (id, host, \"binary\", topic, report_count, disabled, availability_zone, \
+         frozen, deleted, created_at, updated_at) VALUES (1, 'vol-1', 'cinder-volume', 'cinder-volume', \
+         0, 0, 'az1', 0, 0, strftime('%Y-%m-%d %H:%M:%f', 'now'), strftime('%Y-%m-%d %H:%M:%f', 'now'))",
+    )
+    .execute(&mut w)
+    .await
+    .unwrap();
+    let nova = NovaDb {
+        url: format!("mysql://root@127.0.0.1/{name}"),
+        mysql: true,
+    };
+    nova.create(1, "compute-1").await;
+    nova.create(2, "compute-2").await;
+
+    let watch = |kind, url: &str| WatchConfig {
+        poll_interval: 0.3,
+        ..config(kind, url)
+    };
+    let mut server_config = Backend::Sqlite.config(dir.path());
+    server_config.service_down_time = 3.0;
+    server_config.cinder_api.noauth = true;
+    server_config.watch = vec![
+        watch(WatchKind::Nova, &nova.url),
+        watch(WatchKind::Cinder, &cinder_url),
+    ];
+    let server = TestServer::start_with_cinder(server_config).await;
+    let nova_source = format!("nova/{name}");
+    let own = server.register("compute-1", "nova-compute").await;
+
+    let list = |query: String| {
+        let server = &server;
+        async move {
+            let (status, body) = server.get(&format!("/v1/services?{query}")).await;
+            assert_eq!(status, 200, "{body}");
+            body["services"].as_array().unwrap().clone()
+        }
+    };
+    server
+        .eventually(
+            "every watched row listed",
+            Duration::from_secs(10),
+            || async { list(String::new()).await.len() == 4 },
+        )
+        .await;
+    let pair = list("host=compute-1&binary=nova-compute".into()).await;
+    let sources: Vec<&str> = pair.iter().map(|s| s["source"].as_str().unwrap()).collect();
+    assert_eq!(sources, ["vigil", nova_source.as_str()], "{pair:?}");
+    assert_eq!(pair[0]["id"], own);
+    let compute_1 = pair[1]["id"].as_i64().unwrap();
+    assert_eq!(pair[1]["version"], "66");
+    let nova_rows = list(format!("source={nova_source}")).await;
+    assert_eq!(nova_rows.len(), 2, "{nova_rows:?}");
+    let compute_2 = nova_rows.iter().find(|s| s["host"] == "compute-2").unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let volume = list("source=cinder/cinder".into()).await;
+    assert_eq!(volume.len(), 1);
+    assert_eq!(volume[0]["zone"], "az1");
+    let (status, os_services) = server
+        .http
+        .get(format!(
+            "{}/v3/os-services",
+            server.cinder_url.as_ref().unwrap()
+        ))
+        .send()
+        .await
+        .map(|r| (r.status(), r))
+        .unwrap();
+    assert_eq!(status, 200);
+    let os_services: serde_json::Value = os_services.json().await.unwrap();
+    assert!(
+        os_services["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["host"] == "vol-1" && s["binary"] == "cinder-volume"),
+        "{os_services}"
+    );
+
+    // compute-1 beats as Nova does; compute-2 never does, and goes down.
+    let mut stream = EventStream::connect(&server, "?host=compute-2&kind=down", None).await;
+    let beating = async {
+        for _ in 0..12 {
+            nova.report_state(1, 0).await;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    };
+    let (_, downs) = tokio::join!(beating, stream.until("down", Duration::from_secs(8)));
+    assert_eq!(downs.last().unwrap().data["service_id"], compute_2);
+    let shown = server.service(compute_1).await;
+    assert_eq!(shown["state"], "up", "{shown}");
+    assert!(shown["report_count"].as_i64().unwrap() >= 10, "{shown}");
+    assert_eq!(server.service(compute_2).await["state"], "down");
+
+    // Nova's forced down (`openstack compute service set --down`) and soft delete.
+    nova.exec("UPDATE services SET forced_down = 1 WHERE id = 1")
+        .await;
+    nova.exec("UPDATE services SET deleted = id WHERE id = 2")
+        .await;
+    server
+        .eventually(
+            "forced down and deleted",
+            Duration::from_secs(5),
+            || async {
+                server.service(compute_1).await["forced_down"] == true
+                    && server.get(&format!("/v1/services/{compute_2}")).await.0 == 404
+            },
+        )
+        .await;
+    assert_eq!(server.service(compute_1).await["state"], "down");
+    // The events, written by the detector at its next tick.
+    let has_event = |query: String, kind: &'static str, id: i64, needle: String| {
+        let server = &server;
+        async move {
+            let (_, events) = server.get(&format!("/v1/events?{query}")).await;
+            events["events"].as_array().unwrap().iter().any(|e| {
+                e["kind"] == kind
+                    && e["service_id"] == id
+                    && e["reason"].as_str().unwrap_or("").contains(&needle)
+            })
+        }
+    };
+    server
+        .eventually("the forced_down event", Duration::from_secs(3), || {
+            has_event(
+                "host=compute-1".into(),
+                "forced_down",
+                compute_1,
+                nova_source.clone(),
+            )
+        })
+        .await;
+    server
+        .eventually("the deleted event", Duration::from_secs(3), || {
+            has_event(
+                "kind=deleted".into(),
+                "deleted",
+                compute_2,
+                nova_source.clone(),
+            )
+        })
+        .await;
+
+    // Nova's database unreadable: its services unknown, not down; Cinder's unaffected.
+    nova.exec("UPDATE services SET forced_down = 0 WHERE id = 1")
+        .await;
+    nova.report_state(1, 0).await;
+    server
+        .eventually("up before the outage", Duration::from_secs(3), || async {
+            server.service(compute_1).await["state"] == "up"
+        })
+        .await;
+    let downs_of_1 = || async {
+        let (_, events) = server
+            .get(&format!("/v1/services/{compute_1}/events?kind=down"))
+            .await;
+        events["events"].as_array().unwrap().len()
+    };
+    let downs_before = downs_of_1().await;
+    nova.exec("RENAME TABLE services TO services_away").await;
+    server
+        .eventually(
+            "unknown while unreadable",
+            Duration::from_secs(2),
+            || async { server.service(compute_1).await["state"] == "unknown" },
+        )
+        .await;
+    let (status, ready) = server.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    let watches = ready["watches"].as_array().unwrap();
+    assert_eq!(watches[0]["status"], "unreachable", "{ready}");
+    assert!(watches[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains(&nova_source));
+    assert_eq!(watches[1]["status"], "ok", "{ready}");
+    assert_eq!(
+        list(format!("source={nova_source}&state=unknown"))
+            .await
+            .len(),
+        1
+    );
+    // Longer than service_down_time unreadable, and still not declared down.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(server.service(compute_1).await["state"], "unknown");
+    let (_, all) = server
+        .get(&format!("/v1/services/{compute_1}/events"))
+        .await;
+    assert_eq!(
+        downs_of_1().await,
+        downs_before,
+        "declared down while unknown: {all}"
+    );
+    // Readable again, and beating: up.
+    nova.exec("RENAME TABLE services_away TO services").await;
+    nova.report_state(1, 0).await;
+    server
+        .eventually("up again", Duration::from_secs(5), || async {
+            server.service(compute_1).await["state"] == "up"
+        })
+        .await;
+    let (_, ready) = server.get("/readyz").await;
+    assert_eq!(ready["status"], "ok", "{ready}");
+}
