@@ -247,6 +247,18 @@ idle_timeout = 120.0
 # listen = "127.0.0.1:8776"
 # Let every call through without a token: for trusted networks only.
 noauth = false
+
+# Watch an OpenStack deployment's own services table, read-only (--watch KIND:URL,
+# VIGIL_WATCH; repeat the table for several databases: every Nova cell, several regions).
+# Its rows are listed, judged, streamed and diagnosed like Vigil's own services; Vigil never
+# writes to that database.
+# [[watch]]
+# kind = "cinder"                      # or "nova"
+# url = "mysql://vigil:secret@db1/cinder"   # mysql:// (MySQL, MariaDB), postgres://, sqlite://
+# name = "cinder/cinder"               # the services' `source`; default: KIND/DATABASE
+# poll_interval = 2.0                  # seconds between polls
+# service_down_time = 60.0             # what the deployment runs with, for its own verdict
+# report_interval = 10.0               # what its daemons run with; for the doctor
 "#;
 
 #[cfg(test)]
@@ -271,6 +283,32 @@ mod tests {
         assert!(!err.to_string().contains("clock_offset"), "{err}");
         assert!(Config::from_toml("clock_offset = 5").is_err());
         assert!(!Config::default_toml().contains("clock_offset"));
+    }
+
+    #[test]
+    fn the_commented_watch_table_parses() {
+        let text: String = Config::default_toml()
+            .lines()
+            .skip_while(|line| !line.starts_with("# [[watch]]"))
+            .map(|line| line.strip_prefix("# ").unwrap_or(line))
+            .map(|line| line.split("  #").next().unwrap())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = Config::from_toml(&text).unwrap();
+        assert_eq!(config.watch.len(), 1);
+        config.validate().unwrap();
+        assert_eq!(config.watch[0].name(), "cinder/cinder");
+    }
+
+    #[test]
+    fn two_watches_of_one_name_are_refused() {
+        let watch = crate::watch::WatchConfig::parse("cinder:sqlite:///tmp/cinder.db").unwrap();
+        let config = Config {
+            watch: vec![watch.clone(), watch],
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("two watches are named"), "{err}");
     }
 
     #[test]
