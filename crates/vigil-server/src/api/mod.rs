@@ -58,6 +58,10 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::reads,
+        ))
         .layer(axum::middleware::from_fn(reject_nul))
         .with_state(app)
 }
