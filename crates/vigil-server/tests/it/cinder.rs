@@ -667,7 +667,11 @@ async fn tokens_are_checked_unless_noauth() {
     let path = "/v3/os-services/enable";
 
     let (status, _, body) = call(&server, Method::GET, "/v3/os-services", None, None, None).await;
-    assert_eq!(status, StatusCode::OK, "reads are anonymous by default: {body}");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "reads are anonymous by default: {body}"
+    );
     let (status, _, body) = call(&server, Method::PUT, path, None, None, enable).await;
     fault(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
     for wrong in ["admin:wrong", "wrong", "test-admin-token-not"] {
@@ -753,9 +757,7 @@ async fn vigil_reads_need_the_admin_token_unless_anonymous() {
         let (status, body) = server.get(path).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
         assert_eq!(body["error"]["code"], "unauthorized", "{path}: {body}");
-        let (status, body) = server
-            .request(Method::GET, path, None, Some("wrong"))
-            .await;
+        let (status, body) = server.request(Method::GET, path, None, Some("wrong")).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
         let (status, body) = server.admin(Method::GET, path, None).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
@@ -838,7 +840,11 @@ fn readme_openstack_lines(server: &TestServer) -> Vec<Vec<String>> {
 async fn openstack(bin: &PathBuf, words: &[String]) -> Output {
     let mut command = tokio::process::Command::new(bin);
     for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().to_ascii_uppercase().starts_with("OS_") {
+        if name
+            .to_string_lossy()
+            .to_ascii_uppercase()
+            .starts_with("OS_")
+        {
             command.env_remove(&name);
         }
     }
@@ -873,7 +879,9 @@ async fn the_readmes_openstack_lines_work() {
         lines
             .iter()
             .find(|words| {
-                words.windows(2).any(|w| w[0] == "--os-auth-type" && w[1] == auth)
+                words
+                    .windows(2)
+                    .any(|w| w[0] == "--os-auth-type" && w[1] == auth)
                     && words.join(" ").contains(action)
             })
             .unwrap_or_else(|| panic!("no README line with {auth} and {action:?} in {lines:?}"))
@@ -939,7 +947,10 @@ async fn the_readmes_openstack_lines_work() {
     let lines = readme_openstack_lines(&closed);
     // keystoneauth's `none` sends the placeholder token `notused`, and reads of the Cinder API
     // need a token but cannot check it (there is no Keystone): the list still works.
-    let anonymous = lines.iter().find(|w| w.contains(&"none".to_string())).unwrap();
+    let anonymous = lines
+        .iter()
+        .find(|w| w.contains(&"none".to_string()))
+        .unwrap();
     let table = Table::parse(&run(anonymous.clone()).await);
     assert_eq!(table.row("node1", "cinder-volume")["Status"], "enabled");
     let admin = lines

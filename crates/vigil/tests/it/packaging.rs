@@ -202,8 +202,7 @@ fn systemd_verifies_the_units() {
         .output()
         .is_ok_and(|out| out.status.success());
     if !found {
-        let under_ci =
-            std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        let under_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
         assert!(
             !under_ci,
             "systemd-analyze is missing; run scripts/test, which installs it"
