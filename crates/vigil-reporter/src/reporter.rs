@@ -189,7 +189,7 @@ impl ReporterBuilder {
     }
 
     /// Validates the settings and builds the HTTP client.
-    fn prepare(self) -> Result<Prepared, ReporterError> {
+    pub(crate) fn prepare(self) -> Result<Prepared, ReporterError> {
         let base_url = check_url(&self.server_url)?;
         check_field("host", Some(&self.register.host), true)?;
         check_field("binary", Some(&self.register.binary), true)?;
@@ -273,15 +273,15 @@ fn check_field(
 }
 
 /// A validated reporter, ready to run on some runtime.
-struct Prepared {
-    config: Arc<Config>,
-    client: reqwest::Client,
-    fuzzy_delay: Option<Duration>,
+pub(crate) struct Prepared {
+    pub config: Arc<Config>,
+    pub client: reqwest::Client,
+    pub fuzzy_delay: Option<Duration>,
 }
 
 /// Dropped when the reporter has ended, which wakes [`ReporterHandle::wait`] and
 /// [`ReporterHandle::shutdown`] (a dropped sender is the signal, so a panic signals too).
-struct Done {
+pub(crate) struct Done {
     _sync: mpsc::Sender<()>,
     _async: oneshot::Sender<()>,
 }
@@ -296,9 +296,7 @@ impl Prepared {
         Done,
     ) {
         let status = Arc::new(Status::default());
-        let (stop, stopped) = watch::channel(false);
-        let (sync_tx, sync_rx) = mpsc::channel();
-        let (async_tx, async_rx) = oneshot::channel();
+        let (handle, stopped, done) = ReporterHandle::create(status.clone());
         let span = tracing::info_span!(
             "vigil_reporter",
             host = %self.config.register.host,
@@ -310,19 +308,6 @@ impl Prepared {
             // Log where the caller logs, even from the reporter's own thread (this is what lets a
             // test capture the reporter's logs with a thread-local subscriber).
             .with_current_subscriber();
-        let handle = ReporterHandle {
-            status,
-            stop,
-            done: Some(Waiters {
-                thread: None,
-                sync: Mutex::new(sync_rx),
-                r#async: async_rx,
-            }),
-        };
-        let done = Done {
-            _sync: sync_tx,
-            _async: async_tx,
-        };
         (handle, drive, done)
     }
 }
@@ -375,7 +360,29 @@ pub struct ReporterHandle {
 }
 
 impl ReporterHandle {
-    fn with_thread(mut self, thread: std::thread::JoinHandle<()>) -> Self {
+    /// A handle showing `status`, the receiver its stop is sent on, and the end-of-run signal
+    /// the running reporter drops when it ends.
+    pub(crate) fn create(status: Arc<Status>) -> (ReporterHandle, watch::Receiver<bool>, Done) {
+        let (stop, stopped) = watch::channel(false);
+        let (sync_tx, sync_rx) = mpsc::channel();
+        let (async_tx, async_rx) = oneshot::channel();
+        let handle = ReporterHandle {
+            status,
+            stop,
+            done: Some(Waiters {
+                thread: None,
+                sync: Mutex::new(sync_rx),
+                r#async: async_rx,
+            }),
+        };
+        let done = Done {
+            _sync: sync_tx,
+            _async: async_tx,
+        };
+        (handle, stopped, done)
+    }
+
+    pub(crate) fn with_thread(mut self, thread: std::thread::JoinHandle<()>) -> Self {
         if let Some(done) = &mut self.done {
             done.thread = Some(thread);
         }

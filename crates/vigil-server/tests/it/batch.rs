@@ -5,12 +5,18 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::harness::{temp_dir, Backend, TestServer};
+use reqwest::Method;
+use vigil_reporter::{Reporter, ReporterGroup, ReporterGroupHandle};
+
+use crate::harness::{eventually, temp_dir, Backend, Logs, TestServer};
 
 crate::each_backend!(
     batch_answers_each_beat_in_order,
     batch_beats_count_and_survive_a_restart,
     batch_limits_are_whole_batch_errors,
+    a_group_keeps_each_services_interval,
+    a_group_registers_a_deleted_service_again,
+    a_group_logs_an_outage_once,
 );
 
 async fn batch(server: &TestServer, beats: Value) -> (StatusCode, Value) {
@@ -206,4 +212,159 @@ async fn a_batch_over_h2c() {
             (a, "2".to_owned())
         ]
     );
+}
+
+/// A group of services on `host`, each `(binary, interval)`.
+fn group(server: &TestServer, host: &str, services: &[(&str, Duration)]) -> ReporterGroupHandle {
+    services
+        .iter()
+        .fold(ReporterGroup::builder(), |group, (binary, interval)| {
+            group.service(Reporter::builder(&server.url, host, *binary).report_interval(*interval))
+        })
+        .start()
+        .expect("the group starts")
+}
+
+async fn a_group_keeps_each_services_interval(backend: Backend) {
+    let dir = temp_dir();
+    let server = TestServer::start(backend.config(dir.path())).await;
+    let handle = group(
+        &server,
+        "node-1",
+        &[
+            ("cinder-volume", Duration::from_millis(100)),
+            ("cinder-backup", Duration::from_millis(100)),
+            ("cinder-scheduler", Duration::from_millis(300)),
+        ],
+    );
+    eventually(
+        "the slow service beat 4 times",
+        Duration::from_secs(10),
+        || async { handle.report_counts()[2] >= 4 },
+    )
+    .await;
+    let counts = handle.report_counts();
+    let ids: Vec<i64> = handle
+        .service_ids()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    assert!(
+        counts[0] >= 2 * counts[2] && counts[1] >= 2 * counts[2],
+        "a 100 ms service beats about three times as often as a 300 ms one: {counts:?}"
+    );
+    for (id, binary) in ids
+        .iter()
+        .zip(["cinder-volume", "cinder-backup", "cinder-scheduler"])
+    {
+        let service = server.service(*id).await;
+        assert_eq!(service["binary"], binary, "{service}");
+        assert_eq!(service["host"], "node-1", "{service}");
+        assert_eq!(service["state"], "up", "{service}");
+        assert!(service["report_count"].as_i64().unwrap() >= 4, "{service}");
+    }
+    handle.shutdown().await;
+    eventually(
+        "all down once the group stops",
+        Duration::from_secs(10),
+        || async {
+            let (_, body) = server.get("/v1/services?state=down").await;
+            body["services"].as_array().unwrap().len() == 3
+        },
+    )
+    .await;
+}
+
+async fn a_group_registers_a_deleted_service_again(backend: Backend) {
+    let dir = temp_dir();
+    let server = TestServer::start(backend.config(dir.path())).await;
+    let fast = Duration::from_millis(100);
+    let handle = group(
+        &server,
+        "node-2",
+        &[("cinder-volume", fast), ("cinder-backup", fast)],
+    );
+    eventually("both beating", Duration::from_secs(10), || async {
+        handle.report_counts().iter().all(|&count| count >= 2)
+    })
+    .await;
+    let old = handle.service_ids()[1].unwrap();
+    let (status, body) = server
+        .admin(
+            Method::DELETE,
+            &format!("/v1/services/{old}?force=true"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    eventually("registered again", Duration::from_secs(10), || async {
+        handle.service_ids()[1].is_some_and(|id| id != old) && handle.report_counts()[1] >= 1
+    })
+    .await;
+    let new = handle.service_ids()[1].unwrap();
+    let service = server.service(new).await;
+    assert_eq!(service["binary"], "cinder-backup", "{service}");
+    assert_eq!(service["state"], "up", "{service}");
+    let kept = handle.report_counts()[0];
+    eventually(
+        "the other kept beating",
+        Duration::from_secs(10),
+        || async { handle.report_counts()[0] > kept },
+    )
+    .await;
+    handle.shutdown().await;
+}
+
+async fn a_group_logs_an_outage_once(backend: Backend) {
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let dir = temp_dir();
+    let mut server = TestServer::start(backend.config(dir.path())).await;
+    let fast = Duration::from_millis(100);
+    let handle = group(
+        &server,
+        "node-3",
+        &[
+            ("cinder-volume", fast),
+            ("cinder-backup", fast),
+            ("nova-compute", fast),
+        ],
+    );
+    eventually("beating", Duration::from_secs(10), || async {
+        handle.report_counts().iter().all(|&count| count >= 2)
+    })
+    .await;
+    server.stop().await;
+    eventually("outage noticed", Duration::from_secs(10), || async {
+        logs.count("lost connection to vigil server") >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut config = server.config.clone();
+    config.listen = server.addr.to_string();
+    let server = TestServer::start(config).await;
+    let before = handle.report_counts();
+    eventually("beating again", Duration::from_secs(10), || async {
+        handle
+            .report_counts()
+            .iter()
+            .zip(&before)
+            .all(|(now, then)| now > then)
+    })
+    .await;
+    eventually("recovery logged", Duration::from_secs(10), || async {
+        logs.count("recovered connection to vigil server") >= 1
+    })
+    .await;
+    let text = logs.text();
+    assert_eq!(logs.count("lost connection to vigil server"), 1, "{text}");
+    assert_eq!(
+        logs.count("recovered connection to vigil server"),
+        1,
+        "{text}"
+    );
+    for id in handle.service_ids() {
+        assert_eq!(server.service(id.unwrap()).await["state"], "up");
+    }
+    handle.shutdown().await;
 }
