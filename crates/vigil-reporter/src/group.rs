@@ -14,7 +14,7 @@ use vigil_proto::{BatchBeat, BatchHeartbeatRequest, BatchHeartbeatResponse, MAX_
 
 use crate::error::ReporterError;
 use crate::looping::{stop_requested, Tick};
-use crate::reporter::{Prepared, ReporterBuilder, ReporterHandle};
+use crate::reporter::{http_client, Prepared, ReporterBuilder, ReporterHandle};
 use crate::session::{read, Session, Status};
 
 /// Entry point: `ReporterGroup::builder()`, then one [`ReporterBuilder`] per service.
@@ -26,7 +26,9 @@ use crate::session::{read, Session, Status};
 /// connection and its outage (logged once for the group, and the recovery once). A service is
 /// due when its next beat is at most a tenth of its interval away, so services of one interval
 /// started together always share their requests, and services of different intervals share
-/// them whenever their beats fall together.
+/// them whenever their beats fall together. The server must know `POST /v1/heartbeats`
+/// (Vigil's batch heartbeats); an older one refuses every batch, which each service logs as a
+/// refused heartbeat.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -128,10 +130,12 @@ impl ReporterGroupBuilder {
                 services: self.services.len(),
             });
         }
+        // One client for all: one connection pool, one TLS setup.
+        let client = http_client()?;
         let services = self
             .services
             .into_iter()
-            .map(ReporterBuilder::prepare)
+            .map(|service| service.prepare_with(client.clone()))
             .collect::<Result<Vec<Prepared>, _>>()?;
         let first = &services[0].config;
         for other in &services[1..] {
@@ -338,6 +342,8 @@ async fn send(
                 answer.results.len()
             );
             for &index in owners {
+                let span = members[index].span.clone();
+                let _entered = span.enter();
                 members[index]
                     .session
                     .failed_with("heartbeat", false, &message);

@@ -190,6 +190,12 @@ impl ReporterBuilder {
 
     /// Validates the settings and builds the HTTP client.
     pub(crate) fn prepare(self) -> Result<Prepared, ReporterError> {
+        let client = http_client()?;
+        self.prepare_with(client)
+    }
+
+    /// Validates the settings; the reporter will use `client` (a group shares one).
+    pub(crate) fn prepare_with(self, client: reqwest::Client) -> Result<Prepared, ReporterError> {
         let base_url = check_url(&self.server_url)?;
         check_field("host", Some(&self.register.host), true)?;
         check_field("binary", Some(&self.register.binary), true)?;
@@ -210,10 +216,6 @@ impl ReporterBuilder {
         if request_timeout.is_zero() {
             return Err(ReporterError::ZeroTimeout);
         }
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("vigil-reporter/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(ReporterError::Client)?;
         let mut register = self.register;
         register.report_interval = Some(interval_s);
         let config = Config {
@@ -231,6 +233,14 @@ impl ReporterBuilder {
             fuzzy_delay: self.fuzzy_delay,
         })
     }
+}
+
+/// The reporter's HTTP client.
+pub(crate) fn http_client() -> Result<reqwest::Client, ReporterError> {
+    reqwest::Client::builder()
+        .user_agent(concat!("vigil-reporter/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(ReporterError::Client)
 }
 
 /// The largest share of the interval a tick's requests may take.

@@ -410,6 +410,8 @@ fn handles_can_be_shared_across_threads() {
     shareable::<vigil_reporter::ReporterHandle>();
     shareable::<vigil_reporter::LoopHandle>();
     shareable::<vigil_reporter::ReporterBuilder>();
+    shareable::<vigil_reporter::ReporterGroupHandle>();
+    shareable::<vigil_reporter::ReporterGroupBuilder>();
 }
 
 /// A server for groups: registers each binary under its own id (1, 2, ... in order of first
