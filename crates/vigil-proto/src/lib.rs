@@ -8,8 +8,10 @@
 //!
 //! # Layout
 //! - [`ts`]: how timestamps are written (UTC, RFC 3339, microseconds).
-//! - request bodies: [`RegisterRequest`], [`HeartbeatRequest`], [`UpdateServiceRequest`].
-//! - response bodies: [`Service`], [`ServiceList`], [`HeartbeatResponse`], [`Event`],
+//! - request bodies: [`RegisterRequest`], [`HeartbeatRequest`], [`BatchHeartbeatRequest`],
+//!   [`UpdateServiceRequest`].
+//! - response bodies: [`Service`], [`ServiceList`], [`HeartbeatResponse`],
+//!   [`BatchHeartbeatResponse`], [`Event`],
 //!   [`EventList`], [`Finding`], [`Diagnosis`], [`ErrorBody`].
 
 use chrono::{DateTime, Utc};
@@ -72,6 +74,48 @@ pub struct HeartbeatResponse {
     pub report_count: i64,
     /// The server's `service_down_time`, in seconds, so a reporter can warn about its interval.
     pub service_down_time: f64,
+}
+
+/// Most beats one `POST /v1/heartbeats` may carry; more is refused whole with 400
+/// `batch_too_large`.
+pub const MAX_BATCH_BEATS: usize = 10_000;
+
+/// Largest body of `POST /v1/heartbeats`, in bytes: [`MAX_BATCH_BEATS`] beats of about 800
+/// bytes each (a beat with every field but a long `last_error` takes about 200).
+pub const MAX_BATCH_BODY: usize = 8 * 1024 * 1024;
+
+/// Body of `POST /v1/heartbeats`: many services' beats in one request, applied in order, each
+/// as `POST /v1/services/{id}/heartbeat` would apply it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchHeartbeatRequest {
+    pub beats: Vec<BatchBeat>,
+}
+
+/// One service's beat in a batch: its id and the fields of a single [`HeartbeatRequest`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchBeat {
+    pub id: i64,
+    #[serde(flatten)]
+    pub beat: HeartbeatRequest,
+}
+
+/// Answer to `POST /v1/heartbeats`: one result per beat, in the order of the request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchHeartbeatResponse {
+    pub results: Vec<BatchResult>,
+    /// The server's `service_down_time`, in seconds, as in [`HeartbeatResponse`].
+    pub service_down_time: f64,
+}
+
+/// What became of one beat of a batch: its `report_count`, or the error the single heartbeat
+/// would have answered (`service_not_found`, `invalid_zone`, `database_unavailable`...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchResult {
+    pub id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
 }
 
 /// Body of `PATCH /v1/services/{id}` (admin). Absent fields are left as they are.
@@ -324,6 +368,22 @@ pub struct WatchHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_beat_carries_the_single_beats_fields() {
+        let batch: BatchHeartbeatRequest = serde_json::from_str(
+            r#"{"beats":[{"id":3},{"id":4,"zone":"z","sent_at":"2026-11-25T11:03:11.322598Z","last_error":"e"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(batch.beats[0].id, 3);
+        assert_eq!(batch.beats[0].beat, HeartbeatRequest::default());
+        assert_eq!(batch.beats[1].beat.zone.as_deref(), Some("z"));
+        assert!(batch.beats[1].beat.sent_at.is_some());
+        let again: BatchHeartbeatRequest =
+            serde_json::from_str(&serde_json::to_string(&batch).unwrap()).unwrap();
+        assert_eq!(again, batch);
+        assert!(serde_json::from_str::<BatchHeartbeatRequest>(r#"{"beats":[{}]}"#).is_err());
+    }
 
     #[test]
     fn old_heartbeat_bodies_still_parse() {

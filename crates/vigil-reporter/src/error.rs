@@ -30,6 +30,18 @@ pub enum ReporterError {
     /// The HTTP client could not be built (TLS setup).
     #[error("could not build the http client")]
     Client(#[source] reqwest::Error),
+    /// A [`crate::ReporterGroup`] was started without a service.
+    #[error("a reporter group needs at least one service")]
+    EmptyGroup,
+    /// A [`crate::ReporterGroup`] has more services than one batch may carry.
+    #[error(
+        "a reporter group has at most {max} services, not {services}",
+        max = vigil_proto::MAX_BATCH_BEATS
+    )]
+    GroupTooLarge { services: usize },
+    /// The services of a [`crate::ReporterGroup`] were given different tokens.
+    #[error("every service of a reporter group must use the same token")]
+    GroupTokens,
     /// The reporter's thread or runtime could not be created.
     #[error("could not start the reporter thread")]
     Thread(#[source] std::io::Error),

@@ -19,6 +19,9 @@
 //! # Layout
 //! - [`Reporter`], [`ReporterBuilder`], [`ReporterHandle`] (module `reporter`): configuring,
 //!   starting and stopping a reporter.
+//! - [`ReporterGroup`], [`ReporterGroupBuilder`], [`ReporterGroupHandle`] (module `group`):
+//!   several services of one process, each at its own interval, their beats sent together in
+//!   one `POST /v1/heartbeats` per tick.
 //! - [`ReporterError`] (module `error`): why a reporter could not start.
 //! - module `session` (private): what each tick does, and every error handling of the requests.
 //! - [`looping`]: [`FixedIntervalLoop`], the fixed-interval loop that drives the heartbeats.
@@ -64,11 +67,13 @@
 
 pub mod clock;
 mod error;
+mod group;
 pub mod looping;
 mod reporter;
 mod session;
 
 pub use clock::{Clock, OffsetClock, SystemClock};
 pub use error::ReporterError;
+pub use group::{ReporterGroup, ReporterGroupBuilder, ReporterGroupHandle};
 pub use looping::{FixedIntervalLoop, LoopHandle, Tick};
 pub use reporter::{Reporter, ReporterBuilder, ReporterHandle};

@@ -189,7 +189,13 @@ impl ReporterBuilder {
     }
 
     /// Validates the settings and builds the HTTP client.
-    fn prepare(self) -> Result<Prepared, ReporterError> {
+    pub(crate) fn prepare(self) -> Result<Prepared, ReporterError> {
+        let client = http_client()?;
+        self.prepare_with(client)
+    }
+
+    /// Validates the settings; the reporter will use `client` (a group shares one).
+    pub(crate) fn prepare_with(self, client: reqwest::Client) -> Result<Prepared, ReporterError> {
         let base_url = check_url(&self.server_url)?;
         check_field("host", Some(&self.register.host), true)?;
         check_field("binary", Some(&self.register.binary), true)?;
@@ -210,10 +216,6 @@ impl ReporterBuilder {
         if request_timeout.is_zero() {
             return Err(ReporterError::ZeroTimeout);
         }
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("vigil-reporter/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(ReporterError::Client)?;
         let mut register = self.register;
         register.report_interval = Some(interval_s);
         let config = Config {
@@ -231,6 +233,14 @@ impl ReporterBuilder {
             fuzzy_delay: self.fuzzy_delay,
         })
     }
+}
+
+/// The reporter's HTTP client.
+pub(crate) fn http_client() -> Result<reqwest::Client, ReporterError> {
+    reqwest::Client::builder()
+        .user_agent(concat!("vigil-reporter/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(ReporterError::Client)
 }
 
 /// The largest share of the interval a tick's requests may take.
@@ -273,15 +283,15 @@ fn check_field(
 }
 
 /// A validated reporter, ready to run on some runtime.
-struct Prepared {
-    config: Arc<Config>,
-    client: reqwest::Client,
-    fuzzy_delay: Option<Duration>,
+pub(crate) struct Prepared {
+    pub config: Arc<Config>,
+    pub client: reqwest::Client,
+    pub fuzzy_delay: Option<Duration>,
 }
 
 /// Dropped when the reporter has ended, which wakes [`ReporterHandle::wait`] and
 /// [`ReporterHandle::shutdown`] (a dropped sender is the signal, so a panic signals too).
-struct Done {
+pub(crate) struct Done {
     _sync: mpsc::Sender<()>,
     _async: oneshot::Sender<()>,
 }
@@ -296,9 +306,7 @@ impl Prepared {
         Done,
     ) {
         let status = Arc::new(Status::default());
-        let (stop, stopped) = watch::channel(false);
-        let (sync_tx, sync_rx) = mpsc::channel();
-        let (async_tx, async_rx) = oneshot::channel();
+        let (handle, stopped, done) = ReporterHandle::create(status.clone());
         let span = tracing::info_span!(
             "vigil_reporter",
             host = %self.config.register.host,
@@ -310,19 +318,6 @@ impl Prepared {
             // Log where the caller logs, even from the reporter's own thread (this is what lets a
             // test capture the reporter's logs with a thread-local subscriber).
             .with_current_subscriber();
-        let handle = ReporterHandle {
-            status,
-            stop,
-            done: Some(Waiters {
-                thread: None,
-                sync: Mutex::new(sync_rx),
-                r#async: async_rx,
-            }),
-        };
-        let done = Done {
-            _sync: sync_tx,
-            _async: async_tx,
-        };
         (handle, drive, done)
     }
 }
@@ -375,7 +370,29 @@ pub struct ReporterHandle {
 }
 
 impl ReporterHandle {
-    fn with_thread(mut self, thread: std::thread::JoinHandle<()>) -> Self {
+    /// A handle showing `status`, the receiver its stop is sent on, and the end-of-run signal
+    /// the running reporter drops when it ends.
+    pub(crate) fn create(status: Arc<Status>) -> (ReporterHandle, watch::Receiver<bool>, Done) {
+        let (stop, stopped) = watch::channel(false);
+        let (sync_tx, sync_rx) = mpsc::channel();
+        let (async_tx, async_rx) = oneshot::channel();
+        let handle = ReporterHandle {
+            status,
+            stop,
+            done: Some(Waiters {
+                thread: None,
+                sync: Mutex::new(sync_rx),
+                r#async: async_rx,
+            }),
+        };
+        let done = Done {
+            _sync: sync_tx,
+            _async: async_tx,
+        };
+        (handle, stopped, done)
+    }
+
+    pub(crate) fn with_thread(mut self, thread: std::thread::JoinHandle<()>) -> Self {
         if let Some(done) = &mut self.done {
             done.thread = Some(thread);
         }

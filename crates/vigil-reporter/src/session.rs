@@ -7,14 +7,16 @@
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde::Deserialize;
 use tokio::time::Instant;
-use vigil_proto::{ErrorBody, HeartbeatRequest, HeartbeatResponse, RegisterRequest};
+use vigil_proto::{
+    BatchBeat, BatchResult, ErrorBody, HeartbeatRequest, HeartbeatResponse, RegisterRequest,
+};
 
 use crate::clock::Clock;
 use crate::looping::Tick;
@@ -76,7 +78,7 @@ struct Registered {
 }
 
 /// Why one request failed.
-enum CallError {
+pub(crate) enum CallError {
     /// No usable answer: connection refused or reset, timeout, truncated body.
     Transport(reqwest::Error),
     /// The server answered with an error status.
@@ -91,7 +93,7 @@ enum CallError {
 
 impl CallError {
     /// The server is unreachable or unable to work (5xx): logged once per outage, not per tick.
-    fn is_outage(&self) -> bool {
+    pub fn is_outage(&self) -> bool {
         match self {
             CallError::Transport(_) => true,
             CallError::Refused { status, .. } => status.is_server_error(),
@@ -143,7 +145,8 @@ pub(crate) struct Session {
     client: reqwest::Client,
     status: Arc<Status>,
     /// False while the server is unreachable, so the outage is logged once and the recovery too.
-    connected: bool,
+    /// Shared by the services of a [`crate::ReporterGroup`], which reach the server together.
+    connected: Arc<AtomicBool>,
     /// Whether the interval-versus-`service_down_time` warning was already given.
     warned_down_time: bool,
     last_rtt: Option<Duration>,
@@ -155,11 +158,22 @@ pub(crate) struct Session {
 
 impl Session {
     pub fn new(config: Arc<Config>, client: reqwest::Client, status: Arc<Status>) -> Self {
+        Self::sharing(config, client, status, Arc::new(AtomicBool::new(true)))
+    }
+
+    /// A session whose connection state (and so its outage and recovery log lines) is shared
+    /// with the other services of a group.
+    pub fn sharing(
+        config: Arc<Config>,
+        client: reqwest::Client,
+        status: Arc<Status>,
+        connected: Arc<AtomicBool>,
+    ) -> Self {
         Session {
             config,
             client,
             status,
-            connected: true,
+            connected,
             warned_down_time: false,
             last_rtt: None,
             deadline: Instant::now(),
@@ -246,15 +260,20 @@ impl Session {
         }
     }
 
-    async fn heartbeat(&mut self, id: i64, tick: Tick) -> Result<HeartbeatResponse, CallError> {
-        let url = format!("{}/v1/services/{id}/heartbeat", self.config.base_url);
-        let beat = HeartbeatRequest {
+    /// This tick's beat, stamped now.
+    fn beat(&self, tick: Tick) -> HeartbeatRequest {
+        HeartbeatRequest {
             zone: self.config.register.zone.clone(),
             sent_at: Some(self.config.clock.now()),
             last_rtt_s: self.last_rtt.map(|rtt| rtt.as_secs_f64()),
             overrun_s: Some(tick.overrun_s()),
             last_error: self.last_error.clone(),
-        };
+        }
+    }
+
+    async fn heartbeat(&mut self, id: i64, tick: Tick) -> Result<HeartbeatResponse, CallError> {
+        let url = format!("{}/v1/services/{id}/heartbeat", self.config.base_url);
+        let beat = self.beat(tick);
         let started = Instant::now();
         let answer = read(self.post(&url, &beat).send().await).await;
         if answer.is_ok() {
@@ -264,7 +283,7 @@ impl Session {
     }
 
     /// A request limited to what is left of the tick's budget.
-    fn post<T: serde::Serialize>(&self, url: &str, body: &T) -> reqwest::RequestBuilder {
+    pub fn post<T: serde::Serialize>(&self, url: &str, body: &T) -> reqwest::RequestBuilder {
         let left = self.deadline.saturating_duration_since(Instant::now());
         let request = self.client.post(url).json(body).timeout(left);
         match &self.config.token {
@@ -290,17 +309,20 @@ impl Session {
     }
 
     fn reachable(&mut self) {
-        if !self.connected {
-            self.connected = true;
+        if !self.connected.swap(true, Ordering::Relaxed) {
             tracing::info!(url = %self.config.base_url, "recovered connection to vigil server");
         }
     }
 
     fn failed(&mut self, what: &str, err: CallError) {
+        self.failed_with(what, err.is_outage(), &err.to_string());
+    }
+
+    /// A failure, as [`Session::failed`], told by whether it is an outage and its message.
+    pub fn failed_with(&mut self, what: &str, outage: bool, err: &str) {
         let url = &self.config.base_url;
-        if err.is_outage() {
-            if self.connected {
-                self.connected = false;
+        if outage {
+            if self.connected.swap(false, Ordering::Relaxed) {
                 tracing::error!("lost connection to vigil server {url}: {what} failed: {err}");
             } else {
                 tracing::debug!("vigil server {url} still unreachable: {what} failed: {err}");
@@ -310,10 +332,84 @@ impl Session {
         }
         self.last_error = Some(format!("{what} failed: {err}"));
     }
+
+    // What a group does with each of its services on a tick: the same steps as
+    // [`Session::tick`], with the heartbeats of all the services due sent in one batch.
+
+    /// Starts a group's tick: the health check, a registration if needed, then this service's
+    /// beat; `None` when it has nothing to send this time (logged, and sent as `last_error`
+    /// with the next beat).
+    pub async fn batch_beat(&mut self, tick: Tick, deadline: Instant) -> Option<BatchBeat> {
+        self.deadline = deadline;
+        if let Err(reason) = self.check_health() {
+            tracing::warn!(%reason, "health check failed, skipping this heartbeat");
+            self.last_error = Some(format!("health check failed: {reason}"));
+            return None;
+        }
+        let id = match self.status.service_id() {
+            Some(id) => id,
+            None => self.register().await?,
+        };
+        Some(BatchBeat {
+            id,
+            beat: self.beat(tick),
+        })
+    }
+
+    /// This service's result in a batch's answer. Returns true when the service was deleted on
+    /// the server and is now registered again: its beat is to be sent again (once).
+    pub async fn batch_result(
+        &mut self,
+        result: BatchResult,
+        service_down_time: f64,
+        rtt: Duration,
+        first_try: bool,
+    ) -> bool {
+        match (result.report_count, result.error) {
+            (Some(report_count), None) => {
+                self.last_rtt = Some(rtt);
+                self.heartbeat_acknowledged(HeartbeatResponse {
+                    report_count,
+                    service_down_time,
+                });
+                false
+            }
+            (_, Some(error)) if error.code == "service_not_found" && first_try => {
+                self.status.set_service_id(None);
+                let Some(new_id) = self.register().await else {
+                    return false;
+                };
+                tracing::info!(
+                    old_id = result.id,
+                    new_id,
+                    "service was deleted on the server, registered again"
+                );
+                true
+            }
+            (_, error) => {
+                let (code, message) = error.map_or_else(
+                    || {
+                        (
+                            "unknown".to_owned(),
+                            "neither report_count nor error".to_owned(),
+                        )
+                    },
+                    |e| (e.code, e.message),
+                );
+                let outage = code == "database_unavailable";
+                self.failed_with(
+                    "heartbeat",
+                    outage,
+                    &format!("server answered {code}: {message}"),
+                );
+                false
+            }
+        }
+    }
 }
 
 /// Turns a response into its body or a [`CallError`].
-async fn read<T: serde::de::DeserializeOwned>(
+pub(crate) async fn read<T: serde::de::DeserializeOwned>(
     sent: reqwest::Result<reqwest::Response>,
 ) -> Result<T, CallError> {
     let response = sent.map_err(CallError::Transport)?;

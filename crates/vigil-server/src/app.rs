@@ -127,6 +127,31 @@ impl App {
         })
     }
 
+    /// Applies many services' beats in order, each exactly as [`App::heartbeat`] does; one
+    /// beat's failure never fails the others. Once the database is found unavailable, the
+    /// remaining beats of services unknown here get `DatabaseUnavailable` at once rather than
+    /// each waiting for the database in turn.
+    pub async fn heartbeat_batch(
+        &self,
+        beats: Vec<(i64, Beat)>,
+    ) -> Vec<(i64, Result<HeartbeatResponse, AppError>)> {
+        let mut results = Vec::with_capacity(beats.len());
+        let mut unavailable: Option<String> = None;
+        for (id, beat) in beats {
+            let result = match &unavailable {
+                Some(reason) if self.registry.get(id).is_none() => {
+                    Err(AppError::DatabaseUnavailable(reason.clone()))
+                }
+                _ => self.heartbeat(id, beat).await,
+            };
+            if let Err(AppError::DatabaseUnavailable(reason)) = &result {
+                unavailable.get_or_insert_with(|| reason.clone());
+            }
+            results.push((id, result));
+        }
+        results
+    }
+
     /// One service, from memory (read through to the database when unknown here).
     pub async fn get(&self, id: i64) -> Result<Service, AppError> {
         self.sync_for_read().await;

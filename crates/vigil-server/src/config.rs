@@ -37,6 +37,8 @@ pub struct Config {
     pub clock_offset: f64,
     /// Limits of the HTTP listeners.
     pub http: HttpConfig,
+    /// Who may read without a token.
+    pub auth: AuthConfig,
     /// The optional Cinder-compatible `os-services` listener.
     pub cinder_api: CinderApiConfig,
     /// OpenStack databases whose `services` table is watched, read-only (`[[watch]]` tables;
@@ -71,6 +73,24 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[auth]`: what needs a token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Reads (GETs of both APIs, apart from `/healthz` and `/readyz`) need no token. When
+    /// false, the Vigil API's reads need the admin token and the Cinder-compatible API's reads
+    /// need some token (as keystonemiddleware would). Writes always need the admin token.
+    pub anonymous_read: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            anonymous_read: true,
+        }
+    }
+}
+
 /// `[cinder_api]`: a second listener speaking the Block Storage API's `os-services`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -96,6 +116,7 @@ impl Default for Config {
             database_max_connections: 8,
             clock_offset: 0.0,
             http: HttpConfig::default(),
+            auth: AuthConfig::default(),
             cinder_api: CinderApiConfig::default(),
             watch: Vec::new(),
             bench_reference: false,
@@ -241,6 +262,13 @@ database_max_connections = 8
 header_read_timeout = 10.0
 # A connection with no request in progress for this long is closed (reporters reconnect).
 idle_timeout = 120.0
+
+# What needs a token. Writes always need the admin token.
+[auth]
+# Reads need no token (--anonymous-read, VIGIL_ANONYMOUS_READ). When false, reads of the Vigil
+# API need the admin token and reads of the Cinder-compatible API need a token (any, as there
+# is no Keystone to check it). /healthz and /readyz are always open.
+anonymous_read = true
 
 # The Cinder-compatible os-services API (Block Storage API v3). Off unless `listen` is set.
 [cinder_api]

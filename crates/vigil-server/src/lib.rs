@@ -56,7 +56,7 @@ mod trouble;
 mod validate;
 pub mod watch;
 
-pub use config::{CinderApiConfig, Config, ConfigError, HttpConfig};
+pub use config::{AuthConfig, CinderApiConfig, Config, ConfigError, HttpConfig};
 pub use doctor::interval as check_report_interval;
 pub use store::LAST_ALIVE;
 

@@ -410,4 +410,118 @@ fn handles_can_be_shared_across_threads() {
     shareable::<vigil_reporter::ReporterHandle>();
     shareable::<vigil_reporter::LoopHandle>();
     shareable::<vigil_reporter::ReporterBuilder>();
+    shareable::<vigil_reporter::ReporterGroupHandle>();
+    shareable::<vigil_reporter::ReporterGroupBuilder>();
+}
+
+/// A server for groups: registers each binary under its own id (1, 2, ... in order of first
+/// registration) and answers every batch with one result per beat.
+fn batch_server() -> Handler {
+    let ids = Mutex::new(Vec::<String>::new());
+    let counts = Mutex::new(std::collections::HashMap::<i64, i64>::new());
+    Arc::new(move |request| {
+        if request.path == "/v1/heartbeats" {
+            let batch: vigil_proto::BatchHeartbeatRequest =
+                serde_json::from_str(&request.body).expect("batch body");
+            let mut counts = counts.lock().unwrap();
+            let results: Vec<String> = batch
+                .beats
+                .iter()
+                .map(|beat| {
+                    let count = counts.entry(beat.id).or_default();
+                    *count += 1;
+                    format!(r#"{{"id":{},"report_count":{count}}}"#, beat.id)
+                })
+                .collect();
+            (
+                200,
+                format!(
+                    r#"{{"results":[{}],"service_down_time":60.0}}"#,
+                    results.join(",")
+                ),
+            )
+        } else {
+            let registration: RegisterRequest = serde_json::from_str(&request.body).unwrap();
+            let mut ids = ids.lock().unwrap();
+            let id = match ids.iter().position(|b| *b == registration.binary) {
+                Some(at) => at + 1,
+                None => {
+                    ids.push(registration.binary);
+                    ids.len()
+                }
+            };
+            (201, format!(r#"{{"id":{id},"report_count":0}}"#))
+        }
+    })
+}
+
+/// Each tick of a group sends one batch for the services due; each keeps its own interval.
+#[tokio::test]
+async fn a_group_sends_one_batch_per_tick() {
+    let (listener, url) = listener().await;
+    let stub = Stub::serve(listener, batch_server()).await;
+    let group = vigil_reporter::ReporterGroup::builder()
+        .service(Reporter::builder(&url, "node-1", "a").report_interval(FAST))
+        .service(Reporter::builder(&url, "node-1", "b").report_interval(FAST))
+        .service(
+            Reporter::builder(&url, "node-1", "c")
+                .report_interval(FAST * 3)
+                .token("ignored-unless-equal"),
+        )
+        .start();
+    assert!(
+        matches!(group, Err(ReporterError::GroupTokens)),
+        "one server, one token: {group:?}"
+    );
+    let group = vigil_reporter::ReporterGroup::builder()
+        .service(Reporter::builder(&url, "node-1", "a").report_interval(FAST))
+        .service(Reporter::builder(&url, "node-1", "b").report_interval(FAST))
+        .service(Reporter::builder(&url, "node-1", "c").report_interval(FAST * 3))
+        .start()
+        .unwrap();
+    eventually("c beat three times", || group.report_counts()[2] >= 3).await;
+    assert_eq!(group.service_ids(), [Some(1), Some(2), Some(3)]);
+    group.shutdown().await;
+
+    let requests = stub.requests();
+    assert!(
+        requests.iter().all(|r| !r.is_heartbeat()),
+        "no single heartbeat: {requests:?}"
+    );
+    let batches: Vec<Vec<i64>> = requests
+        .iter()
+        .filter(|r| r.path == "/v1/heartbeats")
+        .map(|r| {
+            let batch: vigil_proto::BatchHeartbeatRequest = serde_json::from_str(&r.body).unwrap();
+            batch.beats.iter().map(|beat| beat.id).collect()
+        })
+        .collect();
+    assert!(batches.len() >= 6, "{batches:?}");
+    for ids in &batches {
+        assert!(
+            ids == &[1, 2] || ids == &[1, 2, 3],
+            "a and b share every tick, c every third: {batches:?}"
+        );
+    }
+    let with_c = batches.iter().filter(|ids| ids.len() == 3).count();
+    assert!(
+        (3..=batches.len() / 2).contains(&with_c),
+        "c beats at its own, longer interval: {batches:?}"
+    );
+    let beat: HeartbeatRequest = {
+        let body: serde_json::Value = serde_json::from_str(&requests.last().unwrap().body).unwrap();
+        serde_json::from_value(body["beats"][0].clone()).unwrap()
+    };
+    assert!(
+        beat.sent_at.is_some() && beat.overrun_s.is_some(),
+        "{beat:?}"
+    );
+}
+
+#[test]
+fn an_empty_group_is_refused() {
+    let err = vigil_reporter::ReporterGroup::builder()
+        .start()
+        .unwrap_err();
+    assert!(matches!(err, ReporterError::EmptyGroup), "{err}");
 }

@@ -1,4 +1,5 @@
-//! Admin authentication: `Authorization: Bearer <admin token>`.
+//! Admin authentication: `Authorization: Bearer <admin token>`; and reads, which need it too
+//! when `auth.anonymous_read` is false.
 
 use std::sync::Arc;
 
@@ -20,32 +21,57 @@ impl FromRequestParts<Arc<App>> for Admin {
         parts: &mut Parts,
         app: &Arc<App>,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "this call needs the admin token: Authorization: Bearer <token>",
-                )
-            })?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .unwrap_or("")
-            .trim();
-        if token_matches(token, &app.admin_token) {
-            Ok(Admin)
-        } else {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "the admin token is wrong",
-            ))
+        check_admin(&parts.headers, app)?;
+        Ok(Admin)
+    }
+}
+
+/// 401 without a bearer token, 403 with a wrong one.
+fn check_admin(headers: &axum::http::HeaderMap, app: &App) -> Result<(), ApiError> {
+    let header = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this call needs the admin token: Authorization: Bearer <token>",
+            )
+        })?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .unwrap_or("")
+        .trim();
+    if token_matches(token, &app.admin_token) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the admin token is wrong",
+        ))
+    }
+}
+
+/// Middleware: with `auth.anonymous_read` false, every read (GET, HEAD) but `/healthz` and
+/// `/readyz` (which load balancers and supervisors call) needs the admin token, the only token
+/// there is. Writes check their own token in their handlers.
+pub(crate) async fn reads(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    use axum::response::IntoResponse;
+    let read = matches!(*request.method(), Method::GET | Method::HEAD);
+    let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
+    if read && !probe && !app.config.auth.anonymous_read {
+        if let Err(err) = check_admin(request.headers(), &app) {
+            return err.into_response();
         }
     }
+    next.run(request).await
 }
 
 /// Compares in time independent of where the first difference is.

@@ -32,6 +32,21 @@ impl ApiError {
 
 impl From<AppError> for ApiError {
     fn from(err: AppError) -> Self {
+        match &err {
+            AppError::DatabaseUnavailable(reason) => {
+                tracing::warn!(%reason, "refused a change: database unavailable");
+            }
+            AppError::Internal(reason) => tracing::error!(%reason, "internal error"),
+            _ => {}
+        }
+        ApiError::unlogged(err)
+    }
+}
+
+impl ApiError {
+    /// The answer to `err`, without logging it: for the items of a batch, whose errors the
+    /// batch logs once.
+    pub(crate) fn unlogged(err: AppError) -> ApiError {
         match err {
             AppError::Invalid { code, message } => ApiError {
                 status: StatusCode::BAD_REQUEST,
@@ -47,22 +62,16 @@ impl From<AppError> for ApiError {
             AppError::ReadOnlySource { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "read_only_source", err.to_string())
             }
-            AppError::DatabaseUnavailable(reason) => {
-                tracing::warn!(%reason, "refused a change: database unavailable");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database_unavailable",
-                    "the database is unavailable; the change was not made, try again",
-                )
-            }
-            AppError::Internal(reason) => {
-                tracing::error!(%reason, "internal error");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error; see the server log",
-                )
-            }
+            AppError::DatabaseUnavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the database is unavailable; the change was not made, try again",
+            ),
+            AppError::Internal(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; see the server log",
+            ),
         }
     }
 }

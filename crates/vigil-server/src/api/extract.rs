@@ -32,7 +32,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                     ApiError::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "payload_too_large",
-                        "request body is larger than 64 KiB",
+                        "request body is larger than this endpoint takes (64 KiB; 8 MiB for POST /v1/heartbeats)",
                     )
                 }
                 other => ApiError::bad_request("invalid_body", other.body_text()),

@@ -25,7 +25,8 @@ mod services;
 pub use auth::token_matches;
 pub use error::{ApiError, RETRY_AFTER_S};
 
-/// Largest request body accepted.
+/// Largest request body accepted, but by `POST /v1/heartbeats`
+/// ([`vigil_proto::MAX_BATCH_BODY`]).
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// The router of the Vigil API over `app`.
@@ -49,6 +50,11 @@ pub fn router(app: Arc<App>) -> Router {
                 .delete(services::delete),
         )
         .route("/v1/services/{id}/heartbeat", post(services::heartbeat))
+        .route(
+            "/v1/heartbeats",
+            post(services::heartbeat_batch)
+                .layer(DefaultBodyLimit::max(vigil_proto::MAX_BATCH_BODY)),
+        )
         .route("/v1/services/{id}/events", get(events::for_service))
         .route("/v1/events", get(events::list))
         .route("/v1/events/stream", get(events::stream))
@@ -58,6 +64,10 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::reads,
+        ))
         .layer(axum::middleware::from_fn(reject_nul))
         .with_state(app)
 }

@@ -7,12 +7,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
-use vigil_proto::{HeartbeatRequest, HeartbeatResponse, Service};
+use vigil_proto::{
+    BatchHeartbeatRequest, BatchHeartbeatResponse, BatchResult, ErrorDetail, HeartbeatRequest,
+    HeartbeatResponse, Service, MAX_BATCH_BEATS,
+};
 
 use super::auth::Admin;
 use super::error::ApiError;
 use super::extract::{Json, Query, ServiceId};
-use crate::app::{App, Registration};
+use crate::app::{App, AppError, Registration};
 use crate::registry::{Beat, ListFilter};
 use crate::store::AdminChange;
 
@@ -50,19 +53,82 @@ pub async fn register(
     Ok((status, axum::Json(service)))
 }
 
-pub async fn heartbeat(
-    State(app): State<Arc<App>>,
-    ServiceId(id): ServiceId,
-    Json(body): Json<HeartbeatRequest>,
-) -> Result<axum::Json<HeartbeatResponse>, ApiError> {
-    let beat = Beat {
+fn beat(body: HeartbeatRequest) -> Beat {
+    Beat {
         zone: body.zone,
         sent_at: body.sent_at,
         last_rtt_s: body.last_rtt_s,
         overrun_s: body.overrun_s,
         last_error: body.last_error,
-    };
-    Ok(axum::Json(app.heartbeat(id, beat).await?))
+    }
+}
+
+pub async fn heartbeat(
+    State(app): State<Arc<App>>,
+    ServiceId(id): ServiceId,
+    Json(body): Json<HeartbeatRequest>,
+) -> Result<axum::Json<HeartbeatResponse>, ApiError> {
+    Ok(axum::Json(app.heartbeat(id, beat(body)).await?))
+}
+
+/// `POST /v1/heartbeats`: many beats, one result each, in order. A malformed body or more than
+/// [`MAX_BATCH_BEATS`] beats is refused whole; a bad beat only gets its own error.
+pub async fn heartbeat_batch(
+    State(app): State<Arc<App>>,
+    Json(body): Json<BatchHeartbeatRequest>,
+) -> Result<axum::Json<BatchHeartbeatResponse>, ApiError> {
+    if body.beats.len() > MAX_BATCH_BEATS {
+        return Err(ApiError::bad_request(
+            "batch_too_large",
+            format!(
+                "a batch carries at most {MAX_BATCH_BEATS} beats, not {}; send several",
+                body.beats.len()
+            ),
+        ));
+    }
+    let beats = body
+        .beats
+        .into_iter()
+        .map(|item| (item.id, beat(item.beat)))
+        .collect();
+    let mut unavailable = 0usize;
+    let results = app
+        .heartbeat_batch(beats)
+        .await
+        .into_iter()
+        .map(|(id, result)| match result {
+            Ok(answer) => BatchResult {
+                id,
+                report_count: Some(answer.report_count),
+                error: None,
+            },
+            Err(err) => {
+                if let AppError::Internal(reason) = &err {
+                    tracing::error!(%reason, service_id = id, "internal error in a batch");
+                }
+                let err = ApiError::unlogged(err);
+                unavailable += usize::from(err.code == "database_unavailable");
+                BatchResult {
+                    id,
+                    report_count: None,
+                    error: Some(ErrorDetail {
+                        code: err.code,
+                        message: err.message,
+                    }),
+                }
+            }
+        })
+        .collect();
+    if unavailable > 0 {
+        tracing::warn!(
+            beats = unavailable,
+            "refused beats of services unknown here: database unavailable"
+        );
+    }
+    Ok(axum::Json(BatchHeartbeatResponse {
+        results,
+        service_down_time: app.registry.liveness.service_down_time_s(),
+    }))
 }
 
 #[derive(Debug, Deserialize)]

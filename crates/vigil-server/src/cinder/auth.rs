@@ -3,8 +3,10 @@
 //! There is no Keystone here, so the admin token of the Vigil API stands in for an admin
 //! role. It is accepted whole or as the part after the first `:`, because cinderclient's
 //! `noauth` plugin sends `X-Auth-Token: <user_id>:<project_id>`; then
-//! `--os-project-id <admin token>` is how an operator passes it. Reads need only some token,
-//! as they need some valid token in a real cloud. `cinder_api.noauth` lets everything through.
+//! `--os-project-id <admin token>` is how an operator passes it. Reads need no token while
+//! `auth.anonymous_read` is true (the default, so `openstack --os-auth-type none` lists);
+//! with it false they need some token, as they need some valid token in a real cloud.
+//! `cinder_api.noauth` lets everything through.
 
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ use super::fault::Fault;
 use crate::api::token_matches;
 use crate::app::App;
 
-/// The request carries a token (any): enough to list.
+/// Reads are anonymous, or the request carries a token (any): enough to list.
 pub struct Reader;
 
 /// The request carries the admin token: needed to change anything.
@@ -42,7 +44,8 @@ impl FromRequestParts<Arc<App>> for Reader {
     type Rejection = Fault;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Fault> {
-        if app.config.cinder_api.noauth || token(parts).is_some() {
+        if app.config.cinder_api.noauth || app.config.auth.anonymous_read || token(parts).is_some()
+        {
             Ok(Reader)
         } else {
             Err(unauthorized())

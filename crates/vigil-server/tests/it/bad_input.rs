@@ -132,6 +132,83 @@ async fn malformed_bodies_get_our_error_body() {
     assert_eq!(status, StatusCode::CREATED);
 }
 
+/// `POST /v1/heartbeats`: a body that is not a batch is refused whole with our error body;
+/// a bad beat inside a well-formed batch only gets its own error (see `batch.rs`).
+#[tokio::test]
+async fn malformed_batches_are_refused_whole() {
+    let (_dir, server) = server().await;
+    let id = server.register("node-1", "cinder-volume").await;
+    let url = format!("{}/v1/heartbeats", server.url);
+    let send = |body: Vec<u8>, content_type: Option<&'static str>| {
+        let mut request = server.http.post(&url).body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let json_cases: [&[u8]; 13] = [
+        b"",
+        b"{}",
+        b"[]",
+        b"{\"beats\":",
+        b"{\"beats\":{}}",
+        b"{\"beats\":null}",
+        b"{\"beats\":[1]}",
+        b"{\"beats\":[{}]}",
+        b"{\"beats\":[{\"id\":null}]}",
+        b"{\"beats\":[{\"id\":\"1\"}]}",
+        b"{\"beats\":[{\"id\":1.5}]}",
+        b"{\"beats\":[{\"id\":99999999999999999999}]}",
+        b"{\"beats\":[{\"id\":1,\"zone\":7}]}",
+    ];
+    for body in json_cases {
+        let (status, answer) = send(body.to_vec(), Some("application/json")).await;
+        assert_error(status, &answer, StatusCode::BAD_REQUEST, "invalid_json");
+    }
+    let (status, answer) = send(
+        b"{\"beats\":[{\"id\":1,\"sent_at\":\"yesterday\"}]}".to_vec(),
+        Some("application/json"),
+    )
+    .await;
+    assert_error(status, &answer, StatusCode::BAD_REQUEST, "invalid_json");
+    let (status, answer) = send(b"{\"beats\":[]}".to_vec(), Some("text/plain")).await;
+    assert_error(
+        status,
+        &answer,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    let huge = format!(
+        "{{\"beats\":[{{\"id\":1,\"last_error\":\"{}\"}}]}}",
+        "e".repeat(vigil_proto::MAX_BATCH_BODY)
+    );
+    let (status, answer) = send(huge.into_bytes(), Some("application/json")).await;
+    assert_error(
+        status,
+        &answer,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    let (status, answer) = server
+        .request(Method::GET, "/v1/heartbeats", None, None)
+        .await;
+    assert_error(
+        status,
+        &answer,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+    assert_eq!(
+        server.service(id).await["report_count"],
+        0,
+        "no refused batch counted"
+    );
+}
+
 #[tokio::test]
 async fn unknown_ids_and_routes() {
     let (_dir, server) = server().await;

@@ -2,6 +2,7 @@
 //! real reporter crate as client. One binary, so the suite links once.
 
 mod bad_input;
+mod batch;
 mod cinder;
 mod connections;
 mod detection;

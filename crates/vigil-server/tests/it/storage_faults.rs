@@ -377,3 +377,55 @@ async fn a_failed_start_leaves_no_token() {
         .is_err());
     assert!(!dir.path().join("admin.token").exists());
 }
+
+/// A batch of heartbeats during a storage outage: as single heartbeats, the beats of known
+/// services are taken into memory (and written once the file is writable again), and a beat for
+/// a service unknown here gets its own `database_unavailable`, not a failed batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_during_an_outage_holds_known_beats_and_refuses_unknown_ids() {
+    let dir = temp_dir();
+    let mut config = Backend::Sqlite.config(dir.path());
+    config.flush_interval = 0.2;
+    let mut server = TestServer::start(config).await;
+    let a = server.register("node-1", "cinder-volume").await;
+    let b = server.register("node-2", "cinder-volume").await;
+    let unknown = b + 100;
+    let files = database_files(dir.path());
+    if !immutable(&files, true) {
+        return;
+    }
+    eventually("the outage is known", Duration::from_secs(5), || async {
+        // A registration is a write: refused, and the outage is then known.
+        let _ = server
+            .post("/v1/services", json!({"host": "probe", "binary": "b"}))
+            .await;
+        ready(&server).await == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    let beats = json!({"beats": [{"id": a}, {"id": unknown}, {"id": b}, {"id": a}]});
+    let (status, body) = server.post("/v1/heartbeats", beats.clone()).await;
+    assert!(immutable(&files, false));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let results = &body["results"];
+    assert_eq!(results[0], json!({"id": a, "report_count": 1}), "{body}");
+    assert_eq!(
+        results[1]["error"]["code"], "database_unavailable",
+        "{body}"
+    );
+    assert_eq!(results[2], json!({"id": b, "report_count": 1}), "{body}");
+    assert_eq!(results[3], json!({"id": a, "report_count": 2}), "{body}");
+
+    eventually("writable again", Duration::from_secs(10), || async {
+        ready(&server).await == StatusCode::OK
+    })
+    .await;
+    let (status, body) = server.post("/v1/heartbeats", beats).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["results"][1]["error"]["code"], "service_not_found",
+        "{body}"
+    );
+    server.restart().await;
+    assert_eq!(server.service(a).await["report_count"], 4);
+    assert_eq!(server.service(b).await["report_count"], 2);
+}

@@ -6,6 +6,9 @@
 //! status, so it can stand in for the command under a supervisor. Without one it heartbeats
 //! until SIGINT or SIGTERM. Either way the heartbeats stop when the agent's work stops, so the
 //! server sees the service go down.
+//!
+//! `--binary` repeated reports several services of one host (one per binary, same settings)
+//! with a [`ReporterGroup`]: one `POST /v1/heartbeats` per tick carries all their beats.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -16,7 +19,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::Child;
 use tokio::signal::unix::{signal, SignalKind};
-use vigil_reporter::Reporter;
+use vigil_reporter::{
+    Reporter, ReporterBuilder, ReporterGroup, ReporterGroupHandle, ReporterHandle,
+};
 
 /// The shell's exit code for a command that was not found.
 const EXIT_NOT_FOUND: i32 = 127;
@@ -38,9 +43,10 @@ pub struct AgentArgs {
     /// Host to register the service under [default: this machine's hostname].
     #[arg(long, value_name = "H")]
     pub host: Option<String>,
-    /// Name of the service's binary, e.g. cinder-volume.
-    #[arg(long, value_name = "B")]
-    pub binary: String,
+    /// Name of the service's binary, e.g. cinder-volume. Repeat it to report several services
+    /// of this host (one per binary, all with these settings) in one batch per heartbeat.
+    #[arg(long, value_name = "B", required = true)]
+    pub binary: Vec<String>,
     /// The service's topic.
     #[arg(long)]
     pub topic: Option<String>,
@@ -77,20 +83,28 @@ pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
             .into_string()
             .map_err(|name| anyhow!("hostname {name:?} is not valid UTF-8; pass --host"))?,
     };
-    let mut builder =
-        Reporter::builder(&args.server, &host, &args.binary).report_interval(interval);
-    if let Some(topic) = args.topic {
-        builder = builder.topic(topic);
+    let mut binaries = args.binary.clone();
+    binaries.sort();
+    if let Some(twice) = binaries.windows(2).find(|pair| pair[0] == pair[1]) {
+        bail!("--binary {} is given twice", twice[0]);
     }
-    if let Some(zone) = args.zone {
-        builder = builder.zone(zone);
-    }
-    if let Some(version) = args.service_version {
-        builder = builder.version(version);
-    }
-    if let Some(token) = args.token {
-        builder = builder.token(token);
-    }
+    let builder = |binary: &str| {
+        let mut builder = Reporter::builder(&args.server, &host, binary).report_interval(interval);
+        if let Some(topic) = &args.topic {
+            builder = builder.topic(topic);
+        }
+        if let Some(zone) = &args.zone {
+            builder = builder.zone(zone);
+        }
+        if let Some(version) = &args.service_version {
+            builder = builder.version(version);
+        }
+        if let Some(token) = &args.token {
+            builder = builder.token(token);
+        }
+        builder
+    };
+    let builders: Vec<ReporterBuilder> = args.binary.iter().map(|b| builder(b)).collect();
 
     // The signal handlers are installed before anything else runs, so a signal that comes early
     // is forwarded or honoured rather than killing the agent with its child left behind.
@@ -126,20 +140,54 @@ pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
             }
         }
     };
-    let reporter = builder
-        .start()
-        .context("could not start the heartbeat reporter")?;
+    let reporter = Running::start(builders).context("could not start the heartbeat reporter")?;
     tracing::info!(
         server = %args.server,
         %host,
-        binary = %args.binary,
+        binary = %args.binary.join(","),
         "agent reporting heartbeats"
     );
     let outcome = runtime.block_on(supervise(signals, child));
     // Whatever happened to the child, its heartbeats end with it.
-    reporter.stop();
-    reporter.wait();
+    reporter.stop_and_wait();
     outcome
+}
+
+/// One service reports alone (single heartbeats, which every server takes); several report as
+/// a group (batches).
+enum Running {
+    One(ReporterHandle),
+    Group(ReporterGroupHandle),
+}
+
+impl Running {
+    fn start(mut builders: Vec<ReporterBuilder>) -> Result<Running, vigil_reporter::ReporterError> {
+        if builders.len() == 1 {
+            if let Some(builder) = builders.pop() {
+                return builder.start().map(Running::One);
+            }
+        }
+        builders
+            .into_iter()
+            .fold(ReporterGroup::builder(), |group, builder| {
+                group.service(builder)
+            })
+            .start()
+            .map(Running::Group)
+    }
+
+    fn stop_and_wait(self) {
+        match self {
+            Running::One(reporter) => {
+                reporter.stop();
+                reporter.wait();
+            }
+            Running::Group(group) => {
+                group.stop();
+                group.wait();
+            }
+        }
+    }
 }
 
 /// The agent's SIGINT and SIGTERM streams.

@@ -48,6 +48,10 @@ pub struct ServerArgs {
     /// Seconds after which a connection with no request in progress is closed [default: 120].
     #[arg(long, env = "VIGIL_IDLE_TIMEOUT")]
     pub idle_timeout: Option<f64>,
+    /// Whether reads need no token (true) or a token (false): the admin token on the Vigil
+    /// API, any token on the Cinder-compatible API [default: true].
+    #[arg(long, env = "VIGIL_ANONYMOUS_READ", value_name = "BOOL")]
+    pub anonymous_read: Option<bool>,
     /// Address of the Cinder-compatible os-services API [default: off].
     #[arg(long, env = "VIGIL_CINDER_LISTEN")]
     pub cinder_listen: Option<String>,
@@ -123,6 +127,9 @@ impl ServerArgs {
         }
         if let Some(v) = self.event_retention_days {
             config.event_retention_days = v;
+        }
+        if let Some(v) = self.anonymous_read {
+            config.auth.anonymous_read = v;
         }
         if let Some(v) = self.cinder_listen {
             config.cinder_api.listen = Some(v);

@@ -395,6 +395,72 @@ fn the_agent_heartbeats_for_its_child_and_exits_with_its_status() {
     );
 }
 
+/// `--binary` repeated: one service per binary on the host, their beats in one batch per tick
+/// (a `ReporterGroup`), while the command runs; a binary given twice is refused.
+#[test]
+fn the_agent_heartbeats_several_binaries_of_one_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let agent = |binaries: &[&str], command: &str| {
+        let mut args = vec!["agent", "--server", &server.url, "--host", "multi-host"];
+        for binary in binaries {
+            args.extend(["--binary", binary]);
+        }
+        args.extend(["--report-interval", "0.2", "--", "sh", "-c", command]);
+        Command::new(VIGIL)
+            .args(&args)
+            .env("VIGIL_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = agent(&["cinder-volume", "cinder-backup", "cinder-volume"], "true");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--binary cinder-volume is given twice"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let binaries = ["cinder-volume", "cinder-backup", "cinder-scheduler"];
+    let out = agent(&binaries, "sleep 1.2; exit 3");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    let listed = vigil(
+        &["service", "list", "--host", "multi-host", "--json"],
+        dir.path(),
+        &server.url,
+    );
+    let services: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let services = services.as_array().unwrap();
+    assert_eq!(services.len(), 3, "{services:?}");
+    for binary in binaries {
+        let service = services
+            .iter()
+            .find(|s| s["binary"] == binary)
+            .unwrap_or_else(|| panic!("no {binary} in {services:?}"));
+        assert!(service["report_count"].as_i64().unwrap() >= 2, "{service}");
+        assert_eq!(service["report_interval"], 0.2, "{service}");
+    }
+    wait_until("all three go down", Duration::from_secs(10), || {
+        let listed = vigil(
+            &[
+                "service",
+                "list",
+                "--host",
+                "multi-host",
+                "--state",
+                "down",
+                "--json",
+            ],
+            dir.path(),
+            &server.url,
+        );
+        serde_json::from_slice::<serde_json::Value>(&listed.stdout)
+            .map(|v| v.as_array().is_some_and(|a| a.len() == 3))
+            .unwrap_or(false)
+    });
+}
+
 #[test]
 fn the_demo_shows_a_service_going_down_and_cleans_up() {
     let out = Command::new(VIGIL)

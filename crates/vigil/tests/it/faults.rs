@@ -592,6 +592,7 @@ async fn generated_malformed_requests_never_get_a_5xx() {
         "/v1/services".to_string(),
         format!("/v1/services/{id}"),
         format!("/v1/services/{id}/heartbeat"),
+        "/v1/heartbeats".to_string(),
         format!("/v1/services/{id}/events"),
         format!("/v1/services/{id}/diagnosis"),
         "/v1/events".to_string(),
@@ -611,6 +612,7 @@ async fn generated_malformed_requests_never_get_a_5xx() {
         json!({"zone": "z", "sent_at": "2026-01-01T00:00:00Z", "last_rtt_s": 0.1}),
         json!({}),
         json!([]),
+        json!({"beats": [{"id": id, "zone": "z"}, {"id": -1}, {"id": id, "last_error": "e"}]}),
     ];
     let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
     let mut server_errors = Vec::new();

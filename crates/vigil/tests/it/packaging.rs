@@ -191,3 +191,47 @@ fn under_systemd_the_server_notifies_ready_then_feeds_the_watchdog() {
     );
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+/// systemd's own check of the units as the package installs them (`systemd-analyze verify`),
+/// with `/usr/bin/vigil` pointed at the binary under test. Without systemd-analyze (the
+/// `systemd` package, which `scripts/test` installs) it fails under CI and skips elsewhere.
+#[test]
+fn systemd_verifies_the_units() {
+    let found = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !found {
+        let under_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        assert!(
+            !under_ci,
+            "systemd-analyze is missing; run scripts/test, which installs it"
+        );
+        eprintln!("notice: skipping the systemd unit check: no systemd-analyze");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vigil = std::fs::canonicalize(VIGIL).unwrap();
+    let mut units = Vec::new();
+    for name in ["vigil-server.service", "vigil-agent@.service"] {
+        let text =
+            std::fs::read_to_string(Path::new(REPO).join("deploy/systemd").join(name)).unwrap();
+        assert!(text.contains("ExecStart=/usr/bin/vigil "), "{name}");
+        let text = text.replace("/usr/bin/vigil ", &format!("{} ", vigil.display()));
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        units.push(path);
+    }
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&units)
+        .env("SYSTEMD_LOG_LEVEL", "notice")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify: {:?}\n{stderr}",
+        out.status
+    );
+}
