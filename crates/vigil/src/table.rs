@@ -7,25 +7,31 @@ use vigil_proto::{ts, Event, Service};
 /// Binary, Host, Zone, Status, State, Updated At, Disabled Reason.
 pub fn services(services: &[Service]) -> String {
     let mut table = Table::new();
+    // Watched OpenStack services: their source, and OpenStack's own verdict beside Vigil's.
+    let watched = services.iter().any(|s| s.openstack_state.is_some());
+    let mut header = vec![
+        "Binary",
+        "Host",
+        "Zone",
+        "Status",
+        "State",
+        "Updated At",
+        "Disabled Reason",
+    ];
+    if watched {
+        header.extend(["Source", "OpenStack"]);
+    }
     table
         .load_preset(ASCII_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header([
-            "Binary",
-            "Host",
-            "Zone",
-            "Status",
-            "State",
-            "Updated At",
-            "Disabled Reason",
-        ]);
+        .set_header(header);
     for s in services {
         let state = if s.forced_down {
             "down (forced)".to_string()
         } else {
             s.state.as_str().to_string()
         };
-        table.add_row([
+        let mut row = vec![
             s.binary.clone(),
             s.host.clone(),
             s.zone.clone(),
@@ -36,7 +42,16 @@ pub fn services(services: &[Service]) -> String {
                 .map(ts::format)
                 .unwrap_or_else(|| "-".into()),
             s.disabled_reason.clone().unwrap_or_else(|| "-".into()),
-        ]);
+        ];
+        if watched {
+            row.push(s.source.clone());
+            row.push(match s.openstack_state {
+                Some(theirs) if theirs != s.state => format!("{} (disagrees)", theirs.as_str()),
+                Some(theirs) => theirs.as_str().to_string(),
+                None => "-".into(),
+            });
+        }
+        table.add_row(row);
     }
     table.to_string()
 }
@@ -77,4 +92,47 @@ pub fn event_detail(event: &Event) -> String {
         parts.push(reason.to_string());
     }
     parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(host: &str, source: &str, openstack: Option<vigil_proto::State>) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "id": 1, "host": host, "binary": "cinder-scheduler", "topic": null, "zone": "nova",
+            "disabled": false, "disabled_reason": null, "report_count": 3,
+            "report_interval": 2.0, "version": null,
+            "created_at": "2026-12-03T05:00:00.000000Z", "updated_at": null,
+            "modified_at": null, "state": "up", "status": "enabled",
+            "last_heartbeat_age_s": 1.0, "source": source,
+            "openstack_state": openstack,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn watched_services_show_their_source_and_where_openstack_disagrees() {
+        let own = services(&[service("node-1", "vigil", None)]);
+        assert!(!own.contains("Source"), "{own}");
+        let mixed = services(&[
+            service("node-1", "vigil", None),
+            service("sched-a", "cinder/cinder", Some(vigil_proto::State::Up)),
+            service("sched-b", "cinder/cinder", Some(vigil_proto::State::Down)),
+        ]);
+        assert!(
+            mixed.contains("Source") && mixed.contains("OpenStack"),
+            "{mixed}"
+        );
+        let line = |host: &str| {
+            mixed
+                .lines()
+                .find(|l| l.contains(host))
+                .unwrap()
+                .to_string()
+        };
+        assert!(line("sched-b").contains("down (disagrees)"), "{mixed}");
+        assert!(!line("sched-a").contains("disagrees"), "{mixed}");
+        assert!(line("node-1").contains("| vigil"), "{mixed}");
+    }
 }

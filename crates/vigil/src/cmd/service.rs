@@ -38,11 +38,14 @@ pub struct ListArgs {
     #[arg(long)]
     pub zone: Option<String>,
     /// Only services in this state.
-    #[arg(long, value_parser = ["up", "down"])]
+    #[arg(long, value_parser = ["up", "down", "unknown"])]
     pub state: Option<String>,
     /// Only services with this status.
     #[arg(long, value_parser = ["enabled", "disabled"])]
     pub status: Option<String>,
+    /// Only services of this source: `vigil` (registered here) or a watch's name.
+    #[arg(long)]
+    pub source: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -95,6 +98,7 @@ pub async fn run(args: ServiceArgs) -> Result<i32, CliError> {
                 ("zone", list.zone),
                 ("state", list.state),
                 ("status", list.status),
+                ("source", list.source),
             ] {
                 if let Some(value) = value {
                     query.push((key, value));

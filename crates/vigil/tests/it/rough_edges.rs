@@ -373,3 +373,37 @@ fn service_list_reads_as_cinder_s_by_binary_then_host() {
     // Before its first heartbeat a service has no Updated At, as in cinder.
     assert!(rows.iter().all(|r| r.contains("| - ")), "{table}");
 }
+
+/// A malformed `--watch` stops the start with one clear line that names the value and the
+/// expected form, and writes nothing (no token, no database).
+#[test]
+fn a_malformed_watch_is_one_clear_line_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (value, needle) in [
+        ("bogus", "expected KIND:URL"),
+        ("swift:mysql://root@db/swift", "unknown kind \"swift\""),
+        ("cinder:ftp://db/cinder", "the url must start with mysql://"),
+    ] {
+        let out = bare(
+            &[
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--watch",
+                value,
+            ],
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(1), "{value}");
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("malformed watch") && stderr.contains(needle),
+            "{value}: {stderr}"
+        );
+        assert!(!data.join("admin.token").exists());
+    }
+}
