@@ -21,6 +21,8 @@
 //!   `service_down_time` rewrite, the clock offset and its bound.
 //! - [`Watcher`]: a reader and its previous poll: one [`Watcher::step`] per `poll_interval`.
 
+#[cfg(feature = "bench")]
+pub mod bench_fixture;
 pub mod diff;
 pub mod model;
 pub mod reader;

@@ -12,11 +12,13 @@
 //!   deadline to its `down` event on the SSE stream.
 //! - `memory`: the server's RSS with the fleet registered and heartbeating.
 //! - `restart`: time from process start to `/readyz` = 200 with the fleet in the database.
+//! - `watch`: one poll of a large Cinder `services` table on MariaDB, as a watch does it (not
+//!   among the defaults: it needs MariaDB).
 //!
 //! # Layout
 //! - `child`: the database and the server process.
 //! - `http`: the load generator's client and latency histogram.
-//! - `ingest`, `list`, `fleet` (detection, memory, restart): the scenarios.
+//! - `ingest`, `list`, `fleet` (detection, memory, restart), `watch`: the scenarios.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -26,6 +28,7 @@ mod fleet;
 mod http;
 mod ingest;
 mod list;
+mod watch;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -69,6 +72,12 @@ pub struct BenchArgs {
     /// The server's flush_interval, seconds (heartbeats written to the database in batches).
     #[arg(long, default_value_t = 1.0)]
     pub flush_interval: f64,
+    /// Watch: the MariaDB or MySQL server to create the throw-away Cinder database on.
+    #[arg(long, default_value = "mysql://root@127.0.0.1:3306/test")]
+    pub watch_database: String,
+    /// Watch: rows of the Cinder services table.
+    #[arg(long, default_value_t = 100_000)]
+    pub watch_rows: usize,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +87,7 @@ pub enum Scenario {
     Detection,
     Memory,
     Restart,
+    Watch,
 }
 
 impl Scenario {
@@ -98,6 +108,7 @@ impl std::fmt::Display for Scenario {
             Scenario::Detection => "detection",
             Scenario::Memory => "memory",
             Scenario::Restart => "restart",
+            Scenario::Watch => "watch",
         };
         f.write_str(name)
     }
@@ -222,6 +233,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     }
     if has(Scenario::Detection) || has(Scenario::Memory) || has(Scenario::Restart) {
         rows.extend(fleet::run(&args, database).await?);
+    }
+    if has(Scenario::Watch) {
+        rows.extend(watch::run(&args).await?);
     }
     println!(
         "vigil bench, {} database, {}\n",
