@@ -29,6 +29,8 @@ pub struct DatabaseHealth {
     checked: Mutex<Option<std::time::Instant>>,
     /// Held while a readiness probe runs, so that concurrent probes share one write.
     probing: tokio::sync::Mutex<()>,
+    /// Failed writes and probes, for `vigil_database_errors_total`.
+    pub errors: std::sync::atomic::AtomicU64,
 }
 
 /// How old the last recorded write may be before `/readyz` commits a probe of its own.
@@ -42,6 +44,9 @@ impl DatabaseHealth {
     /// write refused for its content says nothing of the database); the change from one state
     /// to the other is logged, once each way.
     pub fn record<T>(&self, result: &Result<T, StoreError>) {
+        if result.is_err() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
         match result {
             Ok(_) => {
                 *self.checked.lock() = Some(std::time::Instant::now());
@@ -133,6 +138,7 @@ pub struct App {
     pub beat_cursor: tokio::sync::Mutex<i64>,
     pub admin_token: String,
     pub database: DatabaseHealth,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl App {
@@ -163,6 +169,7 @@ impl App {
         self.database.record(&registered);
         let (record, created) = registered?;
         crate::doctor::log_registration(&record, self.config.service_down_time);
+        self.metrics.written([EventKind::Registered]);
         self.events.notify();
         let entry = self.absorb(record);
         let slot = entry.lock();
@@ -193,6 +200,7 @@ impl App {
                     .ok_or(AppError::NotFound(id))?
             }
         };
+        self.metrics.beat(outcome.lateness_s);
         if outcome.revived {
             if let Some(entry) = self.registry.get(id) {
                 let event = NewEvent::about(&entry.lock().record, EventKind::Up, now);
@@ -297,10 +305,16 @@ impl App {
             change.disabled_reason = Some(None);
         }
         let now = self.clock.now();
-        let events_for = |before: &crate::store::ServiceRecord| admin_events(before, &change, now);
+        let kinds = Mutex::new(Vec::new());
+        let events_for = |before: &crate::store::ServiceRecord| {
+            let events = admin_events(before, &change, now);
+            *kinds.lock() = events.iter().map(|e| e.kind).collect();
+            events
+        };
         let updated = self.store.update_admin(id, &change, now, &events_for).await;
         self.database.record(&updated);
         let record = updated?.ok_or(AppError::NotFound(id))?;
+        self.metrics.written(kinds.into_inner());
         self.events.notify();
         let entry = self.absorb(record);
         let slot = entry.lock();
@@ -329,6 +343,7 @@ impl App {
             return Err(AppError::NotFound(id));
         }
         self.events.notify();
+        self.metrics.written([EventKind::Deleted]);
         self.registry.remove(id);
         Ok(())
     }

@@ -189,6 +189,7 @@ pub fn tick(app: &App, now: DateTime<Utc>) {
         }
         let deadline = liveness.deadline(&slot.record);
         if now > deadline {
+            app.metrics.detected(now - deadline);
             slot.declared_down = true;
             slot.declared_suspect = false;
             let mut event = NewEvent::about(&slot.record, EventKind::Down, now);
@@ -352,6 +353,7 @@ async fn write_queued(
     }
     let failure = match tokio::time::timeout(WRITE_LIMIT, lease.append_events(&batch)).await {
         Ok(Ok(())) => {
+            app.metrics.written(batch.iter().map(|e| e.kind));
             app.events.notify();
             return true;
         }

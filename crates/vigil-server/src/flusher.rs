@@ -36,7 +36,9 @@ pub async fn run(app: Arc<App>, interval: Duration, mut shutdown: watch::Receive
             _ = ticker.tick() => false,
             _ = shutdown.changed() => true,
         };
+        let started = std::time::Instant::now();
         let flushed = flush_once(&app).await;
+        app.metrics.flushed(&flushed, started.elapsed());
         app.database.record(&flushed);
         match flushed {
             Ok(_) => {}

@@ -48,6 +48,7 @@ mod flusher;
 mod http;
 mod id_table;
 mod liveness;
+mod metrics;
 mod model;
 mod registry;
 mod replica;
@@ -57,7 +58,7 @@ mod trouble;
 mod validate;
 pub mod watch;
 
-pub use config::{CinderApiConfig, Config, ConfigError, HttpConfig};
+pub use config::{CinderApiConfig, Config, ConfigError, HttpConfig, LogFormat, MetricsConfig};
 pub use doctor::interval as check_report_interval;
 pub use flusher::LAST_ALIVE;
 
@@ -87,6 +88,11 @@ pub enum ServerError {
     Database { url: String, reason: String },
     #[error("cannot listen on {addr} for the Cinder-compatible API: {source}")]
     CinderListen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr} for metrics: {source}")]
+    MetricsListen {
         addr: String,
         source: std::io::Error,
     },
@@ -288,6 +294,7 @@ pub(crate) async fn build_app(
     tracing::info!(services = records.len(), "loaded services");
     let registry = Registry::new(records, liveness);
     let (events, receiver) = EventLog::new();
+    let metrics = metrics::Metrics::new(config.metrics.per_service, config.service_down_time);
     let app = Arc::new(App {
         config,
         clock,
@@ -300,6 +307,7 @@ pub(crate) async fn build_app(
         beat_cursor: tokio::sync::Mutex::new(beat_cursor),
         admin_token,
         database: DatabaseHealth::default(),
+        metrics,
     });
     Ok((app, receiver))
 }
@@ -431,8 +439,30 @@ pub async fn serve_with(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let metrics =
+        match &config.metrics.listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| {
+                ServerError::MetricsListen {
+                    addr: addr.clone(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
+    serve_listeners(listener, cinder, metrics, config, shutdown).await
+}
+
+/// [`serve_with`] with the metrics' own listener bound by the caller too (`None`: off);
+/// `config.metrics.listen` is not read.
+pub async fn serve_listeners(
+    listener: TcpListener,
+    cinder: Option<TcpListener>,
+    metrics: Option<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let (app, receiver) = build_app(config).await?;
-    run_with(app, receiver, listener, cinder, shutdown).await
+    run_with(app, receiver, listener, cinder, metrics, shutdown).await
 }
 
 /// Runs a built [`App`] (see [`build_app`]) on `listener`, and the Cinder-compatible API on
@@ -443,6 +473,7 @@ pub(crate) async fn run_with(
     receiver: tokio::sync::mpsc::UnboundedReceiver<store::NewEvent>,
     listener: TcpListener,
     cinder: Option<TcpListener>,
+    metrics: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -505,6 +536,19 @@ pub(crate) async fn run_with(
             }
             None => vigil.await,
         }
+    };
+    let serving_metrics = async {
+        let Some(metrics) = metrics else {
+            return Ok(());
+        };
+        if let Ok(addr) = metrics.local_addr() {
+            tracing::info!(%addr, "metrics listening");
+        }
+        http::serve(metrics, metrics::router(app.clone()), limits, stopped()).await
+    };
+    let serving_both = async {
+        let (served, metrics) = tokio::join!(serving_both, serving_metrics);
+        served.and(metrics)
     };
     // A client that never lets go (a stalled stream reader) must not keep the final flush
     // from happening: the drain gets DRAIN_LIMIT after the shutdown signal.

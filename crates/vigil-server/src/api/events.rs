@@ -138,6 +138,8 @@ pub async fn for_service(
 /// One stream's place: `cursor` is the last event sent (or looked past), `floor` where it may
 /// move on to once `buffered` is sent.
 struct Streaming {
+    /// Counts this stream in `vigil_sse_streams` while it is open.
+    _open: crate::metrics::StreamGuard,
     app: Arc<App>,
     filter: EventFilter,
     cursor: i64,
@@ -187,6 +189,7 @@ pub async fn stream(
     let fed = app.events.subscribe();
     let closed = app.events.closed();
     let state = Streaming {
+        _open: app.metrics.stream(),
         app,
         filter,
         cursor,
