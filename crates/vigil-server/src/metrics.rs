@@ -316,12 +316,24 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    /// Copies what the scrape needs: each service under its own lock, briefly, as a list does.
+    /// Copies what the scrape needs from `app`.
     fn take(app: &App, per_service: bool) -> Snapshot {
-        let now = app.clock.now();
-        let liveness = &app.registry.liveness;
-        let rows = app
-            .registry
+        Snapshot {
+            rows: Self::rows(&app.registry, app.clock.now(), per_service),
+            per_service,
+            leader: app.is_leader(),
+            database_errors: app.database.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Each service under its own lock, briefly, as a list does.
+    fn rows(
+        registry: &crate::registry::Registry,
+        now: chrono::DateTime<chrono::Utc>,
+        per_service: bool,
+    ) -> Vec<ServiceRow> {
+        let liveness = &registry.liveness;
+        registry
             .entries()
             .iter()
             .filter_map(|entry| {
@@ -345,13 +357,7 @@ impl Snapshot {
                         .flatten(),
                 })
             })
-            .collect();
-        Snapshot {
-            rows,
-            per_service,
-            leader: app.is_leader(),
-            database_errors: app.database.errors.load(Ordering::Relaxed),
-        }
+            .collect()
     }
 }
 
@@ -655,5 +661,87 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
         assert!(text.lines().any(|l| l == "vigil_sse_streams 0"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    fn record(id: i64, now: chrono::DateTime<chrono::Utc>) -> crate::model::ServiceRecord {
+        crate::model::ServiceRecord {
+            id,
+            host: format!("node-{}", id / 10).into(),
+            binary: format!("binary-{}", id % 10).into(),
+            topic: None,
+            zone: if id % 2 == 0 { "az1" } else { "az2" }.into(),
+            disabled: id % 5 == 0,
+            disabled_reason: None,
+            forced_down: false,
+            frozen: false,
+            report_count: id,
+            report_interval: 10.0,
+            version: None,
+            created_at: now - chrono::TimeDelta::seconds(600),
+            // Every third service last beat 2 minutes ago: down.
+            updated_at: Some(if id % 3 == 0 {
+                now - chrono::TimeDelta::seconds(120)
+            } else {
+                now
+            }),
+            modified_at: None,
+            row_version: 0,
+        }
+    }
+
+    /// A large fleet scrapes whole and right: one series per service and family, counts that
+    /// add up, in both formats. (Sized to stay quick in a debug build; nothing in the encoding
+    /// depends on the size.)
+    #[test]
+    fn a_large_fleet_is_scraped_whole() {
+        const FLEET: i64 = 20_000;
+        let now = chrono::Utc::now();
+        let registry = crate::registry::Registry::new(
+            (1..=FLEET).map(|id| record(id, now)).collect(),
+            crate::liveness::Liveness::new(60.0, 8.0),
+        );
+        for openmetrics in [false, true] {
+            let snapshot = Snapshot {
+                rows: Snapshot::rows(&registry, now, true),
+                per_service: true,
+                leader: true,
+                database_errors: 0,
+            };
+            let mut scrape = Registry::default();
+            scrape.register_collector(Box::new(snapshot));
+            let mut text = String::new();
+            if openmetrics {
+                prometheus_client::encoding::text::encode(&mut text, &scrape).unwrap();
+            } else {
+                prometheus_client::encoding::prometheus_text::encode(&mut text, &scrape).unwrap();
+            }
+            let series = |name: &str| {
+                text.lines()
+                    .filter(|l| l.starts_with(&format!("{name}{{")))
+                    .count() as i64
+            };
+            assert_eq!(series("vigil_service_up"), FLEET);
+            assert_eq!(series("vigil_service_report_count"), FLEET);
+            assert_eq!(
+                series("vigil_service_last_heartbeat_timestamp_seconds"),
+                FLEET
+            );
+            let down = text
+                .lines()
+                .filter(|l| l.starts_with("vigil_service_up{") && l.ends_with(" 0"))
+                .count() as i64;
+            assert_eq!(down, FLEET / 3);
+            let total: i64 = text
+                .lines()
+                .filter(|l| l.starts_with("vigil_services{"))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
+                .sum();
+            assert_eq!(total, FLEET);
+            assert!(
+                text.contains("vigil_service_up{host=\"node-1\",binary=\"binary-1\",zone=\"az2\",source=\"vigil\"} 1"),
+                "{}",
+                &text[..2000]
+            );
+        }
     }
 }
