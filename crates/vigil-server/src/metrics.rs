@@ -250,7 +250,7 @@ impl Metrics {
     }
 
     /// Events committed to the history by this server.
-    pub(crate) fn written<'a>(&self, kinds: impl IntoIterator<Item = EventKind>) {
+    pub(crate) fn written(&self, kinds: impl IntoIterator<Item = EventKind>) {
         for kind in kinds {
             self.events_written
                 .get_or_create(&KindLabels {
@@ -393,26 +393,27 @@ impl Collector for Snapshot {
             counts.entry(row.zone.as_str()).or_default()[usize::from(row.up)]
                 [usize::from(row.disabled)] += 1;
         }
-        let mut fleet = encoder.encode_descriptor(
-            "vigil_services",
-            "Services known to this server, by state (up, down), status (enabled, disabled), zone and source",
-            None,
-            ConstGauge::<i64>::TYPE,
-        )?;
-        for (zone, by_state) in &counts {
-            for (up, by_status) in by_state.iter().enumerate() {
-                for (disabled, count) in by_status.iter().enumerate() {
-                    let labels = [
-                        ("state", if up == 1 { "up" } else { "down" }),
-                        ("status", if disabled == 1 { "disabled" } else { "enabled" }),
-                        ("zone", zone),
-                        ("source", SOURCE_VIGIL),
-                    ];
-                    ConstGauge::new(*count as i64).encode(fleet.encode_family(&labels)?)?;
+        {
+            let mut fleet = encoder.encode_descriptor(
+                "vigil_services",
+                "Services known to this server, by state (up, down), status (enabled, disabled), zone and source",
+                None,
+                ConstGauge::<i64>::TYPE,
+            )?;
+            for (zone, by_state) in &counts {
+                for (up, by_status) in by_state.iter().enumerate() {
+                    for (disabled, count) in by_status.iter().enumerate() {
+                        let labels = [
+                            ("state", if up == 1 { "up" } else { "down" }),
+                            ("status", if disabled == 1 { "disabled" } else { "enabled" }),
+                            ("zone", zone),
+                            ("source", SOURCE_VIGIL),
+                        ];
+                        ConstGauge::new(*count as i64).encode(fleet.encode_family(&labels)?)?;
+                    }
                 }
             }
         }
-        drop(fleet);
         ConstGauge::new(i64::from(self.leader)).encode(encoder.encode_descriptor(
             "vigil_detection_leader",
             "1 when this replica leads detection (writes down, up and suspect events), else 0",
