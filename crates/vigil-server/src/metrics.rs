@@ -108,6 +108,10 @@ impl Metrics {
     pub(crate) fn new(per_service: bool, service_down_time_s: f64) -> Metrics {
         let mut registry = Registry::default();
         let heartbeats = Family::<OutcomeLabels, Counter>::default();
+        // Every outcome from 0, so that rates have a start.
+        for outcome in ["ok", "not_found", "invalid", "error"] {
+            let _ = heartbeats.get_or_create(&OutcomeLabels { outcome });
+        }
         registry.register(
             "vigil_heartbeats_received",
             "Heartbeats received over HTTP, by outcome (ok, not_found, invalid, error)",
