@@ -91,11 +91,10 @@ pub enum ServerError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("cannot listen on {addr} for metrics: {source}")]
-    MetricsListen {
-        addr: String,
-        source: std::io::Error,
-    },
+    // `error`, not `source`: the message carries it, and a source would be printed twice
+    // by the CLI's one-line chain.
+    #[error("cannot listen on {addr} for metrics: {error}")]
+    MetricsListen { addr: String, error: std::io::Error },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -439,16 +438,19 @@ pub async fn serve_with(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let metrics =
-        match &config.metrics.listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| {
-                ServerError::MetricsListen {
-                    addr: addr.clone(),
-                    source,
-                }
-            })?),
-            None => None,
-        };
+    let metrics = match &config.metrics.listen {
+        Some(addr) => {
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|error| ServerError::MetricsListen {
+                        addr: addr.clone(),
+                        error,
+                    })?,
+            )
+        }
+        None => None,
+    };
     serve_listeners(listener, cinder, metrics, config, shutdown).await
 }
 
