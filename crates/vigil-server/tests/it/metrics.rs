@@ -148,7 +148,19 @@ async fn metrics_show_the_fleet_and_the_server() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     // Let them all go down (service_down_time 1 s), then revive node-1's cinder-volume.
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    eventually(
+        "three down events written",
+        Duration::from_secs(10),
+        || async {
+            let (_, _, text) = scrape(&server.url, None, None).await;
+            parse(&text).0.iter().any(|s| {
+                s.name == "vigil_events_written_total"
+                    && s.labels["kind"] == "down"
+                    && s.value == 3.0
+            })
+        },
+    )
+    .await;
     server.beat(ids[0]).await;
 
     let (status, content_type, text) = scrape(&server.url, None, None).await;
@@ -353,6 +365,37 @@ async fn metrics_show_the_fleet_and_the_server() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
+}
+
+/// The value of an unlabelled sample of `name` in a scrape of `url`.
+async fn scraped(url: &str, name: &str) -> Option<f64> {
+    let (_, _, text) = scrape(url, None, None).await;
+    parse(&text)
+        .0
+        .into_iter()
+        .find(|s| s.name == name && s.labels.is_empty())
+        .map(|s| s.value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_event_streams_are_counted() {
+    let dir = temp_dir();
+    let server = TestServer::start(Backend::Sqlite.config(dir.path())).await;
+    assert_eq!(scraped(&server.url, "vigil_sse_streams").await, Some(0.0));
+    let first = crate::harness::EventStream::connect(&server, "", None).await;
+    let second = crate::harness::EventStream::connect(&server, "?kind=down", None).await;
+    eventually("two streams counted", Duration::from_secs(5), || async {
+        scraped(&server.url, "vigil_sse_streams").await == Some(2.0)
+    })
+    .await;
+    drop(first);
+    drop(second);
+    eventually(
+        "closed streams no longer counted",
+        Duration::from_secs(5),
+        || async { scraped(&server.url, "vigil_sse_streams").await == Some(0.0) },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
