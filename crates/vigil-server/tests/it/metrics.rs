@@ -398,6 +398,55 @@ async fn open_event_streams_are_counted() {
     .await;
 }
 
+/// Two replicas on one PostgreSQL schema: exactly one exports `vigil_detection_leader 1`,
+/// and both export the service registered and beaten through one of them (so `max by`
+/// across replicas, as the rules take it, is right).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_export_one_leader_and_the_same_fleet() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let dirs = [temp_dir(), temp_dir()];
+    let mut a = TestServer::start(backend.config(dirs[0].path())).await;
+    let mut b = TestServer::start(backend.config(dirs[1].path())).await;
+    eventually(
+        "one leader among two replicas",
+        Duration::from_secs(10),
+        || async {
+            let leaders = (
+                scraped(&a.url, "vigil_detection_leader").await,
+                scraped(&b.url, "vigil_detection_leader").await,
+            );
+            matches!(leaders, (Some(x), Some(y)) if x + y == 1.0)
+        },
+    )
+    .await;
+    let id = a.register("node-9", "cinder-volume").await;
+    let up_on = |server: &TestServer| {
+        let url = server.url.clone();
+        async move {
+            let (_, _, text) = scrape(&url, None, None).await;
+            parse(&text)
+                .0
+                .into_iter()
+                .find(|s| s.name == "vigil_service_up" && s.labels["host"] == "node-9")
+                .map(|s| s.value)
+        }
+    };
+    eventually(
+        "both replicas export the service up",
+        Duration::from_secs(10),
+        || async {
+            b.beat(id).await;
+            up_on(&a).await == Some(1.0) && up_on(&b).await == Some(1.0)
+        },
+    )
+    .await;
+    b.stop().await;
+    a.stop().await;
+    backend.drop_schema().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_service_metrics_can_be_turned_off_and_a_token_required() {
     let dir = temp_dir();
