@@ -552,6 +552,13 @@ pub(crate) fn router(app: Arc<App>) -> axum::Router {
                 "no such endpoint: this listener serves /metrics only",
             )
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
         .layer(axum::middleware::from_fn_with_state(app.clone(), track))
         .with_state(app)
 }
