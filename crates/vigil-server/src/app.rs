@@ -54,6 +54,7 @@ pub struct App {
     pub database: DatabaseHealth,
     /// The watched OpenStack databases: more sources of heartbeats.
     pub watches: Vec<Arc<watch::WatchState>>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl App {
@@ -84,6 +85,7 @@ impl App {
         self.database.record(&registered);
         let (record, created) = registered?;
         crate::doctor::log_registration(&record, self.config.service_down_time);
+        self.metrics.written([EventKind::Registered]);
         self.events.notify();
         let entry = self.absorb(record);
         let slot = entry.lock();
@@ -114,6 +116,7 @@ impl App {
                     .ok_or(AppError::NotFound(id))?
             }
         };
+        self.metrics.beat(outcome.lateness_s);
         if outcome.revived {
             if let Some(entry) = self.registry.get(id) {
                 let event = NewEvent::about(&entry.lock().record, EventKind::Up, now);
@@ -249,10 +252,16 @@ impl App {
         }
         self.refuse_if_watched(id, false)?;
         let now = self.clock.now();
-        let events_for = |before: &crate::store::ServiceRecord| admin_events(before, &change, now);
+        let kinds = parking_lot::Mutex::new(Vec::new());
+        let events_for = |before: &crate::store::ServiceRecord| {
+            let events = admin_events(before, &change, now);
+            *kinds.lock() = events.iter().map(|e| e.kind).collect();
+            events
+        };
         let updated = self.store.update_admin(id, &change, now, &events_for).await;
         self.database.record(&updated);
         let record = updated?.ok_or(AppError::NotFound(id))?;
+        self.metrics.written(kinds.into_inner());
         self.events.notify();
         let entry = self.absorb(record);
         let slot = entry.lock();
@@ -282,6 +291,7 @@ impl App {
             return Err(AppError::NotFound(id));
         }
         self.events.notify();
+        self.metrics.written([EventKind::Deleted]);
         self.registry.remove(id);
         Ok(())
     }

@@ -44,6 +44,10 @@ pub struct Config {
     /// OpenStack databases whose `services` table is watched, read-only (`[[watch]]` tables;
     /// `--watch KIND:URL`).
     pub watch: Vec<crate::watch::WatchConfig>,
+    /// `GET /metrics` for Prometheus.
+    pub metrics: MetricsConfig,
+    /// How log lines are written: `text` or `json` (one object per line).
+    pub log_format: LogFormat,
     /// Mounts `POST /v1/bench/reference/{id}/heartbeat`, the baseline `vigil bench` compares
     /// heartbeats with. Set only by the hidden `--bench-reference` flag, never from a file.
     #[serde(skip)]
@@ -101,6 +105,41 @@ pub struct CinderApiConfig {
     pub noauth: bool,
 }
 
+/// `[metrics]`: the Prometheus endpoint, `GET /metrics` on the main listener and optionally on
+/// one of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A listener serving `/metrics` only, for example `127.0.0.1:9799`; off when unset.
+    pub listen: Option<String>,
+    /// Ask for the admin token on `/metrics` (both listeners).
+    pub require_token: bool,
+    /// One series per service (`vigil_service_*`); off for very large fleets.
+    pub per_service: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: None,
+            require_token: false,
+            per_service: true,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people: one line per event, fields as `key=value`.
+    #[default]
+    Text,
+    /// For log collectors: one JSON object per line (timestamp, level, target, message, fields
+    /// and the spans it happened in).
+    Json,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -119,6 +158,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             cinder_api: CinderApiConfig::default(),
             watch: Vec::new(),
+            metrics: MetricsConfig::default(),
+            log_format: LogFormat::Text,
             bench_reference: false,
         }
     }
@@ -251,6 +292,10 @@ phi_threshold = 8.0
 # Most database connections the server opens.
 database_max_connections = 8
 
+# How log lines are written (--log-format, VIGIL_LOG_FORMAT): "text", or "json" for one JSON
+# object per line. Which lines: the VIGIL_LOG (or RUST_LOG) variable, a tracing filter.
+log_format = "text"
+
 # Limits of the HTTP listeners: a client that holds connections open cannot lock out the
 # services heartbeating.
 [http]
@@ -275,6 +320,16 @@ anonymous_read = true
 # listen = "127.0.0.1:8776"
 # Let every call through without a token: for trusted networks only.
 noauth = false
+
+# Prometheus metrics: GET /metrics on the main listener, and on `listen` when set.
+[metrics]
+# A listener of its own serving /metrics only (--metrics-listen, VIGIL_METRICS_LISTEN).
+# listen = "127.0.0.1:9799"
+# Ask for the admin token (Authorization: Bearer) on /metrics.
+require_token = false
+# One series per service and metric (vigil_service_*): on unless the fleet is very large
+# (--metrics-per-service, VIGIL_METRICS_PER_SERVICE).
+per_service = true
 
 # Watch an OpenStack deployment's own services table, read-only (--watch KIND:URL,
 # VIGIL_WATCH; repeat the table for several databases: every Nova cell, several regions).

@@ -192,9 +192,15 @@ impl Detector {
     }
 
     /// Looks at every due entry: declares the ones past their deadline down, flags new suspects,
-    /// files the rest again.
-    pub fn tick(&self, registry: &Registry, events: &EventLog, now: DateTime<Utc>) {
+    /// files the rest again. Returns, for each down declared, how long after its deadline.
+    pub fn tick(
+        &self,
+        registry: &Registry,
+        events: &EventLog,
+        now: DateTime<Utc>,
+    ) -> Vec<TimeDelta> {
         let liveness = &registry.liveness;
+        let mut lags = Vec::new();
         for entry in self.due(now) {
             let mut slot = entry.lock();
             slot.filed = false;
@@ -211,6 +217,7 @@ impl Detector {
             }
             let deadline = liveness.deadline(&slot.record);
             if now > deadline {
+                lags.push(now - deadline);
                 slot.declared_down = true;
                 slot.declared_suspect = false;
                 let mut event = NewEvent::about(&slot.record, EventKind::Down, now);
@@ -239,5 +246,6 @@ impl Detector {
             drop(slot);
             self.watch(entry, at);
         }
+        lags
     }
 }

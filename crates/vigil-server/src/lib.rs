@@ -47,6 +47,7 @@ mod events;
 mod http;
 mod id_table;
 mod liveness;
+mod metrics;
 mod model;
 mod registry;
 mod stats;
@@ -56,7 +57,9 @@ mod trouble;
 mod validate;
 pub mod watch;
 
-pub use config::{AuthConfig, CinderApiConfig, Config, ConfigError, HttpConfig};
+pub use config::{
+    AuthConfig, CinderApiConfig, Config, ConfigError, HttpConfig, LogFormat, MetricsConfig,
+};
 pub use doctor::interval as check_report_interval;
 pub use store::LAST_ALIVE;
 
@@ -86,6 +89,10 @@ pub enum ServerError {
         addr: String,
         source: std::io::Error,
     },
+    // `error`, not `source`: the message carries it, and a source would be printed twice
+    // by the CLI's one-line chain.
+    #[error("cannot listen on {addr} for metrics: {error}")]
+    MetricsListen { addr: String, error: std::io::Error },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -278,8 +285,33 @@ pub async fn serve_with(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let metrics = match &config.metrics.listen {
+        Some(addr) => {
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|error| ServerError::MetricsListen {
+                        addr: addr.clone(),
+                        error,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    serve_listeners(listener, cinder, metrics, config, shutdown).await
+}
+
+/// [`serve_with`] with the metrics' own listener bound by the caller too (`None`: off);
+/// `config.metrics.listen` is not read.
+pub async fn serve_listeners(
+    listener: TcpListener,
+    cinder: Option<TcpListener>,
+    metrics: Option<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let (app, receiver) = app::build(config).await?;
-    run_with(app, receiver, listener, cinder, shutdown).await
+    run_with(app, receiver, listener, cinder, metrics, shutdown).await
 }
 
 /// Runs a built [`App`] (see [`app::build`]) on `listener`, and the Cinder-compatible API on
@@ -290,6 +322,7 @@ pub(crate) async fn run_with(
     receiver: tokio::sync::mpsc::UnboundedReceiver<store::NewEvent>,
     listener: TcpListener,
     cinder: Option<TcpListener>,
+    metrics: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let workers = tasks::start(&app, receiver);
@@ -336,6 +369,19 @@ pub(crate) async fn run_with(
             }
             None => vigil.await,
         }
+    };
+    let serving_metrics = async {
+        let Some(metrics) = metrics else {
+            return Ok(());
+        };
+        if let Ok(addr) = metrics.local_addr() {
+            tracing::info!(%addr, "metrics listening");
+        }
+        http::serve(metrics, metrics::router(app.clone()), limits, stopped()).await
+    };
+    let serving_both = async {
+        let (served, metrics) = tokio::join!(serving_both, serving_metrics);
+        served.and(metrics)
     };
     // A client that never lets go (a stalled stream reader) must not keep the final flush
     // from happening: the drain gets DRAIN_LIMIT after the shutdown signal.

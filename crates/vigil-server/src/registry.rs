@@ -75,6 +75,8 @@ pub struct BeatOutcome {
     pub report_count: i64,
     /// The beat revived a service the detector had declared down.
     pub revived: bool,
+    /// Gap since the previous beat minus `report_interval`, seconds (`None` for the first).
+    pub lateness_s: Option<f64>,
 }
 
 /// Filters of a list; all are ANDed.
@@ -240,6 +242,7 @@ impl Registry {
             return None;
         }
         let previous = slot.record.updated_at;
+        let lateness_s = previous.map(|p| seconds(now - p) - slot.record.report_interval);
         slot.stats.record_beat(previous, now, beat);
         slot.record.updated_at = Some(now);
         slot.record.report_count += 1;
@@ -265,6 +268,7 @@ impl Registry {
         Some(BeatOutcome {
             report_count,
             revived,
+            lateness_s,
         })
     }
 

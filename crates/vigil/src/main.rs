@@ -62,12 +62,29 @@ pub fn command() -> clap::Command {
 }
 
 fn init_logging(default: &str) {
-    let filter = EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    init_logging_as(default, vigil_server::LogFormat::Text);
+}
+
+/// Logs to stderr, filtered by `VIGIL_LOG`, else `RUST_LOG`, else `default` (a `tracing`
+/// filter); as text, or as one JSON object per line with the spans' fields.
+fn init_logging_as(default: &str, format: vigil_server::LogFormat) {
+    let filter = ["VIGIL_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        vigil_server::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        vigil_server::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -79,10 +96,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Server(args) => {
-            init_logging("info");
-            runtime().and_then(|rt| rt.block_on(cmd::server::run(args)))
-        }
+        Command::Server(args) => args.into_config().and_then(|config| {
+            init_logging_as("info", config.log_format);
+            runtime().and_then(|rt| rt.block_on(cmd::server::run(config)))
+        }),
         Command::Agent(args) => {
             init_logging("info");
             cmd::agent::run(args)

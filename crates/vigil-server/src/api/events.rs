@@ -159,7 +159,10 @@ pub async fn stream(
     filter.since = None;
     filter.limit = crate::events::READ_PAGE;
     let cursor = start_cursor(&app, &headers, after).await?;
-    let events = app.follow(filter, cursor).map(|event| {
+    // Counts this stream in `vigil_sse_streams` while it is open.
+    let open = app.metrics.stream();
+    let events = app.follow(filter, cursor).map(move |event| {
+        let _open = &open;
         Ok(SseEvent::default()
             .id(event.id.to_string())
             .event(event.kind.as_str())

@@ -61,6 +61,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/services/{id}/diagnosis", get(doctor::diagnosis))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::handler))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -69,6 +70,10 @@ pub fn router(app: Arc<App>) -> Router {
             auth::reads,
         ))
         .layer(axum::middleware::from_fn(reject_nul))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::metrics::track,
+        ))
         .with_state(app)
 }
 

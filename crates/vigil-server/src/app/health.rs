@@ -18,6 +18,8 @@ pub struct DatabaseHealth {
     checked: Mutex<Option<std::time::Instant>>,
     /// Held while a readiness probe runs, so that concurrent probes share one write.
     probing: tokio::sync::Mutex<()>,
+    /// Failed writes and probes, for `vigil_database_errors_total`.
+    pub errors: std::sync::atomic::AtomicU64,
 }
 
 /// How old the last recorded write may be before `/readyz` commits a probe of its own.
@@ -31,6 +33,9 @@ impl DatabaseHealth {
     /// write refused for its content says nothing of the database); the change from one state
     /// to the other is logged, once each way.
     pub fn record<T>(&self, result: &Result<T, StoreError>) {
+        if result.is_err() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
         match result {
             Ok(_) => {
                 *self.checked.lock() = Some(std::time::Instant::now());

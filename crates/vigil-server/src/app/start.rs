@@ -69,6 +69,8 @@ pub(crate) async fn build(
         }
     }
     let (events, receiver) = EventLog::new();
+    let metrics =
+        crate::metrics::Metrics::new(config.metrics.per_service, config.service_down_time);
     let app = Arc::new(App {
         config,
         clock,
@@ -80,6 +82,7 @@ pub(crate) async fn build(
         beat_cursor: tokio::sync::Mutex::new(beat_cursor),
         admin_token,
         database: DatabaseHealth::default(),
+        metrics,
         watches,
     });
     Ok((app, receiver))

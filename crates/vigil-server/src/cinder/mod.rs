@@ -52,6 +52,10 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(reject_nul))
         .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::metrics::track,
+        ))
         .with_state(app)
 }
 

@@ -125,8 +125,12 @@ async fn lead(
         app.detector
             .stalls
             .check(&app.clock, &app.registry.liveness);
-        app.detector
-            .tick(&app.registry, &app.events, app.clock.now());
+        for lag in app
+            .detector
+            .tick(&app.registry, &app.events, app.clock.now())
+        {
+            app.metrics.detected(lag);
+        }
         if !write_queued(app, lease, queue).await {
             return false;
         }
@@ -160,6 +164,7 @@ async fn write_queued(
     }
     let failure = match tokio::time::timeout(WRITE_LIMIT, lease.append_events(&batch)).await {
         Ok(Ok(())) => {
+            app.metrics.written(batch.iter().map(|e| e.kind));
             app.events.notify();
             return true;
         }

@@ -33,7 +33,9 @@ pub async fn run(app: Arc<App>, interval: Duration, mut stop: Stop) {
             _ = ticker.tick() => false,
             _ = stop.stopped() => true,
         };
+        let started = std::time::Instant::now();
         let flushed = flush_once(&app).await;
+        app.metrics.flushed(&flushed, started.elapsed());
         app.database.record(&flushed);
         match flushed {
             Ok(_) => {}

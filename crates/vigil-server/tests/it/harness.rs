@@ -148,7 +148,28 @@ impl TestServer {
         TestServer::launch(config, Some(cinder)).await
     }
 
+    /// Starts a server that also serves `/metrics` on a listener of its own (a free port of
+    /// 127.0.0.1); returns it with that listener's base URL.
+    pub async fn start_with_metrics(config: Config) -> (TestServer, String) {
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a test port for metrics");
+        let url = format!("http://{}", metrics.local_addr().unwrap());
+        (
+            TestServer::launch_all(config, None, Some(metrics)).await,
+            url,
+        )
+    }
+
     async fn launch(config: Config, cinder: Option<tokio::net::TcpListener>) -> TestServer {
+        TestServer::launch_all(config, cinder, None).await
+    }
+
+    async fn launch_all(
+        config: Config,
+        cinder: Option<tokio::net::TcpListener>,
+        metrics: Option<tokio::net::TcpListener>,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .expect("bind a test port");
@@ -157,9 +178,10 @@ impl TestServer {
             .as_ref()
             .map(|l| format!("http://{}", l.local_addr().unwrap()));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(vigil_server::serve_with(
+        let task = tokio::spawn(vigil_server::serve_listeners(
             listener,
             cinder,
+            metrics,
             config.clone(),
             async {
                 let _ = stopped.await;

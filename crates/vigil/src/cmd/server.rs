@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use vigil_server::Config;
+use vigil_server::{Config, LogFormat};
 
 /// Each flag overrides the same key of the configuration file; each has a `VIGIL_*` variable.
 #[derive(clap::Args, Debug)]
@@ -67,6 +67,19 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     pub watch: Vec<String>,
+    /// Also serve /metrics (Prometheus) on a listener of its own at this address [default: off].
+    #[arg(long, env = "VIGIL_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Export one series per service (vigil_service_*); `--metrics-per-service=false` for very
+    /// large fleets [default: true].
+    #[arg(long, env = "VIGIL_METRICS_PER_SERVICE", num_args = 0..=1, default_missing_value = "true", require_equals = true, value_name = "BOOL")]
+    pub metrics_per_service: Option<bool>,
+    /// Ask for the admin token on /metrics.
+    #[arg(long, env = "VIGIL_METRICS_REQUIRE_TOKEN")]
+    pub metrics_require_token: bool,
+    /// How log lines are written: text, or json (one object per line) [default: text].
+    #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormatArg>,
     /// Simulated error of this machine's clock, seconds (tests of clock independence only).
     #[arg(
         long,
@@ -78,6 +91,22 @@ pub struct ServerArgs {
     /// Mount the reference heartbeat endpoint that `vigil bench` compares with.
     #[arg(long, hide = true)]
     pub bench_reference: bool,
+}
+
+/// `--log-format`: clap refuses any other value (exit 2).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(arg: LogFormatArg) -> LogFormat {
+        match arg {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
 }
 
 impl ServerArgs {
@@ -142,6 +171,18 @@ impl ServerArgs {
                 .watch
                 .push(vigil_server::watch::WatchConfig::parse(value)?);
         }
+        if let Some(v) = self.metrics_listen {
+            config.metrics.listen = Some(v);
+        }
+        if let Some(v) = self.metrics_per_service {
+            config.metrics.per_service = v;
+        }
+        if self.metrics_require_token {
+            config.metrics.require_token = true;
+        }
+        if let Some(v) = self.log_format {
+            config.log_format = v.into();
+        }
         if let Some(v) = self.clock_offset {
             config.clock_offset = v;
         }
@@ -151,8 +192,9 @@ impl ServerArgs {
     }
 }
 
-pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
-    let config = args.into_config()?;
+/// Runs the server with `config` (from [`ServerArgs::into_config`], read before logging is
+/// set up, since it says how to log).
+pub async fn run(config: Config) -> anyhow::Result<i32> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

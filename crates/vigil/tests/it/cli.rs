@@ -127,6 +127,32 @@ fn a_listen_address_in_use_is_one_line_and_exit_code_1() {
 }
 
 #[test]
+fn a_metrics_address_in_use_is_one_line_and_exit_code_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(VIGIL)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            &addr,
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("VIGIL_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        format!("vigil: cannot listen on {addr} for metrics: Address already in use (os error 98)")
+    );
+}
+
+#[test]
 fn an_unusable_data_dir_is_one_line_and_exit_code_1() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-dir");

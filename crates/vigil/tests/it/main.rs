@@ -6,5 +6,6 @@ mod doctor;
 mod events;
 mod failover;
 mod faults;
+mod logs;
 mod packaging;
 mod rough_edges;
