@@ -377,7 +377,13 @@ pub(crate) async fn run_with(
         if let Ok(addr) = metrics.local_addr() {
             tracing::info!(%addr, "metrics listening");
         }
-        http::serve(metrics, metrics::router(app.clone()), limits, stopped()).await
+        http::serve(
+            metrics,
+            api::metrics::router(app.clone()),
+            limits,
+            stopped(),
+        )
+        .await
     };
     let serving_both = async {
         let (served, metrics) = tokio::join!(serving_both, serving_metrics);

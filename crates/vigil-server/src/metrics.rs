@@ -1,5 +1,5 @@
-//! Prometheus metrics: `GET /metrics` in the Prometheus text format, or OpenMetrics when the
-//! `Accept` header asks for it.
+//! Prometheus metrics, encoded in the Prometheus text format or OpenMetrics (served by
+//! `api::metrics`, `GET /metrics`).
 //!
 //! Two kinds:
 //! - the server's own counters and histograms ([`Metrics`], owned by the app as
@@ -13,14 +13,9 @@
 //! service registered again is the same series), route templates (axum's `MatchedPath`, never
 //! a raw path) for HTTP.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, State};
-use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use compact_str::CompactString;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -32,15 +27,10 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::TypedMetric;
 use prometheus_client::registry::Registry;
 
-use crate::api::ApiError;
-use crate::app::App;
 use crate::model::{seconds, EventKind};
 
 /// Route template of the heartbeat, whose answers are also counted as heartbeats received.
 const HEARTBEAT_ROUTE: &str = "/v1/services/{id}/heartbeat";
-
-/// Content type of the OpenMetrics text format.
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -266,10 +256,23 @@ impl Metrics {
         StreamGuard(self.streams.clone())
     }
 
-    /// The whole exposition at this moment: the server's own metrics, then the fleet's.
-    pub(crate) fn encode(&self, app: &App, openmetrics: bool) -> Result<String, std::fmt::Error> {
+    /// The whole exposition at this moment: the server's own metrics, then the fleet's
+    /// (`registry` at `now`; `leader` and `database_errors` read by the caller).
+    pub(crate) fn encode(
+        &self,
+        registry: &crate::registry::Registry,
+        now: chrono::DateTime<chrono::Utc>,
+        leader: bool,
+        database_errors: u64,
+        openmetrics: bool,
+    ) -> Result<String, std::fmt::Error> {
         let mut scrape = Registry::default();
-        scrape.register_collector(Box::new(Snapshot::take(app, self.per_service)));
+        scrape.register_collector(Box::new(Snapshot {
+            rows: Snapshot::rows(registry, now, self.per_service),
+            per_service: self.per_service,
+            leader,
+            database_errors,
+        }));
         let mut text = String::new();
         if openmetrics {
             prometheus_client::encoding::text::encode_registry(&mut text, &self.registry)?;
@@ -318,16 +321,6 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    /// Copies what the scrape needs from `app`.
-    fn take(app: &App, per_service: bool) -> Snapshot {
-        Snapshot {
-            rows: Self::rows(&app.registry, app.clock.now(), per_service),
-            per_service,
-            leader: app.is_leader(),
-            database_errors: app.database.errors.load(Ordering::Relaxed),
-        }
-    }
-
     /// Each service under its own lock, briefly, as a list does.
     fn rows(
         registry: &crate::registry::Registry,
@@ -488,175 +481,9 @@ impl Collector for Snapshot {
     }
 }
 
-/// Whether `accept` asks for OpenMetrics.
-fn wants_openmetrics(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/openmetrics-text"))
-}
-
-/// `GET /metrics`. Without a token unless `metrics.require_token`.
-pub(crate) async fn handler(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    if app.config.metrics.require_token {
-        let token = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "metrics need the admin token (metrics.require_token): Authorization: Bearer <token>",
-                )
-            })?;
-        let token = token
-            .strip_prefix("Bearer ")
-            .or_else(|| token.strip_prefix("bearer "))
-            .unwrap_or("")
-            .trim();
-        if !crate::api::token_matches(token, &app.admin_token) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "the admin token is wrong",
-            ));
-        }
-    }
-    let openmetrics = wants_openmetrics(&headers);
-    // Copying 100,000 services takes milliseconds: off the async workers.
-    let encoded = {
-        let app = app.clone();
-        tokio::task::spawn_blocking(move || app.metrics.encode(&app, openmetrics)).await
-    };
-    match encoded {
-        Ok(Ok(text)) => {
-            let content_type = if openmetrics {
-                OPENMETRICS
-            } else {
-                prometheus_client::encoding::prometheus_text::CONTENT_TYPE
-            };
-            Ok((
-                [(CONTENT_TYPE, HeaderValue::from_static(content_type))],
-                text,
-            )
-                .into_response())
-        }
-        _ => {
-            tracing::error!("cannot encode the metrics");
-            Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error; see the server log",
-            ))
-        }
-    }
-}
-
-/// The router of the metrics' own listener (`metrics.listen`): `/metrics` only.
-pub(crate) fn router(app: Arc<App>) -> axum::Router {
-    axum::Router::new()
-        .route("/metrics", axum::routing::get(handler))
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such endpoint: this listener serves /metrics only",
-            )
-        })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this endpoint does not take that method",
-            )
-        })
-        .layer(axum::middleware::from_fn_with_state(app.clone(), track))
-        .with_state(app)
-}
-
-/// Middleware of every router: counts and times each request by route template, and runs it
-/// in a `request` span (request id, route, and the service id when the path has one), so that
-/// what it logs can be told apart. The request id is the client's `X-Request-Id` when it sends
-/// one, and is sent back in the answer.
-pub(crate) async fn track(
-    State(app): State<Arc<App>>,
-    mut request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    use axum::RequestExt;
-    use tracing::Instrument;
-    let started = std::time::Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string());
-    let method = request.method().as_str().to_string();
-    let service_id = request
-        .extract_parts::<axum::extract::RawPathParams>()
-        .await
-        .ok()
-        .and_then(|params| {
-            params
-                .iter()
-                .find(|(name, _)| *name == "id")
-                .map(|(_, v)| v.to_string())
-        });
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(new_request_id);
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        method = %method,
-        route = route.as_deref().unwrap_or("unmatched"),
-        service_id = service_id.as_deref(),
-    );
-    let mut response = next.run(request).instrument(span.clone()).await;
-    let took = started.elapsed();
-    let status = response.status().as_u16();
-    app.metrics.request(route.as_deref(), &method, status, took);
-    span.in_scope(|| {
-        tracing::debug!(
-            status,
-            took_ms = took.as_secs_f64() * 1e3,
-            "request answered"
-        );
-    });
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    response
-}
-
-/// A fresh request id: 16 hex digits.
-fn new_request_id() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn openmetrics_is_chosen_by_accept() {
-        let mut headers = HeaderMap::new();
-        assert!(!wants_openmetrics(&headers));
-        headers.insert(
-            ACCEPT,
-            HeaderValue::from_static(
-                "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4",
-            ),
-        );
-        assert!(wants_openmetrics(&headers));
-    }
 
     #[test]
     fn server_metrics_encode_in_both_formats() {

@@ -19,6 +19,7 @@ mod error;
 mod events;
 mod extract;
 mod list_body;
+pub(crate) mod metrics;
 mod service_json;
 mod services;
 
@@ -61,7 +62,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/services/{id}/diagnosis", get(doctor::diagnosis))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::metrics::handler))
+        .route("/metrics", get(metrics::handler))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -72,7 +73,7 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(axum::middleware::from_fn(reject_nul))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
-            crate::metrics::track,
+            metrics::track,
         ))
         .with_state(app)
 }

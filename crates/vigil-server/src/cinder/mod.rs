@@ -54,7 +54,7 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(middleware::from_fn(request_id))
         .layer(middleware::from_fn_with_state(
             app.clone(),
-            crate::metrics::track,
+            crate::api::metrics::track,
         ))
         .with_state(app)
 }

@@ -1,0 +1,196 @@
+//! `GET /metrics` (on the main listener, and on `metrics.listen` when set) and the middleware
+//! that counts and times every request by route template, in a `request` span.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, State};
+use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::ApiError;
+use crate::app::App;
+
+/// Content type of the OpenMetrics text format.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Whether `accept` asks for OpenMetrics.
+fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
+}
+
+/// `GET /metrics`. Without a token unless `metrics.require_token`.
+pub(crate) async fn handler(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if app.config.metrics.require_token {
+        let token = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "metrics need the admin token (metrics.require_token): Authorization: Bearer <token>",
+                )
+            })?;
+        let token = token
+            .strip_prefix("Bearer ")
+            .or_else(|| token.strip_prefix("bearer "))
+            .unwrap_or("")
+            .trim();
+        if !super::token_matches(token, &app.admin_token) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the admin token is wrong",
+            ));
+        }
+    }
+    let openmetrics = wants_openmetrics(&headers);
+    // Copying 100,000 services takes milliseconds: off the async workers.
+    let encoded = {
+        let app = app.clone();
+        tokio::task::spawn_blocking(move || {
+            app.metrics.encode(
+                &app.registry,
+                app.clock.now(),
+                app.is_leader(),
+                app.database.errors.load(Ordering::Relaxed),
+                openmetrics,
+            )
+        })
+        .await
+    };
+    match encoded {
+        Ok(Ok(text)) => {
+            let content_type = if openmetrics {
+                OPENMETRICS
+            } else {
+                prometheus_client::encoding::prometheus_text::CONTENT_TYPE
+            };
+            Ok((
+                [(CONTENT_TYPE, HeaderValue::from_static(content_type))],
+                text,
+            )
+                .into_response())
+        }
+        _ => {
+            tracing::error!("cannot encode the metrics");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; see the server log",
+            ))
+        }
+    }
+}
+
+/// The router of the metrics' own listener (`metrics.listen`): `/metrics` only.
+pub(crate) fn router(app: Arc<App>) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(handler))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint: this listener serves /metrics only",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(app.clone(), track))
+        .with_state(app)
+}
+
+/// Middleware of every router: counts and times each request by route template, and runs it
+/// in a `request` span (request id, route, and the service id when the path has one), so that
+/// what it logs can be told apart. The request id is the client's `X-Request-Id` when it sends
+/// one, and is sent back in the answer.
+pub(crate) async fn track(
+    State(app): State<Arc<App>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::RequestExt;
+    use tracing::Instrument;
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string());
+    let method = request.method().as_str().to_string();
+    let service_id = request
+        .extract_parts::<axum::extract::RawPathParams>()
+        .await
+        .ok()
+        .and_then(|params| {
+            params
+                .iter()
+                .find(|(name, _)| *name == "id")
+                .map(|(_, v)| v.to_string())
+        });
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(new_request_id);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %method,
+        route = route.as_deref().unwrap_or("unmatched"),
+        service_id = service_id.as_deref(),
+    );
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    app.metrics.request(route.as_deref(), &method, status, took);
+    span.in_scope(|| {
+        tracing::debug!(
+            status,
+            took_ms = took.as_secs_f64() * 1e3,
+            "request answered"
+        );
+    });
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// A fresh request id: 16 hex digits.
+fn new_request_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_is_chosen_by_accept() {
+        let mut headers = HeaderMap::new();
+        assert!(!wants_openmetrics(&headers));
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_static(
+                "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4",
+            ),
+        );
+        assert!(wants_openmetrics(&headers));
+    }
+}
