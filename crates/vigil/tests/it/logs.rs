@@ -113,7 +113,7 @@ fn post(url: &str, body: Value) -> (u16, Value) {
 fn json_logs_are_one_object_per_line_with_the_request_span() {
     let lines = server_logs(
         &["--log-format", "json"],
-        &[("VIGIL_LOG", "info,vigil_server::metrics=debug")],
+        &[("VIGIL_LOG", "info,vigil_server::api::metrics=debug")],
         |url| {
             // A report_interval longer than service_down_time: the server warns while it
             // registers, inside the request's span.
