@@ -59,6 +59,9 @@ pub struct Watched {
     pub openstack_state: OpenstackState,
     /// The watch cannot read its database now: the service's state is unknown, not down.
     pub unreachable: bool,
+    /// When a heartbeat was first seen and `report_count` then: the observed cadence since,
+    /// for a watch that is not told its `report_interval`.
+    pub cadence_from: Option<(DateTime<Utc>, i64)>,
 }
 
 impl Entry {

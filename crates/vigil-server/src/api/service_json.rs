@@ -189,6 +189,7 @@ mod tests {
                 openstack_id,
                 openstack_state: OpenstackState::Down,
                 unreachable,
+                cadence_from: None,
             };
             registry.insert_watched(row, watched).unwrap();
         }

@@ -80,7 +80,25 @@ impl WatchState {
     }
 }
 
-/// The `report_interval` of a watched daemon: the watch's setting, else OpenStack's default.
+/// Heartbeats seen before the observed cadence is trusted.
+const CADENCE_BEATS: i64 = 3;
+
+/// The `report_interval` a watched daemon is seen to run with: the time since its first
+/// heartbeat seen over the `report_state` runs since (its `report_count`), once there are a
+/// few (the polls' granularity spreads over them); `None` before.
+fn observed_interval(slot: &mut crate::registry::Slot, now: DateTime<Utc>) -> Option<f64> {
+    let count = slot.record.report_count;
+    let watched = slot.watched.as_mut()?;
+    let (since, from) = *watched.cadence_from.get_or_insert((now, count));
+    let runs = count - from;
+    (runs >= CADENCE_BEATS).then(|| {
+        let seconds = crate::model::seconds(now - since) / runs as f64;
+        ((seconds * 100.0).round() / 100.0).clamp(0.1, 3600.0)
+    })
+}
+
+/// The `report_interval` of a watched daemon: the watch's setting, else OpenStack's default
+/// until its cadence is observed.
 fn report_interval(config: &WatchConfig) -> f64 {
     config
         .report_interval
@@ -163,6 +181,11 @@ impl App {
                         let mut slot = entry.lock();
                         // OpenStack's own count, however many beats one poll held.
                         slot.record.report_count = *report_count;
+                        if watch.config.report_interval.is_none() {
+                            if let Some(observed) = observed_interval(&mut slot, now) {
+                                slot.record.report_interval = observed;
+                            }
+                        }
                         if let Some(offset) = clock_offset {
                             // The middle of the interval the true offset lies in, and its half.
                             let (low, high) = (offset.low_s(), offset.high_s());
@@ -300,6 +323,7 @@ impl App {
                 watch.config.openstack_service_down_time(),
             ),
             unreachable: false,
+            cadence_from: None,
         };
         let Some(entry) = self.registry.insert_watched(record, watched) else {
             return;

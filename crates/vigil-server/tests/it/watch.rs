@@ -862,7 +862,11 @@ async fn a_server_watches_nova_and_cinder_at_once() {
     server_config.service_down_time = 3.0;
     server_config.cinder_api.noauth = true;
     server_config.watch = vec![
-        watch(WatchKind::Nova, &nova.url),
+        // Not told its report_interval: Vigil infers it from the cadence it sees.
+        WatchConfig {
+            report_interval: None,
+            ..watch(WatchKind::Nova, &nova.url)
+        },
         watch(WatchKind::Cinder, &cinder_url),
     ];
     let server = TestServer::start_with_cinder(server_config).await;
@@ -932,6 +936,12 @@ async fn a_server_watches_nova_and_cinder_at_once() {
     let shown = server.service(compute_1).await;
     assert_eq!(shown["state"], "up", "{shown}");
     assert!(shown["report_count"].as_i64().unwrap() >= 10, "{shown}");
+    // Beats every 0.4 s (plus the time an UPDATE takes), seen through polls 0.3 s apart.
+    let observed = shown["report_interval"].as_f64().unwrap();
+    assert!(
+        (0.3..=0.8).contains(&observed),
+        "observed cadence {observed}: {shown}"
+    );
     assert_eq!(server.service(compute_2).await["state"], "down");
 
     // Nova's forced down (`openstack compute service set --down`) and soft delete.
