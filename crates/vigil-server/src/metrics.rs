@@ -42,11 +42,46 @@ struct KindLabels {
     kind: &'static str,
 }
 
+/// Static strings only: a request's labels cost no allocation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    route: String,
-    method: String,
+    route: &'static str,
+    method: &'static str,
     status: u16,
+}
+
+/// A route template as a `&'static str`: the templates are the router's, a few dozen at most,
+/// each kept once for the life of the process.
+pub(crate) fn route_label(route: Option<&str>) -> &'static str {
+    static KNOWN: parking_lot::RwLock<Vec<&'static str>> = parking_lot::RwLock::new(Vec::new());
+    let Some(route) = route else {
+        return "unmatched";
+    };
+    if let Some(known) = KNOWN.read().iter().find(|known| **known == route) {
+        return known;
+    }
+    let mut known = KNOWN.write();
+    if let Some(found) = known.iter().find(|known| **known == route) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(route.to_owned().into_boxed_str());
+    known.push(leaked);
+    leaked
+}
+
+/// An HTTP method as a `&'static str`.
+pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -190,17 +225,23 @@ impl Metrics {
     }
 
     /// One HTTP request answered: `route` is its template (`None`: no route matched).
-    pub(crate) fn request(&self, route: Option<&str>, method: &str, status: u16, took: Duration) {
+    pub(crate) fn request(
+        &self,
+        route: &'static str,
+        method: &'static str,
+        status: u16,
+        took: Duration,
+    ) {
         let labels = HttpLabels {
-            route: route.unwrap_or("unmatched").to_string(),
-            method: method.to_string(),
+            route,
+            method,
             status,
         };
         self.request_duration
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
         self.requests.get_or_create(&labels).inc();
-        if route == Some(HEARTBEAT_ROUTE) && method == "POST" {
+        if route == HEARTBEAT_ROUTE && method == "POST" {
             let outcome = match status {
                 200..=299 => "ok",
                 404 => "not_found",
@@ -488,9 +529,19 @@ mod tests {
     #[test]
     fn server_metrics_encode_in_both_formats() {
         let metrics = Metrics::new(true, 60.0);
-        metrics.request(Some(HEARTBEAT_ROUTE), "POST", 200, Duration::from_millis(1));
-        metrics.request(Some(HEARTBEAT_ROUTE), "POST", 404, Duration::from_millis(1));
-        metrics.request(None, "GET", 404, Duration::from_millis(1));
+        metrics.request(
+            route_label(Some(HEARTBEAT_ROUTE)),
+            "POST",
+            200,
+            Duration::from_millis(1),
+        );
+        metrics.request(
+            route_label(Some(HEARTBEAT_ROUTE)),
+            "POST",
+            404,
+            Duration::from_millis(1),
+        );
+        metrics.request(route_label(None), "GET", 404, Duration::from_millis(1));
         metrics.flushed::<()>(&Ok(3), Duration::from_millis(2));
         metrics.flushed(&Err(()), Duration::from_millis(2));
         metrics.written([EventKind::Down, EventKind::Down]);

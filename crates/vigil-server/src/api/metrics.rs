@@ -126,11 +126,13 @@ pub(crate) async fn track(
     use axum::RequestExt;
     use tracing::Instrument;
     let started = std::time::Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string());
-    let method = request.method().as_str().to_string();
+    let route = crate::metrics::route_label(
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+    );
+    let method = crate::metrics::method_label(request.method());
     let service_id = request
         .extract_parts::<axum::extract::RawPathParams>()
         .await
@@ -152,13 +154,13 @@ pub(crate) async fn track(
         "request",
         request_id = %request_id,
         method = %method,
-        route = route.as_deref().unwrap_or("unmatched"),
+        route,
         service_id = service_id.as_deref(),
     );
     let mut response = next.run(request).instrument(span.clone()).await;
     let took = started.elapsed();
     let status = response.status().as_u16();
-    app.metrics.request(route.as_deref(), &method, status, took);
+    app.metrics.request(route, method, status, took);
     span.in_scope(|| {
         tracing::debug!(
             status,
