@@ -1,5 +1,6 @@
 //! List: `GET /v1/services` in full and filtered by host, at each of `--list-sizes`, on a
-//! server loaded with that many services. Times are to the last byte of the answer.
+//! server loaded with that many services, and a Prometheus scrape of it (`GET /metrics`, with
+//! the per-service series). Times are to the last byte of the answer.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,9 @@ use super::{count, nanos, BenchArgs, Row};
 
 /// Most time spent on full lists at one size, so that a slow list cannot hold the run up.
 const FULL_LIST_BUDGET: Duration = Duration::from_secs(40);
+
+/// Scrapes of `/metrics` timed per size.
+const SCRAPES: usize = 5;
 
 pub async fn run(args: &BenchArgs, database: Option<&str>) -> anyhow::Result<Vec<Row>> {
     let http = reqwest::Client::builder()
@@ -80,6 +84,28 @@ pub async fn run(args: &BenchArgs, database: Option<&str>) -> anyhow::Result<Vec
             }
             filtered.record(sent.elapsed().as_nanos() as u64);
         }
+        // Prometheus's scrape: the server's metrics and five series per service.
+        let mut scrape = Histogram::default();
+        let mut scraped = 0;
+        let metrics = format!("{}/metrics", server.url());
+        for _ in 0..SCRAPES {
+            let sent = Instant::now();
+            let response = http
+                .get(&metrics)
+                .header("accept", "application/openmetrics-text; version=1.0.0")
+                .send()
+                .await
+                .context("scrape")?;
+            if !response.status().is_success() {
+                bail!("the scrape answered {}", response.status());
+            }
+            let mut body = response.bytes_stream();
+            scraped = 0;
+            while let Some(piece) = body.next().await {
+                scraped += piece?.len();
+            }
+            scrape.record(sent.elapsed().as_nanos() as u64);
+        }
         server.stop().await;
         db.remove().await;
 
@@ -117,6 +143,19 @@ pub async fn run(args: &BenchArgs, database: Option<&str>) -> anyhow::Result<Vec
                 filtered_row.target("p50 <= 1 ms", filtered_p50 <= Duration::from_millis(1));
         }
         rows.push(filtered_row);
+        rows.push(Row::info(
+            &label,
+            format!(
+                "scrape of /metrics p50 / p99 ({} runs, {:.0} MB)",
+                scrape.count(),
+                scraped as f64 / 1e6
+            ),
+            format!(
+                "{} / {}",
+                nanos(scrape.quantile(0.5)),
+                nanos(scrape.quantile(0.99))
+            ),
+        ));
     }
     Ok(rows)
 }
