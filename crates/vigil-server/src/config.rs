@@ -342,6 +342,7 @@ per_service = true
 # poll_interval = 2.0                  # seconds between polls
 # service_down_time = 60.0             # what the deployment runs with, for its own verdict
 # report_interval = 10.0               # what its daemons run with; for the doctor
+# conf = "/etc/cinder/cinder.conf"     # or read both from the daemons' file ([DEFAULT])
 "#;
 
 #[cfg(test)]

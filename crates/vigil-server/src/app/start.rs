@@ -55,11 +55,14 @@ pub(crate) async fn build(
         .map_err(fail)?;
     tracing::info!(services = records.len(), "loaded services");
     let registry = Registry::new(records, liveness);
-    let watches: Vec<Arc<WatchState>> = config
-        .watch
-        .iter()
-        .map(|watch| Arc::new(WatchState::new(watch.clone())))
-        .collect();
+    let mut watches: Vec<Arc<WatchState>> = Vec::new();
+    for watch in &config.watch {
+        let watch = watch
+            .clone()
+            .with_conf()
+            .map_err(|e| ServerError::Config(crate::ConfigError(e.to_string())))?;
+        watches.push(Arc::new(WatchState::new(watch)));
+    }
     for (i, watch) in watches.iter().enumerate() {
         if let Some(other) = watches[..i].iter().find(|o| o.clashes_with(watch)) {
             return Err(ServerError::Config(crate::ConfigError(format!(

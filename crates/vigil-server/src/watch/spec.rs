@@ -87,10 +87,14 @@ pub struct WatchConfig {
     /// (`openstack_state`); unset: OpenStack's default, 60.
     #[serde(default)]
     pub service_down_time: Option<f64>,
-    /// The `report_interval` the watched daemons run with; unset: unknown (OpenStack's default
-    /// is 10), for the doctor to infer from the observed cadence.
+    /// The `report_interval` the watched daemons run with; unset: read from `conf`, else
+    /// inferred from the observed cadence (OpenStack's default is 10).
     #[serde(default)]
     pub report_interval: Option<f64>,
+    /// A `cinder.conf` or `nova.conf` to read `report_interval` and `service_down_time` from
+    /// (its `[DEFAULT]` section), for those the watch does not set itself. Read at start-up.
+    #[serde(default)]
+    pub conf: Option<std::path::PathBuf>,
 }
 
 fn default_poll_interval() -> f64 {
@@ -123,6 +127,7 @@ impl WatchConfig {
             poll_interval: WatchConfig::DEFAULT_POLL_INTERVAL,
             service_down_time: None,
             report_interval: None,
+            conf: None,
         };
         config.validate().map_err(|err| match err {
             WatchError::Malformed { reason, .. } => malformed(&reason),
@@ -213,10 +218,70 @@ impl WatchConfig {
         }
     }
 
+    /// This watch with `report_interval` and `service_down_time` read from [`WatchConfig::conf`]
+    /// where the watch does not set them: the `[DEFAULT]` section of an oslo.config file, as
+    /// the daemons read it. An unreadable file, or a value that is not a positive number, is
+    /// [`WatchError::Malformed`].
+    pub fn with_conf(mut self) -> Result<WatchConfig, WatchError> {
+        let Some(path) = self.conf.clone() else {
+            return Ok(self);
+        };
+        let malformed = |reason: String| WatchError::Malformed {
+            value: format!("{}:{}", self.kind, redact_url(&self.url)),
+            reason,
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| malformed(format!("cannot read conf {}: {e}", path.display())))?;
+        let defaults = oslo_defaults(&text);
+        for (key, slot) in [
+            ("report_interval", &mut self.report_interval),
+            ("service_down_time", &mut self.service_down_time),
+        ] {
+            if slot.is_some() {
+                continue;
+            }
+            if let Some(value) = defaults.get(key) {
+                let seconds: f64 = value
+                    .parse()
+                    .ok()
+                    .filter(|v: &f64| v.is_finite() && *v > 0.0)
+                    .ok_or_else(|| {
+                        malformed(format!(
+                            "{key} = {value:?} in {} is not a positive number of seconds",
+                            path.display()
+                        ))
+                    })?;
+                *slot = Some(seconds);
+            }
+        }
+        Ok(self)
+    }
+
     /// The URL with its password replaced by `***`, for logs and errors.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)
     }
+}
+
+/// The `key = value` lines of the `[DEFAULT]` section of an oslo.config (INI) file; comments
+/// (`#`, `;`) and other sections skipped, the last value of a key kept.
+fn oslo_defaults(text: &str) -> std::collections::HashMap<String, String> {
+    let mut values = std::collections::HashMap::new();
+    let mut in_default = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_default = section.trim() == "DEFAULT";
+            continue;
+        }
+        if let (true, Some((key, value))) = (in_default, line.split_once(['=', ':'])) {
+            values.insert(key.trim().to_owned(), value.trim().to_owned());
+        }
+    }
+    values
 }
 
 /// The database a URL names: the path's first segment without its query for servers, the
@@ -365,6 +430,7 @@ mod tests {
             toml::from_str::<File>("[[watch]]\nkind = \"swift\"\nurl = \"mysql://h/c\"\n");
         assert!(bad_kind.is_err());
         let zero = WatchConfig {
+            conf: None,
             poll_interval: 0.0,
             ..file.watch[0].clone()
         };
@@ -373,5 +439,40 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("poll_interval"));
+    }
+
+    #[test]
+    fn intervals_come_from_the_daemons_conf_unless_the_watch_sets_them() {
+        let dir = std::env::temp_dir().join(format!("vigil-conf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("cinder.conf");
+        std::fs::write(
+            &conf,
+            "# cinder.conf\n[DEFAULT]\nreport_interval = 20\n; service_down_time = 1\n\
+             service_down_time=45\n[database]\nreport_interval = 99\n",
+        )
+        .unwrap();
+        let mut watch = WatchConfig::parse("cinder:mysql://root@db/cinder").unwrap();
+        watch.conf = Some(conf.clone());
+        let read = watch.clone().with_conf().unwrap();
+        assert_eq!(
+            (read.report_interval, read.service_down_time),
+            (Some(20.0), Some(45.0))
+        );
+        watch.report_interval = Some(5.0);
+        assert_eq!(
+            watch.clone().with_conf().unwrap().report_interval,
+            Some(5.0)
+        );
+        std::fs::write(&conf, "[DEFAULT]\nreport_interval = soon\n").unwrap();
+        // A value the watch sets itself is not read from the file at all.
+        assert!(watch.clone().with_conf().is_ok());
+        watch.report_interval = None;
+        let err = watch.clone().with_conf().unwrap_err().to_string();
+        assert!(err.contains("report_interval = \"soon\""), "{err}");
+        watch.conf = Some(dir.join("missing.conf"));
+        let err = watch.with_conf().unwrap_err().to_string();
+        assert!(err.contains("cannot read conf"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -29,6 +29,7 @@ fn config(kind: WatchKind, url: &str) -> WatchConfig {
         poll_interval: POLL,
         service_down_time: Some(SERVICE_DOWN_TIME),
         report_interval: Some(REPORT_INTERVAL),
+        conf: None,
     }
 }
 
@@ -49,7 +50,13 @@ async fn cinder_story(plane: &Plane) {
     let dir = temp_dir();
     let mut server_config = Backend::Sqlite.config(dir.path());
     server_config.service_down_time = SERVICE_DOWN_TIME;
-    server_config.watch = vec![config(WatchKind::Cinder, &plane.url)];
+    // The intervals read from the plane's own cinder.conf, as an operator would point to it.
+    server_config.watch = vec![WatchConfig {
+        report_interval: None,
+        service_down_time: None,
+        conf: Some(plane.dir.join("cinder.conf")),
+        ..config(WatchKind::Cinder, &plane.url)
+    }];
     let server = TestServer::start(server_config).await;
     let mut downs = EventStream::connect(&server, &format!("?host={HOST_C}&kind=down"), None).await;
     let reader = WatchReader::new(config(WatchKind::Cinder, &plane.url)).unwrap();
@@ -721,6 +728,8 @@ async fn vigil_sees(
         assert!(service["report_count"].as_i64().unwrap() > 0, "{service}");
         assert!(service["id"].as_i64().unwrap() > 1 << 52, "{service}");
     }
+    // report_interval from the plane's cinder.conf.
+    assert_eq!(find(HOST_A)["report_interval"], REPORT_INTERVAL);
     let skewed = find(SKEWED_HOST);
     assert_eq!(
         skewed["state"], "up",

@@ -33,6 +33,7 @@ async fn measure(url: &str, rows: usize) -> anyhow::Result<Vec<Row>> {
         poll_interval: WatchConfig::DEFAULT_POLL_INTERVAL,
         service_down_time: None,
         report_interval: None,
+        conf: None,
     };
     let mut watcher = Watcher::new(WatchReader::new(config)?);
     let first = watcher.step().await?;
