@@ -21,13 +21,18 @@ impl FromRequestParts<Arc<App>> for Admin {
         parts: &mut Parts,
         app: &Arc<App>,
     ) -> Result<Self, Self::Rejection> {
-        check_admin(&parts.headers, app)?;
+        check_admin(&parts.headers, app, "this call needs")?;
         Ok(Admin)
     }
 }
 
-/// 401 without a bearer token, 403 with a wrong one.
-fn check_admin(headers: &axum::http::HeaderMap, app: &App) -> Result<(), ApiError> {
+/// 401 without a bearer token, 403 with a wrong one; `what` begins the 401's message, e.g.
+/// "this call needs".
+pub(crate) fn check_admin(
+    headers: &axum::http::HeaderMap,
+    app: &App,
+    what: &str,
+) -> Result<(), ApiError> {
     let header = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -35,7 +40,7 @@ fn check_admin(headers: &axum::http::HeaderMap, app: &App) -> Result<(), ApiErro
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                "this call needs the admin token: Authorization: Bearer <token>",
+                format!("{what} the admin token: Authorization: Bearer <token>"),
             )
         })?;
     let token = header
@@ -67,7 +72,11 @@ pub(crate) async fn reads(
     let read = matches!(*request.method(), Method::GET | Method::HEAD);
     let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
     if read && !probe && !app.config.auth.anonymous_read {
-        if let Err(err) = check_admin(request.headers(), &app) {
+        if let Err(err) = check_admin(
+            request.headers(),
+            &app,
+            "reads need (auth.anonymous_read is false)",
+        ) {
             return err.into_response();
         }
     }

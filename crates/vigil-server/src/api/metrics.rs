@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, State};
-use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -30,28 +30,7 @@ pub(crate) async fn handler(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if app.config.metrics.require_token {
-        let token = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "metrics need the admin token (metrics.require_token): Authorization: Bearer <token>",
-                )
-            })?;
-        let token = token
-            .strip_prefix("Bearer ")
-            .or_else(|| token.strip_prefix("bearer "))
-            .unwrap_or("")
-            .trim();
-        if !super::token_matches(token, &app.admin_token) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "the admin token is wrong",
-            ));
-        }
+        super::auth::check_admin(&headers, &app, "metrics need (metrics.require_token)")?;
     }
     let openmetrics = wants_openmetrics(&headers);
     // Copying 100,000 services takes milliseconds: off the async workers.
