@@ -87,20 +87,8 @@ impl ReporterGroupBuilder {
     /// Starts the group on its own OS thread, as [`ReporterBuilder::start`] does for one
     /// service.
     pub fn start(self) -> Result<ReporterGroupHandle, ReporterError> {
-        let prepared = self.prepare()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(ReporterError::Thread)?;
-        let (handle, drive, done) = prepared.into_parts();
-        let thread = std::thread::Builder::new()
-            .name("vigil-reporter".to_owned())
-            .spawn(move || {
-                runtime.block_on(drive);
-                drop(runtime);
-                drop(done);
-            })
-            .map_err(ReporterError::Thread)?;
+        let (handle, drive, done) = self.prepare()?.into_parts();
+        let thread = crate::reporter::on_own_thread(drive, done)?;
         Ok(ReporterGroupHandle {
             statuses: handle.statuses,
             handle: handle.handle.with_thread(thread),

@@ -154,21 +154,8 @@ impl ReporterBuilder {
     /// Registration is tried at once, but an unreachable server is not an error: the reporter
     /// keeps trying on every tick.
     pub fn start(self) -> Result<ReporterHandle, ReporterError> {
-        let prepared = self.prepare()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(ReporterError::Thread)?;
-        let (handle, drive, done) = prepared.into_parts();
-        let thread = std::thread::Builder::new()
-            .name("vigil-reporter".to_owned())
-            .spawn(move || {
-                runtime.block_on(drive);
-                // Close the runtime (and its connections) before telling waiters it is over.
-                drop(runtime);
-                drop(done);
-            })
-            .map_err(ReporterError::Thread)?;
+        let (handle, drive, done) = self.prepare()?.into_parts();
+        let thread = on_own_thread(drive, done)?;
         Ok(handle.with_thread(thread))
     }
 
@@ -452,4 +439,24 @@ impl Drop for ReporterHandle {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Runs `drive` to its end on an OS thread of its own, in a single-threaded runtime, and
+/// drops `done` once the runtime (and its connections) closed, to tell waiters it is over.
+pub(crate) fn on_own_thread<D: Send + 'static>(
+    drive: impl std::future::Future<Output = ()> + Send + 'static,
+    done: D,
+) -> Result<std::thread::JoinHandle<()>, ReporterError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ReporterError::Thread)?;
+    std::thread::Builder::new()
+        .name("vigil-reporter".to_owned())
+        .spawn(move || {
+            runtime.block_on(drive);
+            drop(runtime);
+            drop(done);
+        })
+        .map_err(ReporterError::Thread)
 }
