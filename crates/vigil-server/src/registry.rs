@@ -180,9 +180,22 @@ impl Registry {
         self.table.read().by_id.get(id).cloned()
     }
 
+    /// The service (host, binary): Vigil's own when there is one, else a watched one (whose
+    /// key is the binary, a NUL and its source).
     pub fn find(&self, host: &str, binary: &str) -> Option<Arc<Entry>> {
         let table = self.table.read();
-        let id = table.by_host.get(host)?.get(binary)?;
+        let binaries = table.by_host.get(host)?;
+        let id = binaries.get(binary).or_else(|| {
+            let watched = format!("{binary}\0");
+            binaries
+                .range::<str, _>((
+                    std::ops::Bound::Included(watched.as_str()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .next()
+                .filter(|(key, _)| key.starts_with(&watched))
+                .map(|(_, id)| id)
+        })?;
         table.by_id.get(*id).cloned()
     }
 

@@ -932,6 +932,24 @@ async fn a_server_watches_nova_and_cinder_at_once() {
         "{os_services}"
     );
 
+    // Through the Cinder-compatible API too, a watched service is not Vigil's to change.
+    let refused = server
+        .http
+        .put(format!(
+            "{}/v3/os-services/disable",
+            server.cinder_url.as_ref().unwrap()
+        ))
+        .json(&serde_json::json!({"host": "vol-1", "binary": "cinder-volume"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    let refused = refused.text().await.unwrap();
+    assert!(
+        refused.contains("openstack volume service set"),
+        "{refused}"
+    );
+
     // compute-1 beats as Nova does; compute-2 never does, and goes down.
     let mut stream = EventStream::connect(&server, "?host=compute-2&kind=down", None).await;
     let beating = async {
