@@ -6,5 +6,6 @@ mod doctor;
 mod events;
 mod failover;
 mod faults;
+mod openapi;
 mod packaging;
 mod rough_edges;
