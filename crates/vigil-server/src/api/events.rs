@@ -54,6 +54,7 @@ pub struct EventParams {
 fn kind_schema() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some("Events of this kind only"))
         .enum_values(Some(EventKind::ALL.iter().map(|k| k.as_str())))
         .build()
 }

@@ -18,7 +18,7 @@ use crate::cli::{register, ServerProcess};
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 const TOKEN: &str = "openapi-test-admin-token-0123456789";
 
-/// Fewest requests the runs must send; they send about 2,500.
+/// Fewest requests the runs must send; they send about 3,400.
 const MIN_REQUESTS: usize = 2000;
 
 /// Checks every request's answer must pass.
@@ -228,7 +228,8 @@ fn read_report(dir: &Path) -> Report {
 
 /// Every operation, positive and negative generated requests (`--mode all`), through all of
 /// schemathesis's phases, with the admin token (so the admin operations get past 401), on a
-/// server that has services and a history (`registered` and `down` events) to read and stream.
+/// server that has services and a history (`registered` and `down` events) to read and stream;
+/// then a short run without the token on a server whose reads need it.
 #[test]
 fn schemathesis_finds_nothing() {
     let Some(schemathesis) = schemathesis() else {
@@ -263,13 +264,17 @@ fn schemathesis_finds_nothing() {
         "[[operations]]\ninclude-path = \"/v1/events/stream\"\nrequest-timeout = 0.5\n",
     )
     .unwrap();
-    let run = |name: &str, extra: &[&str]| {
+    let run = |url: &str, token: Option<&str>, name: &str, extra: &[&str]| {
         let reports = dir.path().join(name);
-        let out = Command::new(&schemathesis)
+        let mut command = Command::new(&schemathesis);
+        command
             .arg("--config-file")
             .arg(&config)
-            .args(["run", &format!("{}/openapi.json", server.url)])
-            .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
+            .args(["run", &format!("{url}/openapi.json")]);
+        if let Some(token) = token {
+            command.args(["--header", &format!("Authorization: Bearer {token}")]);
+        }
+        let out = command
             .args(["--checks", CHECKS])
             .args(["--mode", "all"])
             .args(["--request-timeout", "10", "--continue-on-failure"])
@@ -289,16 +294,39 @@ fn schemathesis_finds_nothing() {
         );
         (read_report(&reports), stdout)
     };
-    let (mut report, stdout) = run("reports", &["--max-examples", "150"]);
+    let (mut report, stdout) = run(
+        &server.url,
+        Some(TOKEN),
+        "reports",
+        &["--max-examples", "150"],
+    );
     // Schemathesis leaves out the operation that serves the document it loaded unless it is
     // asked for by name: a run of its own.
     let (own, _) = run(
+        &server.url,
+        Some(TOKEN),
         "reports-openapi",
         &["--max-examples", "20", "--include-path", "/openapi.json"],
     );
-    report.requests += own.requests;
-    report.operations.extend(own.operations);
-    report.failures.extend(own.failures);
+    // A short run without a token against a server whose reads need it: every read and admin
+    // call is refused, with the documented 401.
+    let closed_dir = dir.path().join("closed");
+    std::fs::create_dir(&closed_dir).unwrap();
+    let closed = ServerProcess::start(
+        &closed_dir,
+        &["--admin-token", TOKEN, "--anonymous-read", "false"],
+    );
+    let (refused, _) = run(
+        &closed.url,
+        None,
+        "reports-closed",
+        &["--max-examples", "10"],
+    );
+    for other in [own, refused] {
+        report.requests += other.requests;
+        report.operations.extend(other.operations);
+        report.failures.extend(other.failures);
+    }
     eprintln!(
         "schemathesis: {} requests to {} operations, {} failed checks",
         report.requests,
