@@ -21,7 +21,7 @@ use crate::app::App;
     ),
     responses(
         (status = 200, description = "The doctor's findings for this service, worst first", body = vigil_proto::Diagnosis),
-        (status = 400, description = "`invalid_id`, `invalid_query`", body = vigil_proto::ErrorBody),
+        (status = 400, description = "`invalid_id`", body = vigil_proto::ErrorBody),
         (status = 401, description = "`unauthorized`: no admin token, on a server whose reads need it (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
         (status = 403, description = "`forbidden`: a wrong admin token, on a server whose reads need it", body = vigil_proto::ErrorBody),
         (status = 404, description = "`service_not_found`: no service has this id (or it was deleted)", body = vigil_proto::ErrorBody),

@@ -143,7 +143,7 @@ pub(crate) fn event_json(event: Event) -> vigil_proto::Event {
     params(EventParams),
     responses(
         (status = 200, description = "A page of events, newest first (oldest first with `after`); `next_before` is the next (older) page's `before`", body = vigil_proto::EventList),
-        (status = 400, description = "`invalid_kind`, `invalid_since`, `invalid_limit` (outside 1-1000), `invalid_query`", body = vigil_proto::ErrorBody),
+        (status = 400, description = "`invalid_kind`, `invalid_since`, `invalid_limit` (outside 1-1000)", body = vigil_proto::ErrorBody),
         (status = 401, description = "`unauthorized`: no admin token, on a server whose reads need it (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
         (status = 403, description = "`forbidden`: a wrong admin token, on a server whose reads need it", body = vigil_proto::ErrorBody),
         (status = 503, description = "`database_unavailable`: the history cannot be read", body = vigil_proto::ErrorBody,
@@ -169,7 +169,7 @@ pub async fn list(
     ),
     responses(
         (status = 200, description = "A page of this service's events (the `service` filter is the path's id), as `GET /v1/events`", body = vigil_proto::EventList),
-        (status = 400, description = "`invalid_id`, `invalid_kind`, `invalid_since`, `invalid_limit` (outside 1-1000), `invalid_query`", body = vigil_proto::ErrorBody),
+        (status = 400, description = "`invalid_id`, `invalid_kind`, `invalid_since`, `invalid_limit` (outside 1-1000)", body = vigil_proto::ErrorBody),
         (status = 401, description = "`unauthorized`: no admin token, on a server whose reads need it (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
         (status = 403, description = "`forbidden`: a wrong admin token, on a server whose reads need it", body = vigil_proto::ErrorBody),
         (status = 503, description = "`database_unavailable`: the history cannot be read", body = vigil_proto::ErrorBody,
@@ -213,8 +213,8 @@ async fn start_cursor(app: &App, headers: &HeaderMap, after: Option<i64>) -> Res
         ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received, to resume after a reconnect (takes precedence over `after`)", example = "17"),
     ),
     responses(
-        (status = 200, description = "Server-Sent Events that never end: each event as it is written (`id` = event id, `event` = kind, `data` = the event as JSON), after the cursor (`Last-Event-ID`, else `after`, else the newest event now); a comment every 15 s keeps the connection open. `since`, `before` and `limit` are ignored", content_type = "text/event-stream", body = super::openapi::SseEvent),
-        (status = 400, description = "`invalid_last_event_id`, `invalid_kind`, `invalid_since`, `invalid_limit` (outside 1-1000), `invalid_query`", body = vigil_proto::ErrorBody),
+        (status = 200, description = "Server-Sent Events that never end: each event as it is written (`id` = event id, `event` = kind, `data` = the event as JSON), after the cursor (`Last-Event-ID`, else `after`, else the newest event now); a comment every 15 s keeps the connection open. `since`, `before` and `limit` are checked but not used", content_type = "text/event-stream", body = super::openapi::SseEvent),
+        (status = 400, description = "`invalid_last_event_id`, `invalid_kind`, `invalid_since`, `invalid_limit` (outside 1-1000)", body = vigil_proto::ErrorBody),
         (status = 401, description = "`unauthorized`: no admin token, on a server whose reads need it (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
         (status = 403, description = "`forbidden`: a wrong admin token, on a server whose reads need it", body = vigil_proto::ErrorBody),
         (status = 503, description = "`database_unavailable`: the history cannot be read", body = vigil_proto::ErrorBody,

@@ -174,9 +174,20 @@ impl Modify for Common {
                 }
             }
             let responses = &mut operation.responses.responses;
-            responses
-                .entry("400".into())
-                .or_insert_with(|| RefOr::Ref(Ref::from_response_name("InvalidRequest")));
+            match responses.get_mut("400") {
+                // The route's own codes, and those of the listener and the NUL check.
+                Some(RefOr::T(own)) => own.description.push_str(
+                    "; `invalid_http` (a request the HTTP layer cannot parse), `invalid_query` \
+                     (a NUL, `%00`, in the URI)",
+                ),
+                Some(RefOr::Ref(_)) => {}
+                None => {
+                    responses.insert(
+                        "400".into(),
+                        RefOr::Ref(Ref::from_response_name("InvalidRequest")),
+                    );
+                }
+            }
             responses.insert(
                 "414".into(),
                 RefOr::Ref(Ref::from_response_name("UriTooLong")),

@@ -41,7 +41,7 @@ pub struct RegisterBody {
     responses(
         (status = 201, description = "A new service, registered", body = vigil_proto::Service),
         (status = 200, description = "The service (host, binary) already existed: it as it is (get-or-create, as Cinder's `Service.start()`)", body = vigil_proto::Service),
-        (status = 400, description = "`invalid_host`, `invalid_binary` (missing, empty, over 255 characters or with control characters), `invalid_topic`, `invalid_zone`, `invalid_version`, `invalid_report_interval` (outside 0.1-3600 s), `invalid_json`, `invalid_body`, `invalid_query`", body = vigil_proto::ErrorBody),
+        (status = 400, description = "`invalid_host`, `invalid_binary` (missing, empty, over 255 characters or with control characters), `invalid_topic`, `invalid_zone`, `invalid_version`, `invalid_report_interval` (outside 0.1-3600 s), `invalid_json`, `invalid_body`", body = vigil_proto::ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = vigil_proto::ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = vigil_proto::ErrorBody),
         (status = 503, description = "`database_unavailable`: the database is unavailable (down, its disk full, its file read-only): nothing was changed; try again after `Retry-After`", body = vigil_proto::ErrorBody,
@@ -92,7 +92,7 @@ fn beat(body: HeartbeatRequest) -> Beat {
     request_body(content = vigil_proto::HeartbeatRequest, content_type = "application/json", description = "Every field is optional: `{}` or an empty body is a beat"),
     responses(
         (status = 200, description = "The beat is taken (in memory; flushed every `flush_interval`)", body = vigil_proto::HeartbeatResponse),
-        (status = 400, description = "`invalid_id`, `invalid_zone`, `invalid_last_error` (over 4096 characters), `invalid_json`, `invalid_body`, `invalid_query`", body = vigil_proto::ErrorBody),
+        (status = 400, description = "`invalid_id`, `invalid_zone`, `invalid_last_error` (over 4096 characters), `invalid_json`, `invalid_body`", body = vigil_proto::ErrorBody),
         (status = 404, description = "`service_not_found`: no service has this id (or it was deleted): register again, then beat", body = vigil_proto::ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = vigil_proto::ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = vigil_proto::ErrorBody),
@@ -119,7 +119,7 @@ pub async fn heartbeat(
     request_body(content = vigil_proto::BatchHeartbeatRequest, content_type = "application/json", description = "At most 10,000 beats, at most 8 MiB; each beat is a single heartbeat's body plus the service's `id`"),
     responses(
         (status = 200, description = "One result per beat, in the order of the request: its `report_count`, or the `error` the single heartbeat would have answered (`service_not_found`, `invalid_zone`, `invalid_last_error`, `database_unavailable`)", body = vigil_proto::BatchHeartbeatResponse),
-        (status = 400, description = "`invalid_json` (not a batch: not JSON, no `beats`, an item without an integer `id`, a field of the wrong type), `batch_too_large` (more than 10,000 beats: nothing applied), `invalid_body`, `invalid_query`", body = vigil_proto::ErrorBody),
+        (status = 400, description = "`invalid_json` (not a batch: not JSON, no `beats`, an item without an integer `id`, a field of the wrong type), `batch_too_large` (more than 10,000 beats: nothing applied), `invalid_body`", body = vigil_proto::ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 8 MiB", body = vigil_proto::ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = vigil_proto::ErrorBody),
     )
@@ -211,7 +211,7 @@ pub struct ListParams {
     params(ListParams),
     responses(
         (status = 200, description = "The services that pass every filter given, in id order", body = vigil_proto::ServiceList),
-        (status = 400, description = "`invalid_state`, `invalid_status`, `invalid_query`", body = vigil_proto::ErrorBody),
+        (status = 400, description = "`invalid_state`, `invalid_status`", body = vigil_proto::ErrorBody),
         (status = 401, description = "`unauthorized`: no admin token, on a server whose reads need it (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
         (status = 403, description = "`forbidden`: a wrong admin token, on a server whose reads need it", body = vigil_proto::ErrorBody),
     )
@@ -258,7 +258,7 @@ pub async fn list(
     ),
     responses(
         (status = 200, description = "The service", body = vigil_proto::Service),
-        (status = 400, description = "`invalid_id`, `invalid_query`", body = vigil_proto::ErrorBody),
+        (status = 400, description = "`invalid_id`", body = vigil_proto::ErrorBody),
         (status = 401, description = "`unauthorized`: no admin token, on a server whose reads need it (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
         (status = 403, description = "`forbidden`: a wrong admin token, on a server whose reads need it", body = vigil_proto::ErrorBody),
         (status = 404, description = "`service_not_found`: no service has this id (or it was deleted)", body = vigil_proto::ErrorBody),
@@ -300,7 +300,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
     request_body(content = vigil_proto::UpdateServiceRequest, content_type = "application/json", description = "Absent fields are left as they are; enabling clears the reason; `disabled_reason: null` clears it; unknown fields are refused"),
     responses(
         (status = 200, description = "The service after the change (written to the database before the answer)", body = vigil_proto::Service),
-        (status = 400, description = "`empty_change` (no field given), `invalid_disabled_reason`, `invalid_id`, `invalid_json` (also an unknown field), `invalid_body`, `invalid_query`", body = vigil_proto::ErrorBody),
+        (status = 400, description = "`empty_change` (no field given), `invalid_disabled_reason`, `invalid_id`, `invalid_json` (also an unknown field), `invalid_body`", body = vigil_proto::ErrorBody),
         (status = 401, description = "`unauthorized`: no admin token (`Authorization: Bearer <token>`)", body = vigil_proto::ErrorBody),
         (status = 403, description = "`forbidden`: the admin token is wrong", body = vigil_proto::ErrorBody),
         (status = 404, description = "`service_not_found`: no service has this id (or it was deleted)", body = vigil_proto::ErrorBody),
@@ -353,7 +353,7 @@ pub struct DeleteParams {
     ),
     responses(
         (status = 204, description = "Deleted (a `deleted` event is written)"),
-        (status = 400, description = "`invalid_id`, `invalid_query`", body = vigil_proto::ErrorBody),
+        (status = 400, description = "`invalid_id`", body = vigil_proto::ErrorBody),
         (status = 401, description = "`unauthorized`: no admin token (`Authorization: Bearer <token>`)", body = vigil_proto::ErrorBody),
         (status = 403, description = "`forbidden`: the admin token is wrong", body = vigil_proto::ErrorBody),
         (status = 404, description = "`service_not_found`: no service has this id (or it was deleted)", body = vigil_proto::ErrorBody),
