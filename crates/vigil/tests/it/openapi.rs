@@ -355,3 +355,61 @@ fn schemathesis_finds_nothing() {
         );
     }
 }
+
+/// Found by schemathesis (its `negative_data_rejection` check): serde reads a struct from an
+/// array of its fields, so `[null, null]` was a heartbeat and `["h", "b"]` a registration.
+/// Every body of the API is an object; anything else is 400 `invalid_json`.
+#[test]
+fn a_body_that_is_not_an_object_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--admin-token", TOKEN]);
+    register(&server.url, "node-1", "cinder-volume");
+    runtime().block_on(async {
+        let client = reqwest::Client::new();
+        for (method, path, body) in [
+            ("POST", "/v1/services/1/heartbeat", "[null, null]"),
+            ("POST", "/v1/services/1/heartbeat", " []"),
+            ("POST", "/v1/services", r#"["node-2", "cinder-backup"]"#),
+            ("POST", "/v1/heartbeats", "[[]]"),
+            ("PATCH", "/v1/services/1", "[true]"),
+            ("POST", "/v1/services", "null"),
+            ("POST", "/v1/services/1/heartbeat", "\"x\""),
+        ] {
+            let response = client
+                .request(method.parse().unwrap(), format!("{}{path}", server.url))
+                .bearer_auth(TOKEN)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let answer: Value = response.json().await.unwrap();
+            assert_eq!(status, 400, "{method} {path} {body}: {answer}");
+            assert_eq!(answer["error"]["code"], "invalid_json", "{answer}");
+        }
+        // Objects and empty bodies are still taken.
+        for (path, body) in [
+            ("/v1/services/1/heartbeat", ""),
+            ("/v1/services/1/heartbeat", " {}"),
+        ] {
+            let response = client
+                .post(format!("{}{path}", server.url))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{path} {body:?}");
+        }
+        let list: Value = client
+            .get(format!("{}/v1/services", server.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(list["services"].as_array().unwrap().len(), 1, "{list}");
+    });
+}
