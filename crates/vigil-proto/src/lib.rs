@@ -35,14 +35,36 @@ pub const DEFAULT_REPORT_INTERVAL: f64 = 10.0;
 #[cfg_attr(feature = "openapi", schema(example = json!({"host": "node-1", "binary": "cinder-volume", "topic": "cinder-volume", "zone": "nova", "report_interval": 10.0, "version": "1.4.2"})))]
 pub struct RegisterRequest {
     /// Required, non-empty, at most 255 characters without control characters.
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 255,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+        )
+    )]
     pub host: String,
     /// Required, non-empty, at most 255 characters without control characters.
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 255,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+        )
+    )]
     pub binary: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
+    )]
     pub topic: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
+    )]
     pub zone: Option<String>,
     /// Seconds between heartbeats this reporter intends to send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,6 +72,10 @@ pub struct RegisterRequest {
     pub report_interval: Option<f64>,
     /// The reporter's software version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
+    )]
     pub version: Option<String>,
 }
 
@@ -60,6 +86,10 @@ pub struct RegisterRequest {
 pub struct HeartbeatRequest {
     /// Moves the service to another availability zone (as Cinder's `report_state` does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
+    )]
     pub zone: Option<String>,
     /// The reporter's wall clock when it sent this beat. Used only to measure its clock offset;
     /// never to decide liveness.
@@ -74,6 +104,7 @@ pub struct HeartbeatRequest {
     /// The last error the reporter met since its previous successful beat (a failed health
     /// callback, a request timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 4096))]
     pub last_error: Option<String>,
 }
 
@@ -142,10 +173,17 @@ pub struct BatchResult {
 #[cfg_attr(feature = "openapi", schema(example = json!({"disabled": true, "disabled_reason": "disk sdb failed"})))]
 pub struct UpdateServiceRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub disabled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `null` clears the reason.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
+    )]
     pub disabled_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub forced_down: Option<bool>,
 }
 

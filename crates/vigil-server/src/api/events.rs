@@ -210,7 +210,7 @@ async fn start_cursor(app: &App, headers: &HeaderMap, after: Option<i64>) -> Res
     security((), ("admin_token" = [])),
     params(
         EventParams,
-        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received, to resume after a reconnect (takes precedence over `after`)", example = "17"),
+        ("Last-Event-ID" = Option<i64>, Header, description = "The id of the last event received, to resume after a reconnect (takes precedence over `after`)", example = 17),
     ),
     responses(
         (status = 200, description = "Server-Sent Events that never end: each event as it is written (`id` = event id, `event` = kind, `data` = the event as JSON), after the cursor (`Last-Event-ID`, else `after`, else the newest event now); a comment every 15 s keeps the connection open. `since`, `before` and `limit` are checked but not used", content_type = "text/event-stream", body = super::openapi::SseEvent),

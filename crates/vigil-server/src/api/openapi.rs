@@ -167,6 +167,33 @@ impl Modify for Common {
                 .insert((*name).into(), RefOr::T(response.clone()));
         }
         for (_, _, operation) in operations(doc) {
+            // An optional header is absent, never `null`: utoipa makes an `Option` nullable.
+            for parameter in operation.parameters.iter_mut().flatten() {
+                if parameter.name == "Last-Event-ID" {
+                    parameter.schema = Some(RefOr::T(
+                        utoipa::openapi::ObjectBuilder::new()
+                            .schema_type(utoipa::openapi::schema::Type::Integer)
+                            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                                utoipa::openapi::KnownFormat::Int64,
+                            )))
+                            .into(),
+                    ));
+                }
+            }
+            // A change names at least one field (else 400 `empty_change`).
+            if operation.operation_id.as_deref() == Some("update_service") {
+                if let Some(body) = operation.request_body.as_mut() {
+                    for content in body.content.values_mut() {
+                        if let Some(RefOr::Ref(_)) = &content.schema {
+                            let at_least_one = utoipa::openapi::AllOfBuilder::new()
+                                .item(content.schema.clone().unwrap_or_default())
+                                .item(utoipa::openapi::ObjectBuilder::new().min_properties(Some(1)))
+                                .build();
+                            content.schema = Some(RefOr::T(at_least_one.into()));
+                        }
+                    }
+                }
+            }
             // A heartbeat's body may be empty (read as `{}`); utoipa marks every body required.
             if operation.operation_id.as_deref() == Some("heartbeat") {
                 if let Some(body) = operation.request_body.as_mut() {
