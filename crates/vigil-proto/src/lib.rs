@@ -173,7 +173,7 @@ pub struct BatchResult {
 #[cfg_attr(feature = "openapi", schema(example = json!({"disabled": true, "disabled_reason": "disk sdb failed"})))]
 pub struct UpdateServiceRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    /// `null` is the same as absent.
     pub disabled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// `null` clears the reason.
@@ -183,7 +183,7 @@ pub struct UpdateServiceRequest {
     )]
     pub disabled_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    /// `null` is the same as absent.
     pub forced_down: Option<bool>,
 }
 
