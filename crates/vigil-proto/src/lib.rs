@@ -31,26 +31,65 @@ pub const DEFAULT_REPORT_INTERVAL: f64 = 10.0;
 
 /// Body of `POST /v1/services`: get-or-create a service by (host, binary).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"host": "node-1", "binary": "cinder-volume", "topic": "cinder-volume", "zone": "nova", "report_interval": 10.0, "version": "1.4.2"})))]
 pub struct RegisterRequest {
+    /// Required, non-empty, at most 255 characters without control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 255,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+        )
+    )]
     pub host: String,
+    /// Required, non-empty, at most 255 characters without control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 255,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+        )
+    )]
     pub binary: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
+    )]
     pub topic: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
+    )]
     pub zone: Option<String>,
     /// Seconds between heartbeats this reporter intends to send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.1, maximum = 3600.0))]
     pub report_interval: Option<f64>,
     /// The reporter's software version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
+    )]
     pub version: Option<String>,
 }
 
 /// Body of `POST /v1/services/{id}/heartbeat`. Every field is optional; `{}` is a valid beat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"sent_at": "2026-11-25T11:03:11.322598Z", "last_rtt_s": 0.004, "overrun_s": 0.0})))]
 pub struct HeartbeatRequest {
     /// Moves the service to another availability zone (as Cinder's `report_state` does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
+    )]
     pub zone: Option<String>,
     /// The reporter's wall clock when it sent this beat. Used only to measure its clock offset;
     /// never to decide liveness.
@@ -65,11 +104,14 @@ pub struct HeartbeatRequest {
     /// The last error the reporter met since its previous successful beat (a failed health
     /// callback, a request timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 4096))]
     pub last_error: Option<String>,
 }
 
 /// Answer to a heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"report_count": 42, "service_down_time": 60.0})))]
 pub struct HeartbeatResponse {
     pub report_count: i64,
     /// The server's `service_down_time`, in seconds, so a reporter can warn about its interval.
@@ -87,12 +129,15 @@ pub const MAX_BATCH_BODY: usize = 8 * 1024 * 1024;
 /// Body of `POST /v1/heartbeats`: many services' beats in one request, applied in order, each
 /// as `POST /v1/services/{id}/heartbeat` would apply it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"beats": [{"id": 1, "sent_at": "2026-11-25T11:03:11.322598Z", "overrun_s": 0.0}, {"id": 9}, {"id": 4, "zone": "nova-2", "last_error": "disk slow"}]})))]
 pub struct BatchHeartbeatRequest {
     pub beats: Vec<BatchBeat>,
 }
 
 /// One service's beat in a batch: its id and the fields of a single [`HeartbeatRequest`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchBeat {
     pub id: i64,
     #[serde(flatten)]
@@ -101,6 +146,8 @@ pub struct BatchBeat {
 
 /// Answer to `POST /v1/heartbeats`: one result per beat, in the order of the request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"results": [{"id": 1, "report_count": 5}, {"id": 9, "error": {"code": "service_not_found", "message": "service 9 not found"}}, {"id": 4, "report_count": 12}], "service_down_time": 60.0})))]
 pub struct BatchHeartbeatResponse {
     pub results: Vec<BatchResult>,
     /// The server's `service_down_time`, in seconds, as in [`HeartbeatResponse`].
@@ -110,6 +157,7 @@ pub struct BatchHeartbeatResponse {
 /// What became of one beat of a batch: its `report_count`, or the error the single heartbeat
 /// would have answered (`service_not_found`, `invalid_zone`, `database_unavailable`...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchResult {
     pub id: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,13 +168,22 @@ pub struct BatchResult {
 
 /// Body of `PATCH /v1/services/{id}` (admin). Absent fields are left as they are.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", schema(example = json!({"disabled": true, "disabled_reason": "disk sdb failed"})))]
 pub struct UpdateServiceRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `null` is the same as absent.
     pub disabled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `null` clears the reason.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
+    )]
     pub disabled_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `null` is the same as absent.
     pub forced_down: Option<bool>,
 }
 
@@ -134,6 +191,7 @@ pub struct UpdateServiceRequest {
 /// `service_down_time` old (and the service is not forced down). `unknown`: a watched
 /// service whose database cannot be read now; not evidence that it is down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Up,
@@ -165,6 +223,7 @@ impl std::str::FromStr for State {
 
 /// Administrative status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Enabled,
@@ -193,6 +252,8 @@ impl std::str::FromStr for Status {
 
 /// One service as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"id": 1, "host": "node-1", "binary": "cinder-volume", "topic": null, "zone": "nova", "disabled": false, "disabled_reason": null, "forced_down": false, "frozen": false, "report_count": 42, "report_interval": 10.0, "version": "1.4.2", "created_at": "2026-11-25T11:00:00.000000Z", "updated_at": "2026-11-25T11:07:00.120000Z", "modified_at": null, "state": "up", "status": "enabled", "last_heartbeat_age_s": 3.2, "suspect": false, "suspicion": 0.41, "source": "vigil"})))]
 pub struct Service {
     pub id: i64,
     pub host: String,
@@ -247,6 +308,8 @@ fn vigil_source() -> String {
 
 /// `GET /v1/services`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"services": [{"id": 1, "host": "node-1", "binary": "cinder-volume", "topic": null, "zone": "nova", "disabled": false, "disabled_reason": null, "forced_down": false, "frozen": false, "report_count": 42, "report_interval": 10.0, "version": "1.4.2", "created_at": "2026-11-25T11:00:00.000000Z", "updated_at": "2026-11-25T11:07:00.120000Z", "modified_at": null, "state": "up", "status": "enabled", "last_heartbeat_age_s": 3.2, "suspect": false, "suspicion": 0.41, "source": "vigil"}]})))]
 pub struct ServiceList {
     pub services: Vec<Service>,
 }
@@ -254,6 +317,8 @@ pub struct ServiceList {
 /// What happened to a service; persisted, listed by `GET /v1/events`, streamed by
 /// `GET /v1/events/stream`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"id": 17, "service_id": 1, "host": "node-1", "binary": "cinder-volume", "kind": "down", "at": "2026-11-25T11:08:01.004211Z", "reason": null, "last_seen": "2026-11-25T11:07:00.120000Z", "threshold_s": 60.0})))]
 pub struct Event {
     /// Increasing; also the SSE event id, so a watcher resumes with `Last-Event-ID`.
     pub id: i64,
@@ -278,6 +343,8 @@ pub struct Event {
 
 /// `GET /v1/events`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"events": [{"id": 17, "service_id": 1, "host": "node-1", "binary": "cinder-volume", "kind": "down", "at": "2026-11-25T11:08:01.004211Z", "reason": null, "last_seen": "2026-11-25T11:07:00.120000Z", "threshold_s": 60.0}], "next_before": null})))]
 pub struct EventList {
     pub events: Vec<Event>,
     /// Pass as `before=` to get the next (older) page; `null` on the last page.
@@ -287,6 +354,7 @@ pub struct EventList {
 
 /// Severity of a diagnosis finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Ok,
@@ -306,6 +374,8 @@ impl Severity {
 
 /// One check of `GET /v1/services/{id}/diagnosis`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"check": "heartbeats", "severity": "error", "summary": "no heartbeat for 75.2 s", "detail": "the last heartbeat was received at 2026-11-25T11:07:00.120000Z; service_down_time is 60 s", "remedy": "check that the process runs on node-1 and can reach the server"})))]
 pub struct Finding {
     pub check: String,
     pub severity: Severity,
@@ -316,6 +386,7 @@ pub struct Finding {
 
 /// `GET /v1/services/{id}/diagnosis`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Diagnosis {
     pub service: Service,
     pub findings: Vec<Finding>,
@@ -323,12 +394,15 @@ pub struct Diagnosis {
 
 /// Every error the API answers: `{"error":{"code":"...","message":"..."}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"error": {"code": "service_not_found", "message": "service 9 not found"}})))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 /// A stable snake_case `code` for programs and a `message` for people.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
@@ -336,6 +410,8 @@ pub struct ErrorDetail {
 
 /// `GET /readyz` and `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"status": "ok", "role": "leader"})))]
 pub struct Health {
     /// `ok`; `degraded` when a watch cannot read its database; or `unavailable` with a
     /// `reason`.
@@ -352,6 +428,7 @@ pub struct Health {
 
 /// One watch in `/readyz`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WatchHealth {
     /// The watch's name, the `source` of its services.
     pub name: String,

@@ -60,8 +60,8 @@ pub(crate) fn check_admin(
 }
 
 /// Middleware: with `auth.anonymous_read` false, every read (GET, HEAD) but `/healthz` and
-/// `/readyz` (which load balancers and supervisors call) needs the admin token, the only token
-/// there is. Writes check their own token in their handlers.
+/// `/readyz` (which load balancers and supervisors call) and `/openapi.json` (the API's
+/// description, which holds no data) needs the admin token, the only token there is. Writes check their own token in their handlers.
 pub(crate) async fn reads(
     axum::extract::State(app): axum::extract::State<Arc<App>>,
     request: axum::extract::Request,
@@ -70,7 +70,10 @@ pub(crate) async fn reads(
     use axum::http::Method;
     use axum::response::IntoResponse;
     let read = matches!(*request.method(), Method::GET | Method::HEAD);
-    let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
+    let probe = matches!(
+        request.uri().path(),
+        "/healthz" | "/readyz" | "/openapi.json"
+    );
     if read && !probe && !app.config.auth.anonymous_read {
         if let Err(err) = check_admin(
             request.headers(),

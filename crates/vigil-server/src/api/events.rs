@@ -26,18 +26,37 @@ use crate::store::{EventFilter, EventKind};
 pub const MAX_LIMIT: i64 = 1000;
 
 /// Query of the list and the stream.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventParams {
+    /// Events of this service id only.
     service: Option<i64>,
+    /// Events of services of this host only.
     host: Option<String>,
+    /// Events of services of this binary only.
     binary: Option<String>,
+    /// Events of this kind only.
+    #[param(schema_with = kind_schema)]
     kind: Option<String>,
+    /// Events at or after this time (RFC 3339, `2026-01-02T03:04:05Z`).
+    #[param(value_type = Option<String>, format = DateTime)]
     since: Option<String>,
+    /// Most events in the page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// Older than this id (the previous page's `next_before`).
     before: Option<i64>,
     /// Newer than this id, oldest first (for the stream: where to resume).
     after: Option<i64>,
+}
+
+/// The `kind` filter's schema: the names of [`EventKind::ALL`].
+fn kind_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some("Events of this kind only"))
+        .enum_values(Some(EventKind::ALL.iter().map(|k| k.as_str())))
+        .build()
 }
 
 impl EventParams {
@@ -115,6 +134,22 @@ pub(crate) fn event_json(event: Event) -> vigil_proto::Event {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    operation_id = "list_events",
+    security((), ("admin_token" = [])),
+    params(EventParams),
+    responses(
+        (status = 200, description = "A page of events, newest first (oldest first with `after`); `next_before` is the next (older) page's `before`", body = vigil_proto::EventList),
+        (status = 400, description = "`invalid_kind`, `invalid_since`, `invalid_limit` (outside 1-1000)", body = vigil_proto::ErrorBody),
+        (status = 401, description = "`unauthorized`: no admin token, on a server whose reads need it (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
+        (status = 403, description = "`forbidden`: a wrong admin token, on a server whose reads need it", body = vigil_proto::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the history cannot be read", body = vigil_proto::ErrorBody,
+            headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
+    )
+)]
 pub async fn list(
     State(app): State<Arc<App>>,
     Query(params): Query<EventParams>,
@@ -122,6 +157,25 @@ pub async fn list(
     Ok(axum::Json(page(&app, params.filter(None)?).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/services/{id}/events",
+    tag = "events",
+    operation_id = "list_service_events",
+    security((), ("admin_token" = [])),
+    params(
+        ("id" = i64, Path, description = "the service's id", example = 1),
+        EventParams,
+    ),
+    responses(
+        (status = 200, description = "A page of this service's events (the `service` filter is the path's id), as `GET /v1/events`", body = vigil_proto::EventList),
+        (status = 400, description = "`invalid_id`, `invalid_kind`, `invalid_since`, `invalid_limit` (outside 1-1000)", body = vigil_proto::ErrorBody),
+        (status = 401, description = "`unauthorized`: no admin token, on a server whose reads need it (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
+        (status = 403, description = "`forbidden`: a wrong admin token, on a server whose reads need it", body = vigil_proto::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the history cannot be read", body = vigil_proto::ErrorBody,
+            headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
+    )
+)]
 pub async fn for_service(
     State(app): State<Arc<App>>,
     ServiceId(id): ServiceId,
@@ -148,6 +202,25 @@ async fn start_cursor(app: &App, headers: &HeaderMap, after: Option<i64>) -> Res
     Ok(app.newest_event_id().await?)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/events/stream",
+    tag = "events",
+    operation_id = "stream_events",
+    security((), ("admin_token" = [])),
+    params(
+        EventParams,
+        ("Last-Event-ID" = Option<i64>, Header, description = "The id of the last event received, to resume after a reconnect (takes precedence over `after`)", example = 17),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events that never end: each event as it is written (`id` = event id, `event` = kind, `data` = the event as JSON), after the cursor (`Last-Event-ID`, else `after`, else the newest event now); a comment every 15 s keeps the connection open. `since`, `before` and `limit` are checked but not used", content_type = "text/event-stream", body = super::openapi::SseEvent),
+        (status = 400, description = "`invalid_last_event_id`, `invalid_kind`, `invalid_since`, `invalid_limit` (outside 1-1000)", body = vigil_proto::ErrorBody),
+        (status = 401, description = "`unauthorized`: no admin token, on a server whose reads need it (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
+        (status = 403, description = "`forbidden`: a wrong admin token, on a server whose reads need it", body = vigil_proto::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the history cannot be read", body = vigil_proto::ErrorBody,
+            headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
+    )
+)]
 pub async fn stream(
     State(app): State<Arc<App>>,
     headers: HeaderMap,

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 
 /// A JSON body. Requires `Content-Type: application/json` (415 otherwise), at most the router's
-/// body limit (413), and valid JSON of the expected shape (400 `invalid_json`). An empty body
+/// body limit (413), and a JSON object of the expected shape (400 `invalid_json`). An empty body
 /// reads as `{}`.
 pub struct Json<T>(pub T);
 
@@ -52,6 +52,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                 ))
             }
         };
+        // Every body of this API is an object. serde would also read a struct from an array of
+        // its fields in order (`[null, null]` as a heartbeat), which no client means.
+        if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "invalid JSON body: it must be a JSON object ({...})",
+            ));
+        }
         serde_json::from_slice(json)
             .map(Json)
             .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}")))

@@ -25,6 +25,21 @@ fn wants_openmetrics(headers: &HeaderMap) -> bool {
 }
 
 /// `GET /metrics`. Without a token unless `metrics.require_token`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    operation_id = "metrics",
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "The server's and the fleet's metrics for Prometheus: the text format, or OpenMetrics when `Accept` asks for `application/openmetrics-text`", content(
+            (String = "text/plain", example = "vigil_services{state=\"up\",status=\"enabled\",zone=\"nova\",source=\"vigil\"} 12\n"),
+            (String = "application/openmetrics-text"),
+        )),
+        (status = 401, description = "`unauthorized`: `metrics.require_token` is on and no admin token was given", body = vigil_proto::ErrorBody),
+        (status = 403, description = "`forbidden`: a wrong admin token", body = vigil_proto::ErrorBody),
+    )
+)]
 pub(crate) async fn handler(
     State(app): State<Arc<App>>,
     headers: HeaderMap,

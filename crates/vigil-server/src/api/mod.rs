@@ -1,4 +1,7 @@
-//! The Vigil HTTP API (`/v1`, `/healthz`, `/readyz`).
+//! The Vigil HTTP API (`/v1`, `/healthz`, `/readyz`), described by `/openapi.json`.
+//!
+//! Every route below is in the OpenAPI document ([`openapi`]): a test reads these `.route(`
+//! calls and fails on one the document lacks.
 
 use std::sync::Arc;
 
@@ -20,6 +23,7 @@ mod events;
 mod extract;
 mod list_body;
 pub(crate) mod metrics;
+mod openapi;
 mod service_json;
 mod services;
 
@@ -32,6 +36,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// The router of the Vigil API over `app`.
 pub fn router(app: Arc<App>) -> Router {
+    let document = openapi::Document::new(app.config.auth.anonymous_read);
     let router = Router::new();
     #[cfg(feature = "bench")]
     let router = if app.config.bench_reference {
@@ -63,6 +68,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::handler))
+        .route(
+            "/openapi.json",
+            get(move || openapi::document(document.clone())),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -120,6 +129,16 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// The process is alive and serving.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    operation_id = "healthz",
+    security(()),
+    responses(
+        (status = 200, description = "The process serves; `role` tells whether it leads detection", body = vigil_proto::Health),
+    )
+)]
 async fn healthz(State(app): State<Arc<App>>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
@@ -162,6 +181,18 @@ fn watches(app: &App) -> Vec<vigil_proto::WatchHealth> {
 /// outcome is less than a second old, else by committing a probe. Heartbeats are still accepted while it
 /// is away (held in memory), but admin changes are refused, so a load balancer should prefer
 /// ready replicas.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    operation_id = "readyz",
+    security(()),
+    responses(
+        (status = 200, description = "A write can commit (`status` `ok`, or `degraded` with a `reason` when a watch cannot read its database)", body = vigil_proto::Health),
+        (status = 503, description = "A write cannot commit: `status` `unavailable` and the `reason`", body = vigil_proto::Health,
+            example = json!({"status": "unavailable", "reason": "database unavailable: connection refused", "role": "leader"})),
+    )
+)]
 async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     let problem = app.readiness().await;
     let watches = watches(&app);

@@ -31,6 +31,23 @@ pub struct RegisterBody {
     version: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/services",
+    tag = "services",
+    operation_id = "register",
+    security(()),
+    request_body(content = vigil_proto::RegisterRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "A new service, registered", body = vigil_proto::Service),
+        (status = 200, description = "The service (host, binary) already existed: it as it is (get-or-create, as Cinder's `Service.start()`)", body = vigil_proto::Service),
+        (status = 400, description = "`invalid_host`, `invalid_binary` (missing, empty, over 255 characters or with control characters), `invalid_topic`, `invalid_zone`, `invalid_version`, `invalid_report_interval` (outside 0.1-3600 s), `invalid_json`, `invalid_body`", body = vigil_proto::ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = vigil_proto::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = vigil_proto::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the database is unavailable (down, its disk full, its file read-only): nothing was changed; try again after `Retry-After`", body = vigil_proto::ErrorBody,
+            headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
+    )
+)]
 pub async fn register(
     State(app): State<Arc<App>>,
     Json(body): Json<RegisterBody>,
@@ -63,6 +80,26 @@ fn beat(body: HeartbeatRequest) -> Beat {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/services/{id}/heartbeat",
+    tag = "services",
+    operation_id = "heartbeat",
+    security(()),
+    params(
+        ("id" = i64, Path, description = "the service's id", example = 1),
+    ),
+    request_body(content = vigil_proto::HeartbeatRequest, content_type = "application/json", description = "Every field is optional: `{}` or an empty body is a beat"),
+    responses(
+        (status = 200, description = "The beat is taken (in memory; flushed every `flush_interval`)", body = vigil_proto::HeartbeatResponse),
+        (status = 400, description = "`invalid_id`, `invalid_zone`, `invalid_last_error` (over 4096 characters), `invalid_json`, `invalid_body`", body = vigil_proto::ErrorBody),
+        (status = 404, description = "`service_not_found`: no service has this id (or it was deleted): register again, then beat", body = vigil_proto::ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = vigil_proto::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = vigil_proto::ErrorBody),
+        (status = 503, description = "`database_unavailable`: a service this server does not know, during a database outage", body = vigil_proto::ErrorBody,
+            headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
+    )
+)]
 pub async fn heartbeat(
     State(app): State<Arc<App>>,
     ServiceId(id): ServiceId,
@@ -73,6 +110,20 @@ pub async fn heartbeat(
 
 /// `POST /v1/heartbeats`: many beats, one result each, in order. A malformed body or more than
 /// [`MAX_BATCH_BEATS`] beats is refused whole; a bad beat only gets its own error.
+#[utoipa::path(
+    post,
+    path = "/v1/heartbeats",
+    tag = "services",
+    operation_id = "heartbeat_batch",
+    security(()),
+    request_body(content = vigil_proto::BatchHeartbeatRequest, content_type = "application/json", description = "At most 10,000 beats, at most 8 MiB; each beat is a single heartbeat's body plus the service's `id`"),
+    responses(
+        (status = 200, description = "One result per beat, in the order of the request: its `report_count`, or the `error` the single heartbeat would have answered (`service_not_found`, `invalid_zone`, `invalid_last_error`, `database_unavailable`)", body = vigil_proto::BatchHeartbeatResponse),
+        (status = 400, description = "`invalid_json` (not a batch: not JSON, no `beats`, an item without an integer `id`, a field of the wrong type), `batch_too_large` (more than 10,000 beats: nothing applied), `invalid_body`", body = vigil_proto::ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 8 MiB", body = vigil_proto::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = vigil_proto::ErrorBody),
+    )
+)]
 pub async fn heartbeat_batch(
     State(app): State<Arc<App>>,
     Json(body): Json<BatchHeartbeatRequest>,
@@ -131,17 +182,40 @@ pub async fn heartbeat_batch(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+/// Filters of the list; a service is listed when it passes every one given.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Services of this host only.
     host: Option<String>,
+    /// Services of this binary only (`cinder-volume`).
     binary: Option<String>,
+    /// Services in this availability zone only.
     zone: Option<String>,
+    /// `up`, `down` or `unknown` (a watched service whose database cannot be read).
+    #[param(value_type = Option<vigil_proto::State>)]
     state: Option<String>,
+    /// `enabled` or `disabled`.
+    #[param(value_type = Option<vigil_proto::Status>)]
     status: Option<String>,
     /// `vigil`, or a watch's name.
     source: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/services",
+    tag = "services",
+    operation_id = "list_services",
+    security((), ("admin_token" = [])),
+    params(ListParams),
+    responses(
+        (status = 200, description = "The services that pass every filter given, in id order", body = vigil_proto::ServiceList),
+        (status = 400, description = "`invalid_state`, `invalid_status`", body = vigil_proto::ErrorBody),
+        (status = 401, description = "`unauthorized`: no admin token, on a server whose reads need it (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
+        (status = 403, description = "`forbidden`: a wrong admin token, on a server whose reads need it", body = vigil_proto::ErrorBody),
+    )
+)]
 pub async fn list(
     State(app): State<Arc<App>>,
     Query(params): Query<ListParams>,
@@ -173,6 +247,25 @@ pub async fn list(
     Ok(super::list_body::services(app, filter))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/services/{id}",
+    tag = "services",
+    operation_id = "show_service",
+    security((), ("admin_token" = [])),
+    params(
+        ("id" = i64, Path, description = "the service's id", example = 1),
+    ),
+    responses(
+        (status = 200, description = "The service", body = vigil_proto::Service),
+        (status = 400, description = "`invalid_id`", body = vigil_proto::ErrorBody),
+        (status = 401, description = "`unauthorized`: no admin token, on a server whose reads need it (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
+        (status = 403, description = "`forbidden`: a wrong admin token, on a server whose reads need it", body = vigil_proto::ErrorBody),
+        (status = 404, description = "`service_not_found`: no service has this id (or it was deleted)", body = vigil_proto::ErrorBody),
+        (status = 503, description = "`database_unavailable`: a service this server does not know, during a database outage", body = vigil_proto::ErrorBody,
+            headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
+    )
+)]
 pub async fn show(
     State(app): State<Arc<App>>,
     ServiceId(id): ServiceId,
@@ -195,6 +288,29 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
     Option::<String>::deserialize(d).map(Some)
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/services/{id}",
+    tag = "services",
+    operation_id = "update_service",
+    security(("admin_token" = [])),
+    params(
+        ("id" = i64, Path, description = "the service's id", example = 1),
+    ),
+    request_body(content = vigil_proto::UpdateServiceRequest, content_type = "application/json", description = "Absent fields are left as they are; enabling clears the reason; `disabled_reason: null` clears it; unknown fields are refused"),
+    responses(
+        (status = 200, description = "The service after the change (written to the database before the answer)", body = vigil_proto::Service),
+        (status = 400, description = "`empty_change` (no field given), `invalid_disabled_reason`, `invalid_id`, `invalid_json` (also an unknown field), `invalid_body`", body = vigil_proto::ErrorBody),
+        (status = 401, description = "`unauthorized`: no admin token (`Authorization: Bearer <token>`)", body = vigil_proto::ErrorBody),
+        (status = 403, description = "`forbidden`: the admin token is wrong", body = vigil_proto::ErrorBody),
+        (status = 404, description = "`service_not_found`: no service has this id (or it was deleted)", body = vigil_proto::ErrorBody),
+        (status = 409, description = "`read_only_source`: a service of a watched OpenStack database, which Vigil never writes", body = vigil_proto::ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = vigil_proto::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = vigil_proto::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the database is unavailable (down, its disk full, its file read-only): nothing was changed; try again after `Retry-After`", body = vigil_proto::ErrorBody,
+            headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
+    )
+)]
 pub async fn update(
     State(app): State<Arc<App>>,
     _admin: Admin,
@@ -216,12 +332,36 @@ pub async fn update(
     Ok(axum::Json(app.update(id, change).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteParams {
+    /// Delete the service even while it is up (its process would re-create it).
     #[serde(default)]
+    #[param(required = false)]
     force: bool,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/services/{id}",
+    tag = "services",
+    operation_id = "delete_service",
+    security(("admin_token" = [])),
+    params(
+        ("id" = i64, Path, description = "the service's id", example = 1),
+        DeleteParams,
+    ),
+    responses(
+        (status = 204, description = "Deleted (a `deleted` event is written)"),
+        (status = 400, description = "`invalid_id`", body = vigil_proto::ErrorBody),
+        (status = 401, description = "`unauthorized`: no admin token (`Authorization: Bearer <token>`)", body = vigil_proto::ErrorBody),
+        (status = 403, description = "`forbidden`: the admin token is wrong", body = vigil_proto::ErrorBody),
+        (status = 404, description = "`service_not_found`: no service has this id (or it was deleted)", body = vigil_proto::ErrorBody),
+        (status = 409, description = "`service_up`: the service is up and `force` is not given (its process would re-create it); `read_only_source`: a service of a watched OpenStack database", body = vigil_proto::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the database is unavailable (down, its disk full, its file read-only): nothing was changed; try again after `Retry-After`", body = vigil_proto::ErrorBody,
+            headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
+    )
+)]
 pub async fn delete(
     State(app): State<Arc<App>>,
     _admin: Admin,

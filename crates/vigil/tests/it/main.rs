@@ -7,5 +7,6 @@ mod events;
 mod failover;
 mod faults;
 mod logs;
+mod openapi;
 mod packaging;
 mod rough_edges;
