@@ -100,12 +100,8 @@ impl ReporterGroupBuilder {
         self,
         runtime: &tokio::runtime::Handle,
     ) -> Result<ReporterGroupHandle, ReporterError> {
-        let prepared = self.prepare()?;
-        let (handle, drive, done) = prepared.into_parts();
-        runtime.spawn(async move {
-            drive.await;
-            drop(done);
-        });
+        let (handle, drive, done) = self.prepare()?.into_parts();
+        crate::reporter::on_runtime(runtime, drive, done);
         Ok(handle)
     }
 

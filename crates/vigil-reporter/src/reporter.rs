@@ -166,12 +166,8 @@ impl ReporterBuilder {
         self,
         runtime: &tokio::runtime::Handle,
     ) -> Result<ReporterHandle, ReporterError> {
-        let prepared = self.prepare()?;
-        let (handle, drive, done) = prepared.into_parts();
-        runtime.spawn(async move {
-            drive.await;
-            drop(done);
-        });
+        let (handle, drive, done) = self.prepare()?.into_parts();
+        on_runtime(runtime, drive, done);
         Ok(handle)
     }
 
@@ -459,4 +455,16 @@ pub(crate) fn on_own_thread<D: Send + 'static>(
             drop(done);
         })
         .map_err(ReporterError::Thread)
+}
+
+/// Runs `drive` as a task on `runtime` and drops `done` when it ends.
+pub(crate) fn on_runtime<D: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    drive: impl std::future::Future<Output = ()> + Send + 'static,
+    done: D,
+) {
+    runtime.spawn(async move {
+        drive.await;
+        drop(done);
+    });
 }
