@@ -162,6 +162,14 @@ impl Modify for Common {
                 ),
             ),
         ];
+        // A batch checks each beat's values on its own: a bad `zone` or `sent_at` fails only its
+        // beat, answered in its result with the single heartbeat's code, never the request. The
+        // document says so by leaving the values of a beat unconstrained here; the single
+        // heartbeat's schema keeps its constraints.
+        components.schemas.insert(
+            "BatchBeat".into(),
+            serde_json::from_value(loose_batch_beat()).expect("a valid schema"),
+        );
         for (name, response) in &common {
             components
                 .responses
@@ -230,6 +238,29 @@ impl Modify for Common {
             );
         }
     }
+}
+
+/// The schema of one beat of a batch: an `id` and the fields of a single heartbeat, whose
+/// values are checked per beat (see `POST /v1/heartbeats`).
+fn loose_batch_beat() -> serde_json::Value {
+    let text = json!({"type": ["string", "null"]});
+    let number = json!({"type": ["number", "null"]});
+    json!({
+        "type": "object",
+        "description": "One service's beat: its `id` and the fields of a single heartbeat. \
+            Each beat's values are checked on their own: a bad one fails only that beat, \
+            answered in its result with the code the single heartbeat would give \
+            (`invalid_zone`, `invalid_sent_at`, ...).",
+        "required": ["id"],
+        "properties": {
+            "id": {"type": "integer", "format": "int64"},
+            "zone": text,
+            "sent_at": text,
+            "last_rtt_s": number,
+            "overrun_s": number,
+            "last_error": text,
+        },
+    })
 }
 
 /// The document for a server whose reads need the admin token (`anonymous_read` false) or not.
