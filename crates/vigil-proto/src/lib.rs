@@ -339,6 +339,14 @@ pub struct Event {
     /// For `down`: the `service_down_time` in force, seconds.
     #[serde(default)]
     pub threshold_s: Option<f64>,
+    /// For registrations, deletions and admin changes: the name of the token that asked
+    /// (`admin`, `agent`, or a token made with `vigil token create`); absent for what the
+    /// server found by itself and for anonymous calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The client address the change came from, beside `actor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 /// `GET /v1/events`.
@@ -480,4 +488,81 @@ mod tests {
         let text = serde_json::to_string(&beat).unwrap();
         assert_eq!(text, r#"{"sent_at":"2026-01-02T03:04:05.123456Z"}"#);
     }
+}
+
+/// What a token may do: `admin` everything; `agent` register and heartbeat services on the
+/// hosts its patterns match; `reader` every read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Agent,
+    Reader,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Agent => "agent",
+            Role::Reader => "reader",
+        }
+    }
+}
+
+/// Body of `POST /v1/tokens`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"name": "stor-fleet", "role": "agent", "hosts": ["stor-*"], "expires_in_s": 7776000})))]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// 1 to 64 letters, digits, `-`, `_` or `.`; unique; not `admin` or `agent`.
+    pub name: String,
+    pub role: Role,
+    /// An agent token's host patterns (globs: `stor-*`, `node-[12]`, or one host); none: any
+    /// host. Only agent tokens have them.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// The token stops working this many seconds after it is made; never when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_s: Option<f64>,
+}
+
+/// A token, without its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Token {
+    pub name: String,
+    pub role: Role,
+    /// Host patterns of an agent token; empty: any host.
+    pub hosts: Vec<String>,
+    #[serde(with = "ts")]
+    pub created_at: DateTime<Utc>,
+    /// The name of the token that made it.
+    #[serde(default)]
+    pub created_by: Option<String>,
+    #[serde(default, with = "ts::option")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Whether `expires_at` has passed: the token is refused.
+    #[serde(default)]
+    pub expired: bool,
+}
+
+/// Answer to `POST /v1/tokens`: the token and its secret, shown this once (the server keeps
+/// only its SHA-256).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenCreated {
+    #[serde(flatten)]
+    pub token: Token,
+    /// Send as `Authorization: Bearer <secret>`.
+    pub secret: String,
+}
+
+/// `GET /v1/tokens`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenList {
+    pub tokens: Vec<Token>,
 }

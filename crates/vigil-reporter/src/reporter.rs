@@ -37,13 +37,20 @@ impl Reporter {
             },
             report_interval: Duration::from_secs_f64(vigil_proto::DEFAULT_REPORT_INTERVAL),
             request_timeout: None,
-            token: None,
+            // The agent token of the environment, if any; `token()` overrides it.
+            token: std::env::var(AGENT_TOKEN_VAR)
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
             clock: Arc::new(SystemClock),
             fuzzy_delay: None,
             health_check: None,
         }
     }
 }
+
+/// The environment variable a builder takes its token from when `token()` is not called.
+pub const AGENT_TOKEN_VAR: &str = "VIGIL_AGENT_TOKEN";
 
 /// Configures a reporter; finish with [`ReporterBuilder::start`] or
 /// [`ReporterBuilder::start_on`].
@@ -102,7 +109,9 @@ impl ReporterBuilder {
         self
     }
 
-    /// A bearer token sent as `Authorization: Bearer <token>` on every request.
+    /// A bearer token sent as `Authorization: Bearer <token>` on every request: an agent
+    /// token whose host patterns cover this host. Default: the `VIGIL_AGENT_TOKEN`
+    /// environment variable, if set.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self

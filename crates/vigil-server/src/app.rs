@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use vigil_proto::{HeartbeatResponse, Service};
 
+use crate::auth::{Caller, Need};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::detector::Detector;
@@ -21,10 +22,12 @@ mod health;
 mod start;
 mod stream;
 pub(crate) mod sync;
+mod tokens;
 pub(crate) mod watch;
 
 pub use health::DatabaseHealth;
 pub(crate) use start::build;
+pub use tokens::{expired, NewToken};
 
 /// A registration as received, before validation.
 #[derive(Debug, Clone, Default)]
@@ -50,7 +53,8 @@ pub struct App {
     pub sync: tokio::sync::Mutex<sync::SyncState>,
     /// Where this server is in other replicas' flushed heartbeats ([`Store::beats_since`]).
     pub beat_cursor: tokio::sync::Mutex<i64>,
-    pub admin_token: String,
+    /// The tokens this server accepts, and what each may do.
+    pub tokens: crate::auth::Tokens,
     pub database: DatabaseHealth,
     /// The watched OpenStack databases: more sources of heartbeats.
     pub watches: Vec<Arc<watch::WatchState>>,
@@ -59,8 +63,19 @@ pub struct App {
 
 impl App {
     /// Get-or-create by (host, binary); written through before it is acknowledged.
-    pub async fn register(&self, input: Registration) -> Result<(Service, bool), AppError> {
+    /// The caller must be allowed to write services of the host (an agent token for it).
+    pub async fn register(
+        &self,
+        input: Registration,
+        caller: &Caller,
+    ) -> Result<(Service, bool), AppError> {
         validate::text("host", input.host.as_deref(), true)?;
+        self.tokens.authorize(
+            caller,
+            Need::Write {
+                host: input.host.as_deref().unwrap_or_default(),
+            },
+        )?;
         validate::text("binary", input.binary.as_deref(), true)?;
         validate::text("topic", input.topic.as_deref(), false)?;
         validate::text("zone", input.zone.as_deref(), false)?;
@@ -81,7 +96,7 @@ impl App {
             version: input.version,
         };
         let now = self.clock.now();
-        let registered = self.store.register(&new, now).await;
+        let registered = self.store.register(&new, now, &caller.actor()).await;
         self.database.record(&registered);
         let (record, created) = registered?;
         crate::doctor::log_registration(&record, self.config.service_down_time);
@@ -94,7 +109,13 @@ impl App {
 
     /// Applies one heartbeat in memory. A service unknown here is looked up in the database
     /// first: another replica may have registered it.
-    pub async fn heartbeat(&self, id: i64, beat: Beat) -> Result<HeartbeatResponse, AppError> {
+    /// The caller must be allowed to write services of the service's host.
+    pub async fn heartbeat(
+        &self,
+        id: i64,
+        beat: Beat,
+        caller: &Caller,
+    ) -> Result<HeartbeatResponse, AppError> {
         if let Some(zone) = &beat.zone {
             validate::text("zone", Some(zone), false)?;
         }
@@ -105,6 +126,11 @@ impl App {
                     message: "last_error is longer than 4096 characters".into(),
                 });
             }
+        }
+        if !self.tokens.may_write_any_host(caller) {
+            let entry = self.entry(id).await?;
+            let host = entry.lock().record.host.clone();
+            self.tokens.authorize(caller, Need::Write { host: &host })?;
         }
         let now = self.clock.now();
         let outcome = match self.registry.heartbeat(id, &beat, now) {
@@ -137,6 +163,7 @@ impl App {
     pub async fn heartbeat_batch(
         &self,
         beats: Vec<(i64, Beat)>,
+        caller: &Caller,
     ) -> Vec<(i64, Result<HeartbeatResponse, AppError>)> {
         let mut results = Vec::with_capacity(beats.len());
         let mut unavailable: Option<String> = None;
@@ -145,7 +172,7 @@ impl App {
                 Some(reason) if self.registry.get(id).is_none() => {
                     Err(AppError::DatabaseUnavailable(reason.clone()))
                 }
-                _ => self.heartbeat(id, beat).await,
+                _ => self.heartbeat(id, beat, caller).await,
             };
             if let Err(AppError::DatabaseUnavailable(reason)) = &result {
                 unavailable.get_or_insert_with(|| reason.clone());
@@ -242,7 +269,13 @@ impl App {
 
     /// Enable, disable (with a reason), force down or up, freeze or thaw. Written through, with
     /// its events, before it is acknowledged. Never moves `updated_at`.
-    pub async fn update(&self, id: i64, mut change: AdminChange) -> Result<Service, AppError> {
+    /// `caller` (whose admin role the front end checked) is recorded in the events.
+    pub async fn update(
+        &self,
+        id: i64,
+        mut change: AdminChange,
+        caller: &Caller,
+    ) -> Result<Service, AppError> {
         if let Some(Some(reason)) = &change.disabled_reason {
             validate::text("disabled_reason", Some(reason), false)?;
         }
@@ -254,7 +287,11 @@ impl App {
         let now = self.clock.now();
         let kinds = parking_lot::Mutex::new(Vec::new());
         let events_for = |before: &crate::store::ServiceRecord| {
-            let events = admin_events(before, &change, now);
+            let actor = caller.actor();
+            let events: Vec<NewEvent> = admin_events(before, &change, now)
+                .into_iter()
+                .map(|e| e.by(&actor))
+                .collect();
             *kinds.lock() = events.iter().map(|e| e.kind).collect();
             events
         };
@@ -270,7 +307,8 @@ impl App {
 
     /// Deletes a service. A service that is up is refused unless `force`: its process would
     /// re-create it at its next heartbeat (Cinder's `service remove` pitfall).
-    pub async fn delete(&self, id: i64, force: bool) -> Result<(), AppError> {
+    /// `caller` (whose admin role the front end checked) is recorded in the event.
+    pub async fn delete(&self, id: i64, force: bool, caller: &Caller) -> Result<(), AppError> {
         self.refuse_if_watched(id, true)?;
         let now = self.clock.now();
         let record = self.entry(id).await?.lock().record.clone();
@@ -280,7 +318,7 @@ impl App {
                 binary: record.binary.into(),
             });
         }
-        let mut event = NewEvent::about(&record, EventKind::Deleted, now);
+        let mut event = NewEvent::about(&record, EventKind::Deleted, now).by(&caller.actor());
         if force {
             event.reason = Some("forced".into());
         }

@@ -25,6 +25,9 @@ pub struct Config {
     pub default_zone: String,
     /// Bearer token for admin calls; generated into `<data_dir>/admin.token` when unset.
     pub admin_token: Option<String>,
+    /// Bearer token of role agent for any host; generated into `<data_dir>/agent.token` when
+    /// unset, for reporters on this machine.
+    pub agent_token: Option<String>,
     /// Events older than this many days are pruned in the background.
     pub event_retention_days: f64,
     /// Phi-accrual suspicion threshold (Akka and Cassandra use 8).
@@ -82,15 +85,19 @@ impl Default for HttpConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Reads (GETs of both APIs, apart from `/healthz` and `/readyz`) need no token. When
-    /// false, the Vigil API's reads need the admin token and the Cinder-compatible API's reads
-    /// need some token (as keystonemiddleware would). Writes always need the admin token.
+    /// false, every read needs a reader or admin token. Admin calls always need an admin
+    /// token.
     pub anonymous_read: bool,
+    /// Registration and heartbeats need no token. For trusted networks and `vigil demo`
+    /// only: anyone who reaches the port can then keep a dead service looking alive.
+    pub open_registration: bool,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             anonymous_read: true,
+            open_registration: false,
         }
     }
 }
@@ -150,6 +157,7 @@ impl Default for Config {
             flush_interval: 1.0,
             default_zone: "nova".into(),
             admin_token: None,
+            agent_token: None,
             event_retention_days: 30.0,
             phi_threshold: 8.0,
             database_max_connections: 8,
@@ -283,6 +291,11 @@ default_zone = "nova"
 # on first start into <data_dir>/admin.token (mode 0600), where the CLI finds it.
 # admin_token = "change-me"
 
+# Bearer token of role agent for any host, for reporters on this machine; generated on first
+# start into <data_dir>/agent.token (mode 0600). Share it only with hosts you trust with
+# every host's services; give the others tokens bound to their hosts.
+# agent_token = "change-me-too"
+
 # Events (transitions and admin changes) older than this many days are pruned.
 event_retention_days = 30.0
 
@@ -308,12 +321,17 @@ header_read_timeout = 10.0
 # A connection with no request in progress for this long is closed (reporters reconnect).
 idle_timeout = 120.0
 
-# What needs a token. Writes always need the admin token.
+# What needs a token. Roles: admin (everything), agent (register and heartbeat on the hosts
+# its patterns match), reader (every read). Tokens: `vigil token create|list|revoke`.
 [auth]
-# Reads need no token (--anonymous-read, VIGIL_ANONYMOUS_READ). When false, reads of the Vigil
-# API need the admin token and reads of the Cinder-compatible API need a token (any, as there
-# is no Keystone to check it). /healthz and /readyz are always open.
+# Reads need no token (--anonymous-read, VIGIL_ANONYMOUS_READ). When false, every read of
+# both APIs needs a reader or admin token. /healthz, /readyz and /openapi.json are always open.
 anonymous_read = true
+# Registration and heartbeats need no token (--open-registration). For trusted networks and
+# demos only: anyone who reaches the port could keep a dead service looking alive. When
+# false they need an agent token (the server writes one for any host to
+# <data_dir>/agent.token) or an admin token.
+open_registration = false
 
 # The Cinder-compatible os-services API (Block Storage API v3). Off unless `listen` is set.
 [cinder_api]

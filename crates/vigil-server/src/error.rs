@@ -20,6 +20,13 @@ pub enum AppError {
         watch: String,
         command: String,
     },
+    /// The caller may not do this (no token, a bad one, the wrong role or host).
+    #[error(transparent)]
+    Denied(#[from] crate::auth::Denied),
+    #[error("no token is named {0:?}")]
+    TokenNotFound(String),
+    #[error("a token named {0:?} exists; revoke it first or choose another name")]
+    TokenExists(String),
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(String),
     #[error("internal error: {0}")]

@@ -22,6 +22,7 @@
 //! - [`store`]: the storage trait and one implementation per database; the only SQL.
 //! - [`api`]: the Vigil HTTP API.
 //! - [`cinder`]: the optional Cinder-compatible `os-services` API on a second listener.
+//! - `auth`: tokens, roles and what each may do (no HTTP in it).
 //! - `http`: the listener loop: connection cap, header and idle timeouts, JSON bodies for
 //!   hyper's own errors.
 //! - [`clock`]: the clock that decides liveness.
@@ -37,6 +38,7 @@ use tokio::net::TcpListener;
 
 mod api;
 mod app;
+mod auth;
 mod cinder;
 mod clock;
 pub mod config;
@@ -77,7 +79,7 @@ pub enum ServerError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot read or write admin token file {path}: {source}")]
+    #[error("cannot read or write token file {path}: {source}")]
     Token {
         path: PathBuf,
         source: std::io::Error,
@@ -211,13 +213,28 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     }
 }
 
-/// The admin token in force: configured, or read from (or generated into)
-/// `<data_dir>/admin.token` with mode 0600.
+/// The admin token: `admin_token` in the configuration, or `<data_dir>/admin.token`,
+/// generated on first start (mode 0600).
 pub fn admin_token(config: &Config) -> Result<String, ServerError> {
-    if let Some(token) = config.admin_token.as_ref().filter(|t| !t.is_empty()) {
-        return Ok(token.clone());
+    token_file(config, config.admin_token.as_deref(), "admin.token")
+}
+
+/// The local agent token (role agent, any host): `agent_token` in the configuration, or
+/// `<data_dir>/agent.token`, generated on first start beside the admin token, so that a
+/// reporter on the same machine needs no step of its own.
+pub fn agent_token(config: &Config) -> Result<String, ServerError> {
+    token_file(config, config.agent_token.as_deref(), "agent.token")
+}
+
+fn token_file(
+    config: &Config,
+    configured: Option<&str>,
+    file: &str,
+) -> Result<String, ServerError> {
+    if let Some(token) = configured.filter(|t| !t.is_empty()) {
+        return Ok(token.to_string());
     }
-    let path = config.data_dir.join("admin.token");
+    let path = config.data_dir.join(file);
     let token_error = |source| ServerError::Token {
         path: path.clone(),
         source,
@@ -232,8 +249,7 @@ pub fn admin_token(config: &Config) -> Result<String, ServerError> {
         Err(err) => return Err(token_error(err)),
     }
     create_private_dir(&config.data_dir)?;
-    let bytes: [u8; 24] = rand::random();
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = auth::new_secret();
     let mut file = {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
@@ -245,7 +261,7 @@ pub fn admin_token(config: &Config) -> Result<String, ServerError> {
             .map_err(token_error)?
     };
     writeln!(file, "{token}").map_err(token_error)?;
-    tracing::info!(path = %path.display(), "generated an admin token");
+    tracing::info!(path = %path.display(), "generated a token");
     Ok(token)
 }
 

@@ -138,6 +138,10 @@ pub struct NewEvent {
     pub reason: Option<String>,
     pub last_seen: Option<DateTime<Utc>>,
     pub threshold_s: Option<f64>,
+    /// Who asked for it (a token's name), for registrations and admin changes.
+    pub actor: Option<String>,
+    /// The client address it came from.
+    pub address: Option<String>,
 }
 
 impl NewEvent {
@@ -152,8 +156,67 @@ impl NewEvent {
             reason: None,
             last_seen: None,
             threshold_s: None,
+            actor: None,
+            address: None,
         }
     }
+
+    /// The same event, recorded as asked for by `actor`.
+    pub fn by(mut self, actor: &Actor) -> NewEvent {
+        self.actor = actor.name.clone();
+        self.address = actor.address.clone();
+        self
+    }
+}
+
+/// Who asked for a change, for the history: the name of the token it came with and the
+/// client's address. Both unknown for what the server does by itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Actor {
+    pub name: Option<String>,
+    pub address: Option<String>,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Register and heartbeat services on the hosts its patterns match; nothing else.
+    Agent,
+    /// Every read.
+    Reader,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Agent => "agent",
+            Role::Reader => "reader",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        [Role::Admin, Role::Agent, Role::Reader]
+            .into_iter()
+            .find(|r| r.as_str() == text)
+    }
+}
+
+/// A token as stored: never its secret, only the secret's SHA-256.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRecord {
+    pub name: String,
+    pub role: Role,
+    /// An agent's host patterns (globs); empty: any host.
+    pub hosts: Vec<String>,
+    /// SHA-256 of the secret, lowercase hex.
+    pub hash: String,
+    pub created_at: DateTime<Utc>,
+    /// The name of the token that created it.
+    pub created_by: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// One reading of a reference clock, bracketed by the local clock.
@@ -186,6 +249,8 @@ pub struct Event {
     pub reason: Option<String>,
     pub last_seen: Option<DateTime<Utc>>,
     pub threshold_s: Option<f64>,
+    pub actor: Option<String>,
+    pub address: Option<String>,
 }
 
 /// Why a `registered` event was recorded: its reason, written by the store, read by the

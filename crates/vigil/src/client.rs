@@ -179,14 +179,19 @@ impl Client {
                 ),
                 None => "no admin token given: pass --token or set VIGIL_ADMIN_TOKEN".into(),
             }),
-            (TokenSource::File(file), StatusCode::FORBIDDEN) => Some(format!(
+            (TokenSource::File(file), StatusCode::UNAUTHORIZED) => Some(format!(
                 "the admin token read from {} was refused: is that this server's data \
                  directory? (--data-dir, VIGIL_DATA_DIR, or give the token with --token)",
                 file.display()
             )),
-            (TokenSource::Given, StatusCode::FORBIDDEN) => {
-                Some("the admin token given with --token or VIGIL_ADMIN_TOKEN was refused".into())
+            (TokenSource::Given, StatusCode::UNAUTHORIZED) => {
+                Some("the token given with --token or VIGIL_ADMIN_TOKEN was refused".into())
             }
+            (TokenSource::Given, StatusCode::FORBIDDEN) => Some(
+                "the token given with --token or VIGIL_ADMIN_TOKEN has a role that may not do \
+                 this; admin calls need an admin token"
+                    .into(),
+            ),
             _ => None,
         }
     }
@@ -287,6 +292,16 @@ impl Client {
         )
         .await?
         .ok_or_else(|| CliError::refused("empty answer to an update"))
+    }
+
+    /// `POST` or `DELETE` of an admin resource; the answer, if it has a body.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<Option<T>, CliError> {
+        self.send(method, path, &[], body).await
     }
 
     pub async fn delete(&self, id: i64, force: bool) -> Result<(), CliError> {

@@ -48,6 +48,8 @@ enum Command {
     Doctor(cmd::doctor::DoctorArgs),
     /// The history of transitions and admin changes, newest first.
     Events(cmd::events::EventsArgs),
+    /// Make, list and revoke tokens (admin, agent bound to hosts, reader).
+    Token(cmd::token::TokenArgs),
     /// Print events as they happen, until Ctrl-C; survives server restarts.
     Watch(cmd::watch::WatchArgs),
     /// Print the shell completion script for bash, zsh or fish.
@@ -127,6 +129,10 @@ fn main() {
         Command::Events(args) => {
             init_logging("warn");
             runtime().and_then(|rt| rt.block_on(cmd::events::run(args)).map_err(Into::into))
+        }
+        Command::Token(args) => {
+            init_logging("warn");
+            runtime().and_then(|rt| rt.block_on(cmd::token::run(args)).map_err(Into::into))
         }
         Command::Watch(args) => {
             init_logging("warn");

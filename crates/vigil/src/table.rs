@@ -91,7 +91,43 @@ pub fn event_detail(event: &Event) -> String {
     if let Some(reason) = event.reason.as_deref().filter(|r| !r.is_empty()) {
         parts.push(reason.to_string());
     }
+    match (&event.actor, &event.address) {
+        (Some(actor), Some(address)) => parts.push(format!("by {actor} from {address}")),
+        (Some(actor), None) => parts.push(format!("by {actor}")),
+        (None, Some(address)) => parts.push(format!("from {address}")),
+        (None, None) => {}
+    }
     parts.join(", ")
+}
+
+/// `vigil token list`: never a secret.
+pub fn tokens(tokens: &[vigil_proto::Token]) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(ASCII_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(["Name", "Role", "Hosts", "Created", "By", "Expires"]);
+    for t in tokens {
+        let hosts = match (t.role, t.hosts.is_empty()) {
+            (vigil_proto::Role::Agent, true) => "*".to_string(),
+            (_, true) => "-".to_string(),
+            (_, false) => t.hosts.join(", "),
+        };
+        let expires = match (&t.expires_at, t.expired) {
+            (Some(at), true) => format!("{} (expired)", ts::format(at)),
+            (Some(at), false) => ts::format(at),
+            (None, _) => "never".into(),
+        };
+        table.add_row([
+            t.name.clone(),
+            t.role.as_str().to_string(),
+            hosts,
+            ts::format(&t.created_at),
+            t.created_by.clone().unwrap_or_else(|| "-".into()),
+            expires,
+        ]);
+    }
+    table.to_string()
 }
 
 #[cfg(test)]

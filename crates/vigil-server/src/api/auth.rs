@@ -1,18 +1,75 @@
-//! Admin authentication: `Authorization: Bearer <admin token>`; and reads, which need it too
-//! when `auth.anonymous_read` is false.
+//! Who is calling, read from the request: `Authorization: Bearer <token>` and the client's
+//! address, as a [`Caller`]; the decisions are [`crate::auth`]'s.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::HeaderMap;
 
 use super::error::ApiError;
 use crate::app::App;
+pub(crate) use crate::auth::Caller;
+use crate::auth::Need;
 
-/// Proof that the request carries the admin token: 401 without one, 403 with a wrong one.
-pub struct Admin;
+/// The bearer token of a request, if it has one.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let header = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// The caller of a request: its token's grant (401 for a token that is not valid) and its
+/// address.
+pub(crate) fn caller(
+    headers: &HeaderMap,
+    address: Option<SocketAddr>,
+    app: &App,
+) -> Result<Caller, ApiError> {
+    let grant = app.tokens.identify(bearer(headers), app.clock.now())?;
+    Ok(Caller {
+        grant,
+        address: address.map(|a| a.ip().to_string()),
+    })
+}
+
+/// The caller of a request that needs `need`: 401 without a valid token where one is needed,
+/// 403 with a token whose role (or hosts) may not.
+pub(crate) fn require(
+    headers: &HeaderMap,
+    address: Option<SocketAddr>,
+    app: &App,
+    need: Need<'_>,
+) -> Result<Caller, ApiError> {
+    let caller = caller(headers, address, app)?;
+    app.tokens.authorize(&caller, need)?;
+    Ok(caller)
+}
+
+fn address(parts: &Parts) -> Option<SocketAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+}
+
+impl FromRequestParts<Arc<App>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
+        caller(&parts.headers, address(parts), app)
+    }
+}
+
+/// A caller with the admin role: 401 without a token, 403 with one of another role.
+pub struct Admin(pub Caller);
 
 impl FromRequestParts<Arc<App>> for Admin {
     type Rejection = ApiError;
@@ -21,47 +78,14 @@ impl FromRequestParts<Arc<App>> for Admin {
         parts: &mut Parts,
         app: &Arc<App>,
     ) -> Result<Self, Self::Rejection> {
-        check_admin(&parts.headers, app, "this call needs")?;
-        Ok(Admin)
+        require(&parts.headers, address(parts), app, Need::Admin).map(Admin)
     }
 }
 
-/// 401 without a bearer token, 403 with a wrong one; `what` begins the 401's message, e.g.
-/// "this call needs".
-pub(crate) fn check_admin(
-    headers: &axum::http::HeaderMap,
-    app: &App,
-    what: &str,
-) -> Result<(), ApiError> {
-    let header = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                format!("{what} the admin token: Authorization: Bearer <token>"),
-            )
-        })?;
-    let token = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .unwrap_or("")
-        .trim();
-    if token_matches(token, &app.admin_token) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "the admin token is wrong",
-        ))
-    }
-}
-
-/// Middleware: with `auth.anonymous_read` false, every read (GET, HEAD) but `/healthz` and
-/// `/readyz` (which load balancers and supervisors call) and `/openapi.json` (the API's
-/// description, which holds no data) needs the admin token, the only token there is. Writes check their own token in their handlers.
+/// Middleware: every read (GET, HEAD) but `/healthz` and `/readyz` (which load balancers and
+/// supervisors call) and `/openapi.json` (the API's description, which holds no data) is
+/// checked here: free while `auth.anonymous_read` holds (but a token that is sent must be
+/// valid), else for a reader or admin token. Writes check their own needs in their handlers.
 pub(crate) async fn reads(
     axum::extract::State(app): axum::extract::State<Arc<App>>,
     request: axum::extract::Request,
@@ -74,25 +98,14 @@ pub(crate) async fn reads(
         request.uri().path(),
         "/healthz" | "/readyz" | "/openapi.json"
     );
-    if read && !probe && !app.config.auth.anonymous_read {
-        if let Err(err) = check_admin(
-            request.headers(),
-            &app,
-            "reads need (auth.anonymous_read is false)",
-        ) {
+    if read && !probe {
+        let address = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        if let Err(err) = require(request.headers(), address, &app, Need::Read) {
             return err.into_response();
         }
     }
     next.run(request).await
-}
-
-/// Compares in time independent of where the first difference is.
-pub fn token_matches(given: &str, expected: &str) -> bool {
-    given.len() == expected.len()
-        && !expected.is_empty()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
 }

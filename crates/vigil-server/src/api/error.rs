@@ -43,6 +43,21 @@ impl From<AppError> for ApiError {
     }
 }
 
+impl From<crate::auth::Denied> for ApiError {
+    fn from(denied: crate::auth::Denied) -> Self {
+        use crate::auth::Denied;
+        match denied {
+            Denied::NoToken(m) | Denied::BadToken(m) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
+            }
+            Denied::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            Denied::HostNotAllowed(m) => {
+                ApiError::new(StatusCode::FORBIDDEN, "host_not_allowed", m)
+            }
+        }
+    }
+}
+
 impl ApiError {
     /// The answer to `err`, without logging it: for the items of a batch, whose errors the
     /// batch logs once.
@@ -61,6 +76,13 @@ impl ApiError {
             }
             AppError::ReadOnlySource { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "read_only_source", err.to_string())
+            }
+            AppError::Denied(denied) => ApiError::from(denied),
+            AppError::TokenNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "token_not_found", err.to_string())
+            }
+            AppError::TokenExists(_) => {
+                ApiError::new(StatusCode::CONFLICT, "token_exists", err.to_string())
             }
             AppError::DatabaseUnavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

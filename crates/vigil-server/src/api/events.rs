@@ -131,6 +131,8 @@ pub(crate) fn event_json(event: Event) -> vigil_proto::Event {
         reason: event.reason,
         last_seen: event.last_seen,
         threshold_s: event.threshold_s,
+        actor: event.actor,
+        address: event.address,
     }
 }
 
@@ -139,13 +141,13 @@ pub(crate) fn event_json(event: Event) -> vigil_proto::Event {
     path = "/v1/events",
     tag = "events",
     operation_id = "list_events",
-    security((), ("admin_token" = [])),
+    security((), ("token" = [])),
     params(EventParams),
     responses(
         (status = 200, description = "A page of events, newest first (oldest first with `after`); `next_before` is the next (older) page's `before`", body = vigil_proto::EventList),
         (status = 400, description = "`invalid_kind`, `invalid_since`, `invalid_limit` (outside 1-1000)", body = vigil_proto::ErrorBody),
-        (status = 401, description = "`unauthorized`: no admin token, on a server whose reads need it (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
-        (status = 403, description = "`forbidden`: a wrong admin token, on a server whose reads need it", body = vigil_proto::ErrorBody),
+        (status = 401, description = "`unauthorized`: a token that is not valid (unknown, revoked, expired), or none on a server whose reads need one (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
+        (status = 403, description = "`forbidden`: an agent token, which may not read, on a server whose reads need a token", body = vigil_proto::ErrorBody),
         (status = 503, description = "`database_unavailable`: the history cannot be read", body = vigil_proto::ErrorBody,
             headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
     )
@@ -162,7 +164,7 @@ pub async fn list(
     path = "/v1/services/{id}/events",
     tag = "events",
     operation_id = "list_service_events",
-    security((), ("admin_token" = [])),
+    security((), ("token" = [])),
     params(
         ("id" = i64, Path, description = "the service's id", example = 1),
         EventParams,
@@ -170,8 +172,8 @@ pub async fn list(
     responses(
         (status = 200, description = "A page of this service's events (the `service` filter is the path's id), as `GET /v1/events`", body = vigil_proto::EventList),
         (status = 400, description = "`invalid_id`, `invalid_kind`, `invalid_since`, `invalid_limit` (outside 1-1000)", body = vigil_proto::ErrorBody),
-        (status = 401, description = "`unauthorized`: no admin token, on a server whose reads need it (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
-        (status = 403, description = "`forbidden`: a wrong admin token, on a server whose reads need it", body = vigil_proto::ErrorBody),
+        (status = 401, description = "`unauthorized`: a token that is not valid (unknown, revoked, expired), or none on a server whose reads need one (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
+        (status = 403, description = "`forbidden`: an agent token, which may not read, on a server whose reads need a token", body = vigil_proto::ErrorBody),
         (status = 503, description = "`database_unavailable`: the history cannot be read", body = vigil_proto::ErrorBody,
             headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
     )
@@ -207,7 +209,7 @@ async fn start_cursor(app: &App, headers: &HeaderMap, after: Option<i64>) -> Res
     path = "/v1/events/stream",
     tag = "events",
     operation_id = "stream_events",
-    security((), ("admin_token" = [])),
+    security((), ("token" = [])),
     params(
         EventParams,
         ("Last-Event-ID" = Option<i64>, Header, description = "The id of the last event received, to resume after a reconnect (takes precedence over `after`)", example = 17),
@@ -215,8 +217,8 @@ async fn start_cursor(app: &App, headers: &HeaderMap, after: Option<i64>) -> Res
     responses(
         (status = 200, description = "Server-Sent Events that never end: each event as it is written (`id` = event id, `event` = kind, `data` = the event as JSON), after the cursor (`Last-Event-ID`, else `after`, else the newest event now); a comment every 15 s keeps the connection open. `since`, `before` and `limit` are checked but not used", content_type = "text/event-stream", body = super::openapi::SseEvent),
         (status = 400, description = "`invalid_last_event_id`, `invalid_kind`, `invalid_since`, `invalid_limit` (outside 1-1000)", body = vigil_proto::ErrorBody),
-        (status = 401, description = "`unauthorized`: no admin token, on a server whose reads need it (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
-        (status = 403, description = "`forbidden`: a wrong admin token, on a server whose reads need it", body = vigil_proto::ErrorBody),
+        (status = 401, description = "`unauthorized`: a token that is not valid (unknown, revoked, expired), or none on a server whose reads need one (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
+        (status = 403, description = "`forbidden`: an agent token, which may not read, on a server whose reads need a token", body = vigil_proto::ErrorBody),
         (status = 503, description = "`database_unavailable`: the history cannot be read", body = vigil_proto::ErrorBody,
             headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
     )

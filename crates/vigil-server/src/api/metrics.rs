@@ -30,14 +30,14 @@ fn wants_openmetrics(headers: &HeaderMap) -> bool {
     path = "/metrics",
     tag = "health",
     operation_id = "metrics",
-    security((), ("admin_token" = [])),
+    security((), ("token" = [])),
     responses(
         (status = 200, description = "The server's and the fleet's metrics for Prometheus: the text format, or OpenMetrics when `Accept` asks for `application/openmetrics-text`", content(
             (String = "text/plain", example = "vigil_services{state=\"up\",status=\"enabled\",zone=\"nova\",source=\"vigil\"} 12\n"),
             (String = "application/openmetrics-text"),
         )),
-        (status = 401, description = "`unauthorized`: `metrics.require_token` is on and no admin token was given", body = vigil_proto::ErrorBody),
-        (status = 403, description = "`forbidden`: a wrong admin token", body = vigil_proto::ErrorBody),
+        (status = 401, description = "`unauthorized`: `metrics.require_token` is on and no reader or admin token was given, or the token is not valid", body = vigil_proto::ErrorBody),
+        (status = 403, description = "`forbidden`: an agent token", body = vigil_proto::ErrorBody),
     )
 )]
 pub(crate) async fn handler(
@@ -45,7 +45,7 @@ pub(crate) async fn handler(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if app.config.metrics.require_token {
-        super::auth::check_admin(&headers, &app, "metrics need (metrics.require_token)")?;
+        super::auth::require(&headers, None, &app, crate::auth::Need::TokenRead)?;
     }
     let openmetrics = wants_openmetrics(&headers);
     // Copying 100,000 services takes milliseconds: off the async workers.

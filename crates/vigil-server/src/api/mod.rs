@@ -26,8 +26,8 @@ pub(crate) mod metrics;
 mod openapi;
 mod service_json;
 mod services;
+mod tokens;
 
-pub use auth::token_matches;
 pub use error::{ApiError, RETRY_AFTER_S};
 
 /// Largest request body accepted, but by `POST /v1/heartbeats`
@@ -36,7 +36,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// The router of the Vigil API over `app`.
 pub fn router(app: Arc<App>) -> Router {
-    let document = openapi::Document::new(app.config.auth.anonymous_read);
+    let document = openapi::Document::new(&app.config.auth);
     let router = Router::new();
     #[cfg(feature = "bench")]
     let router = if app.config.bench_reference {
@@ -65,6 +65,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/events", get(events::list))
         .route("/v1/events/stream", get(events::stream))
         .route("/v1/services/{id}/diagnosis", get(doctor::diagnosis))
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/{name}", axum::routing::delete(tokens::revoke))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::handler))

@@ -12,7 +12,7 @@ use vigil_proto::{
     HeartbeatResponse, Service, MAX_BATCH_BEATS,
 };
 
-use super::auth::Admin;
+use super::auth::{Admin, Caller};
 use super::error::ApiError;
 use super::extract::{Json, Query, ServiceId};
 use crate::app::{App, AppError, Registration};
@@ -36,12 +36,14 @@ pub struct RegisterBody {
     path = "/v1/services",
     tag = "services",
     operation_id = "register",
-    security(()),
+    security((), ("token" = [])),
     request_body(content = vigil_proto::RegisterRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "A new service, registered", body = vigil_proto::Service),
         (status = 200, description = "The service (host, binary) already existed: it as it is (get-or-create, as Cinder's `Service.start()`)", body = vigil_proto::Service),
         (status = 400, description = "`invalid_host`, `invalid_binary` (missing, empty, over 255 characters or with control characters), `invalid_topic`, `invalid_zone`, `invalid_version`, `invalid_report_interval` (outside 0.1-3600 s), `invalid_json`, `invalid_body`", body = vigil_proto::ErrorBody),
+        (status = 401, description = "`unauthorized`: no token (unless `auth.open_registration`), or one that is not valid (unknown, revoked, expired)", body = vigil_proto::ErrorBody),
+        (status = 403, description = "`forbidden`: a reader token; `host_not_allowed`: an agent token whose host patterns do not match the service's host", body = vigil_proto::ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = vigil_proto::ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = vigil_proto::ErrorBody),
         (status = 503, description = "`database_unavailable`: the database is unavailable (down, its disk full, its file read-only): nothing was changed; try again after `Retry-After`", body = vigil_proto::ErrorBody,
@@ -50,17 +52,21 @@ pub struct RegisterBody {
 )]
 pub async fn register(
     State(app): State<Arc<App>>,
+    caller: Caller,
     Json(body): Json<RegisterBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (service, created) = app
-        .register(Registration {
-            host: body.host,
-            binary: body.binary,
-            topic: body.topic,
-            zone: body.zone,
-            report_interval: body.report_interval,
-            version: body.version,
-        })
+        .register(
+            Registration {
+                host: body.host,
+                binary: body.binary,
+                topic: body.topic,
+                zone: body.zone,
+                report_interval: body.report_interval,
+                version: body.version,
+            },
+            &caller,
+        )
         .await?;
     let status = if created {
         StatusCode::CREATED
@@ -85,7 +91,7 @@ fn beat(body: HeartbeatRequest) -> Beat {
     path = "/v1/services/{id}/heartbeat",
     tag = "services",
     operation_id = "heartbeat",
-    security(()),
+    security((), ("token" = [])),
     params(
         ("id" = i64, Path, description = "the service's id", example = 1),
     ),
@@ -93,6 +99,8 @@ fn beat(body: HeartbeatRequest) -> Beat {
     responses(
         (status = 200, description = "The beat is taken (in memory; flushed every `flush_interval`)", body = vigil_proto::HeartbeatResponse),
         (status = 400, description = "`invalid_id`, `invalid_zone`, `invalid_last_error` (over 4096 characters), `invalid_json`, `invalid_body`", body = vigil_proto::ErrorBody),
+        (status = 401, description = "`unauthorized`: no token (unless `auth.open_registration`), or one that is not valid (unknown, revoked, expired)", body = vigil_proto::ErrorBody),
+        (status = 403, description = "`forbidden`: a reader token; `host_not_allowed`: an agent token whose host patterns do not match the service's host", body = vigil_proto::ErrorBody),
         (status = 404, description = "`service_not_found`: no service has this id (or it was deleted): register again, then beat", body = vigil_proto::ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = vigil_proto::ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = vigil_proto::ErrorBody),
@@ -102,10 +110,11 @@ fn beat(body: HeartbeatRequest) -> Beat {
 )]
 pub async fn heartbeat(
     State(app): State<Arc<App>>,
+    caller: Caller,
     ServiceId(id): ServiceId,
     Json(body): Json<HeartbeatRequest>,
 ) -> Result<axum::Json<HeartbeatResponse>, ApiError> {
-    Ok(axum::Json(app.heartbeat(id, beat(body)).await?))
+    Ok(axum::Json(app.heartbeat(id, beat(body), &caller).await?))
 }
 
 /// `POST /v1/heartbeats`: many beats, one result each, in order. A malformed body or more than
@@ -115,17 +124,20 @@ pub async fn heartbeat(
     path = "/v1/heartbeats",
     tag = "services",
     operation_id = "heartbeat_batch",
-    security(()),
+    security((), ("token" = [])),
     request_body(content = vigil_proto::BatchHeartbeatRequest, content_type = "application/json", description = "At most 10,000 beats, at most 8 MiB; each beat is a single heartbeat's body plus the service's `id`"),
     responses(
-        (status = 200, description = "One result per beat, in the order of the request: its `report_count`, or the `error` the single heartbeat would have answered (`service_not_found`, `invalid_zone`, `invalid_last_error`, `database_unavailable`)", body = vigil_proto::BatchHeartbeatResponse),
+        (status = 200, description = "One result per beat, in the order of the request: its `report_count`, or the `error` the single heartbeat would have answered (`service_not_found`, `host_not_allowed`, `invalid_zone`, `invalid_last_error`, `database_unavailable`)", body = vigil_proto::BatchHeartbeatResponse),
         (status = 400, description = "`invalid_json` (not a batch: not JSON, no `beats`, an item without an integer `id`, a field of the wrong type), `batch_too_large` (more than 10,000 beats: nothing applied), `invalid_body`", body = vigil_proto::ErrorBody),
+        (status = 401, description = "`unauthorized`: no token (unless `auth.open_registration`), or one that is not valid (unknown, revoked, expired)", body = vigil_proto::ErrorBody),
+        (status = 403, description = "`forbidden`: a reader token; `host_not_allowed`: an agent token whose host patterns do not match the service's host", body = vigil_proto::ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 8 MiB", body = vigil_proto::ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = vigil_proto::ErrorBody),
     )
 )]
 pub async fn heartbeat_batch(
     State(app): State<Arc<App>>,
+    caller: Caller,
     Json(body): Json<BatchHeartbeatRequest>,
 ) -> Result<axum::Json<BatchHeartbeatResponse>, ApiError> {
     if body.beats.len() > MAX_BATCH_BEATS {
@@ -144,7 +156,7 @@ pub async fn heartbeat_batch(
         .collect();
     let mut unavailable = 0usize;
     let results = app
-        .heartbeat_batch(beats)
+        .heartbeat_batch(beats, &caller)
         .await
         .into_iter()
         .map(|(id, result)| match result {
@@ -207,13 +219,13 @@ pub struct ListParams {
     path = "/v1/services",
     tag = "services",
     operation_id = "list_services",
-    security((), ("admin_token" = [])),
+    security((), ("token" = [])),
     params(ListParams),
     responses(
         (status = 200, description = "The services that pass every filter given, in id order", body = vigil_proto::ServiceList),
         (status = 400, description = "`invalid_state`, `invalid_status`", body = vigil_proto::ErrorBody),
-        (status = 401, description = "`unauthorized`: no admin token, on a server whose reads need it (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
-        (status = 403, description = "`forbidden`: a wrong admin token, on a server whose reads need it", body = vigil_proto::ErrorBody),
+        (status = 401, description = "`unauthorized`: a token that is not valid (unknown, revoked, expired), or none on a server whose reads need one (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
+        (status = 403, description = "`forbidden`: an agent token, which may not read, on a server whose reads need a token", body = vigil_proto::ErrorBody),
     )
 )]
 pub async fn list(
@@ -252,15 +264,15 @@ pub async fn list(
     path = "/v1/services/{id}",
     tag = "services",
     operation_id = "show_service",
-    security((), ("admin_token" = [])),
+    security((), ("token" = [])),
     params(
         ("id" = i64, Path, description = "the service's id", example = 1),
     ),
     responses(
         (status = 200, description = "The service", body = vigil_proto::Service),
         (status = 400, description = "`invalid_id`", body = vigil_proto::ErrorBody),
-        (status = 401, description = "`unauthorized`: no admin token, on a server whose reads need it (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
-        (status = 403, description = "`forbidden`: a wrong admin token, on a server whose reads need it", body = vigil_proto::ErrorBody),
+        (status = 401, description = "`unauthorized`: a token that is not valid (unknown, revoked, expired), or none on a server whose reads need one (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
+        (status = 403, description = "`forbidden`: an agent token, which may not read, on a server whose reads need a token", body = vigil_proto::ErrorBody),
         (status = 404, description = "`service_not_found`: no service has this id (or it was deleted)", body = vigil_proto::ErrorBody),
         (status = 503, description = "`database_unavailable`: a service this server does not know, during a database outage", body = vigil_proto::ErrorBody,
             headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
@@ -293,7 +305,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
     path = "/v1/services/{id}",
     tag = "services",
     operation_id = "update_service",
-    security(("admin_token" = [])),
+    security(("token" = [])),
     params(
         ("id" = i64, Path, description = "the service's id", example = 1),
     ),
@@ -301,8 +313,8 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
     responses(
         (status = 200, description = "The service after the change (written to the database before the answer)", body = vigil_proto::Service),
         (status = 400, description = "`empty_change` (no field given), `invalid_disabled_reason`, `invalid_id`, `invalid_json` (also an unknown field), `invalid_body`", body = vigil_proto::ErrorBody),
-        (status = 401, description = "`unauthorized`: no admin token (`Authorization: Bearer <token>`)", body = vigil_proto::ErrorBody),
-        (status = 403, description = "`forbidden`: the admin token is wrong", body = vigil_proto::ErrorBody),
+        (status = 401, description = "`unauthorized`: no token (`Authorization: Bearer <token>`), or one that is not valid", body = vigil_proto::ErrorBody),
+        (status = 403, description = "`forbidden`: a token whose role is not admin", body = vigil_proto::ErrorBody),
         (status = 404, description = "`service_not_found`: no service has this id (or it was deleted)", body = vigil_proto::ErrorBody),
         (status = 409, description = "`read_only_source`: a service of a watched OpenStack database, which Vigil never writes", body = vigil_proto::ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = vigil_proto::ErrorBody),
@@ -313,7 +325,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 )]
 pub async fn update(
     State(app): State<Arc<App>>,
-    _admin: Admin,
+    Admin(caller): Admin,
     ServiceId(id): ServiceId,
     Json(body): Json<UpdateBody>,
 ) -> Result<axum::Json<Service>, ApiError> {
@@ -329,7 +341,7 @@ pub async fn update(
         forced_down: body.forced_down,
         frozen: None,
     };
-    Ok(axum::Json(app.update(id, change).await?))
+    Ok(axum::Json(app.update(id, change, &caller).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -346,7 +358,7 @@ pub struct DeleteParams {
     path = "/v1/services/{id}",
     tag = "services",
     operation_id = "delete_service",
-    security(("admin_token" = [])),
+    security(("token" = [])),
     params(
         ("id" = i64, Path, description = "the service's id", example = 1),
         DeleteParams,
@@ -354,8 +366,8 @@ pub struct DeleteParams {
     responses(
         (status = 204, description = "Deleted (a `deleted` event is written)"),
         (status = 400, description = "`invalid_id`", body = vigil_proto::ErrorBody),
-        (status = 401, description = "`unauthorized`: no admin token (`Authorization: Bearer <token>`)", body = vigil_proto::ErrorBody),
-        (status = 403, description = "`forbidden`: the admin token is wrong", body = vigil_proto::ErrorBody),
+        (status = 401, description = "`unauthorized`: no token (`Authorization: Bearer <token>`), or one that is not valid", body = vigil_proto::ErrorBody),
+        (status = 403, description = "`forbidden`: a token whose role is not admin", body = vigil_proto::ErrorBody),
         (status = 404, description = "`service_not_found`: no service has this id (or it was deleted)", body = vigil_proto::ErrorBody),
         (status = 409, description = "`service_up`: the service is up and `force` is not given (its process would re-create it); `read_only_source`: a service of a watched OpenStack database", body = vigil_proto::ErrorBody),
         (status = 503, description = "`database_unavailable`: the database is unavailable (down, its disk full, its file read-only): nothing was changed; try again after `Retry-After`", body = vigil_proto::ErrorBody,
@@ -364,10 +376,10 @@ pub struct DeleteParams {
 )]
 pub async fn delete(
     State(app): State<Arc<App>>,
-    _admin: Admin,
+    Admin(caller): Admin,
     ServiceId(id): ServiceId,
     Query(params): Query<DeleteParams>,
 ) -> Result<StatusCode, ApiError> {
-    app.delete(id, params.force).await?;
+    app.delete(id, params.force, &caller).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,7 +12,7 @@ use crate::events::EventLog;
 use crate::liveness::Liveness;
 use crate::registry::Registry;
 use crate::store::{self, Store};
-use crate::{admin_token, doctor, open_store, redact, Clock, ServerError};
+use crate::{admin_token, agent_token, doctor, open_store, redact, Clock, ServerError};
 
 /// Builds the shared state: opens the store, loads every service, sets the clock and the
 /// grace after the gap since this database was last watched.
@@ -30,6 +30,15 @@ pub(crate) async fn build(
     // The store first: a server that cannot start leaves no token behind.
     let store = open_store(&config).await?;
     let admin_token = admin_token(&config)?;
+    let agent_token = agent_token(&config)?;
+    let tokens = crate::auth::Tokens::new(
+        &admin_token,
+        Some(&agent_token),
+        crate::auth::Policy {
+            anonymous_read: config.auth.anonymous_read,
+            open_registration: config.auth.open_registration,
+        },
+    );
     let clock = Clock::new(config.clock_offset);
     super::sync::calibrate(&clock, store.as_ref(), true).await;
     let fail = |e: store::StoreError| ServerError::Database {
@@ -48,6 +57,7 @@ pub(crate) async fn build(
         .map_err(fail)?;
     let event_cursor = newest_event.first().map_or(0, |e| e.id);
     let records = store.load_services().await.map_err(fail)?;
+    tokens.replace(&store.list_tokens().await.map_err(fail)?, 0);
     let liveness = Liveness::new(config.service_down_time, config.phi_threshold);
     let now = clock.now();
     open_grace(&config, store.as_ref(), &liveness, now)
@@ -83,7 +93,7 @@ pub(crate) async fn build(
         detector: Detector::default(),
         sync: tokio::sync::Mutex::new(SyncState::new(row_cursor, event_cursor)),
         beat_cursor: tokio::sync::Mutex::new(beat_cursor),
-        admin_token,
+        tokens,
         database: DatabaseHealth::default(),
         metrics,
         watches,

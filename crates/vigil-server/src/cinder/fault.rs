@@ -64,8 +64,18 @@ impl From<AppError> for Fault {
         match err {
             AppError::Invalid { message, .. } => Fault::invalid_input(message),
             AppError::NotFound(_) => Fault::new(StatusCode::NOT_FOUND, err.to_string()),
-            AppError::ServiceUp { .. } | AppError::ReadOnlySource { .. } => {
-                Fault::new(StatusCode::CONFLICT, err.to_string())
+            AppError::TokenNotFound(_) => Fault::new(StatusCode::NOT_FOUND, err.to_string()),
+            AppError::ServiceUp { .. }
+            | AppError::ReadOnlySource { .. }
+            | AppError::TokenExists(_) => Fault::new(StatusCode::CONFLICT, err.to_string()),
+            AppError::Denied(denied) => {
+                let status = match &denied {
+                    crate::auth::Denied::NoToken(_) | crate::auth::Denied::BadToken(_) => {
+                        StatusCode::UNAUTHORIZED
+                    }
+                    _ => StatusCode::FORBIDDEN,
+                };
+                Fault::new(status, denied.to_string())
             }
             AppError::DatabaseUnavailable(reason) => {
                 tracing::warn!(%reason, "refused a change: database unavailable");

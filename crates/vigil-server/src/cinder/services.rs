@@ -18,6 +18,7 @@ use super::body::Body;
 use super::fault::Fault;
 use super::version::Microversion;
 use crate::app::{App, AppError};
+use crate::auth::Caller;
 use crate::registry::ListFilter;
 use crate::store::AdminChange;
 
@@ -156,13 +157,13 @@ impl ActionBody {
 /// `PUT /v3[/{project_id}]/os-services/{action}`.
 pub async fn action(
     State(app): State<Arc<App>>,
-    _admin: Admin,
+    Admin(caller): Admin,
     Path(ActionPath { action }): Path<ActionPath>,
     Body(body): Body<ActionBody>,
 ) -> Result<Response, Fault> {
     match action.as_str() {
-        "enable" => set_disabled(&app, &body, false, None).await,
-        "disable" => set_disabled(&app, &body, true, None).await,
+        "enable" => set_disabled(&app, &caller, &body, false, None).await,
+        "disable" => set_disabled(&app, &caller, &body, true, None).await,
         "disable-log-reason" => {
             let reason = body
                 .disabled_reason
@@ -171,10 +172,10 @@ pub async fn action(
                 .ok_or_else(|| {
                     Fault::bad_request("Disabled reason contains invalid characters or is too long")
                 })?;
-            set_disabled(&app, &body, true, Some(reason)).await
+            set_disabled(&app, &caller, &body, true, Some(reason)).await
         }
-        "freeze" => set_frozen(&app, &body, true).await,
-        "thaw" => set_frozen(&app, &body, false).await,
+        "freeze" => set_frozen(&app, &caller, &body, true).await,
+        "thaw" => set_frozen(&app, &caller, &body, false).await,
         "failover_host" | "failover" => Err(Fault::new(
             StatusCode::NOT_IMPLEMENTED,
             "Replication failover is not supported: Vigil tracks service liveness only and \
@@ -192,6 +193,7 @@ pub async fn action(
 /// Vigil's own API do); a plain `disable` keeps whatever reason was there.
 async fn set_disabled(
     app: &App,
+    caller: &Caller,
     body: &ActionBody,
     disabled: bool,
     reason: Option<&str>,
@@ -208,7 +210,7 @@ async fn set_disabled(
         ..AdminChange::default()
     };
     let service = app
-        .update(id, change)
+        .update(id, change, caller)
         .await
         .map_err(|e| not_found_as(e, host, binary))?;
     let mut answer = json!({
@@ -226,7 +228,12 @@ async fn set_disabled(
 
 /// `freeze`, `thaw`: every service of the host, each through [`App::update`] so each gets its
 /// `frozen` or `thawed` event. Answers 200 with no body, as Cinder does.
-async fn set_frozen(app: &App, body: &ActionBody, frozen: bool) -> Result<Response, Fault> {
+async fn set_frozen(
+    app: &App,
+    caller: &Caller,
+    body: &ActionBody,
+    frozen: bool,
+) -> Result<Response, Fault> {
     let host = body.host()?;
     let services = app
         .list(&ListFilter {
@@ -246,7 +253,7 @@ async fn set_frozen(app: &App, body: &ActionBody, frozen: bool) -> Result<Respon
             frozen: Some(frozen),
             ..AdminChange::default()
         };
-        app.update(service.id, change)
+        app.update(service.id, change, caller)
             .await
             .map_err(|e| not_found_as(e, host, &service.binary))?;
     }

@@ -16,8 +16,8 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 pub use crate::model::{
-    AdminChange, BeatFlush, BeatState, ClockSample, Event, EventKind, Name, NewEvent, NewService,
-    RegistrationReason, ServiceRecord,
+    Actor, AdminChange, BeatFlush, BeatState, ClockSample, Event, EventKind, Name, NewEvent,
+    NewService, RegistrationReason, Role, ServiceRecord, TokenRecord,
 };
 
 /// Derives the events of an admin change from the row as it was before the change.
@@ -40,6 +40,38 @@ pub struct EventFilter {
     /// Only events with a larger id, oldest first (tailing a stream).
     pub after: Option<i64>,
     pub limit: i64,
+}
+
+/// A row of `tokens`, with the time type of its database.
+#[derive(sqlx::FromRow)]
+struct TokenRow<T> {
+    name: String,
+    role: String,
+    hosts: String,
+    hash: String,
+    created_at: T,
+    created_by: Option<String>,
+    expires_at: Option<T>,
+}
+
+impl<T> TokenRow<T> {
+    /// The model's token; `None` for a role this version does not know.
+    fn into_token(self, time: impl Fn(T) -> DateTime<Utc>) -> Option<TokenRecord> {
+        Some(TokenRecord {
+            role: Role::parse(&self.role)?,
+            hosts: self
+                .hosts
+                .lines()
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            name: self.name,
+            hash: self.hash,
+            created_at: time(self.created_at),
+            created_by: self.created_by,
+            expires_at: self.expires_at.map(time),
+        })
+    }
 }
 
 /// Why a store call failed.
@@ -145,6 +177,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         new: &NewService,
         at: DateTime<Utc>,
+        by: &Actor,
     ) -> StoreResult<(ServiceRecord, bool)>;
 
     /// Applies an admin change and appends the events `events_for` derives from the row as it
@@ -176,6 +209,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes events older than `before`; returns how many.
     async fn prune_events(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Every token that has not been revoked (expired ones included: they are listed, and
+    /// refused when used).
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
+
+    /// Adds a token; `false` when one of that name exists.
+    async fn create_token(&self, token: &TokenRecord) -> StoreResult<bool>;
+
+    /// Revokes (deletes) a token; `false` when there is none of that name.
+    async fn revoke_token(&self, name: &str) -> StoreResult<bool>;
 
     /// A small fact about the server itself.
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;

@@ -18,8 +18,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder};
 
 use super::{
-    AdminChange, BeatFlush, BeatState, Event, EventFilter, EventKind, EventsFor, NewEvent,
-    NewService, RegistrationReason, ServiceRecord, Store, StoreError, StoreResult,
+    Actor, AdminChange, BeatFlush, BeatState, Event, EventFilter, EventKind, EventsFor, NewEvent,
+    NewService, RegistrationReason, ServiceRecord, Store, StoreError, StoreResult, TokenRecord,
+    TokenRow,
 };
 
 /// How long a call waits for a connection before it reports the database `Unavailable`: short,
@@ -142,6 +143,8 @@ struct EventRow {
     reason: Option<String>,
     last_seen: Option<DateTime<Utc>>,
     threshold_s: Option<f64>,
+    actor: Option<String>,
+    address: Option<String>,
 }
 
 impl EventRow {
@@ -158,6 +161,8 @@ impl EventRow {
             reason: self.reason,
             last_seen: self.last_seen,
             threshold_s: self.threshold_s,
+            actor: self.actor,
+            address: self.address,
         })
     }
 }
@@ -271,15 +276,20 @@ async fn insert_events(
         let reasons: Vec<Option<&str>> = chunk.iter().map(|e| e.reason.as_deref()).collect();
         let last_seens: Vec<Option<DateTime<Utc>>> = chunk.iter().map(|e| e.last_seen).collect();
         let thresholds: Vec<Option<f64>> = chunk.iter().map(|e| e.threshold_s).collect();
+        let actors: Vec<Option<&str>> = chunk.iter().map(|e| e.actor.as_deref()).collect();
+        let addresses: Vec<Option<&str>> = chunk.iter().map(|e| e.address.as_deref()).collect();
         // Rows are inserted in ordinality order, so ids are taken in input order; RETURNING
         // does not promise an order, hence the sort.
         let mut chunk_ids: Vec<i64> = sqlx::query_scalar(
-            r#"INSERT INTO events (service_id, host, "binary", kind, at, reason, last_seen, threshold_s)
-               SELECT service_id, host, "binary", kind, at, reason, last_seen, threshold_s
+            r#"INSERT INTO events (service_id, host, "binary", kind, at, reason, last_seen,
+                                  threshold_s, actor, address)
+               SELECT service_id, host, "binary", kind, at, reason, last_seen, threshold_s,
+                      actor, address
                FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                           $6::text[], $7::timestamptz[], $8::float8[])
+                           $6::text[], $7::timestamptz[], $8::float8[], $9::text[], $10::text[])
                     WITH ORDINALITY
-                    AS v(service_id, host, "binary", kind, at, reason, last_seen, threshold_s, n)
+                    AS v(service_id, host, "binary", kind, at, reason, last_seen, threshold_s,
+                         actor, address, n)
                ORDER BY n
                RETURNING id"#,
         )
@@ -291,6 +301,8 @@ async fn insert_events(
         .bind(reasons)
         .bind(last_seens)
         .bind(thresholds)
+        .bind(actors)
+        .bind(addresses)
         .fetch_all(&mut *tx)
         .await?;
         chunk_ids.sort_unstable();
@@ -500,6 +512,7 @@ impl Store for PostgresStore {
         &self,
         new: &NewService,
         at: DateTime<Utc>,
+        by: &Actor,
     ) -> StoreResult<(ServiceRecord, bool)> {
         let mut tx = self.pool.begin().await?;
         lock_writes(&mut tx, self.keys.write).await?;
@@ -556,7 +569,7 @@ impl Store for PostgresStore {
         let record = fetch_service(&mut tx, id)
             .await?
             .ok_or_else(|| StoreError::Other(format!("service {id} vanished while registering")))?;
-        let mut event = NewEvent::about(&record, EventKind::Registered, at);
+        let mut event = NewEvent::about(&record, EventKind::Registered, at).by(by);
         event.reason = Some(RegistrationReason::new(created).as_str().into());
         insert_events(&mut tx, self.keys.write, &[event]).await?;
         tx.commit().await?;
@@ -690,7 +703,8 @@ impl Store for PostgresStore {
 
     async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>> {
         let mut query: QueryBuilder<Postgres> = QueryBuilder::new(
-            r#"SELECT id, service_id, host, "binary", kind, at, reason, last_seen, threshold_s
+            r#"SELECT id, service_id, host, "binary", kind, at, reason, last_seen, threshold_s,
+                      actor, address
                FROM events WHERE TRUE"#,
         );
         if let Some(id) = filter.service_id {
@@ -736,6 +750,44 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected())
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        let rows: Vec<TokenRow<DateTime<Utc>>> = sqlx::query_as(
+            "SELECT name, role, hosts, hash, created_at, created_by, expires_at FROM tokens
+             ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| row.into_token(|at| at))
+            .collect())
+    }
+
+    async fn create_token(&self, token: &TokenRecord) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "INSERT INTO tokens (name, role, hosts, hash, created_at, created_by, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&token.name)
+        .bind(token.role.as_str())
+        .bind(token.hosts.join("\n"))
+        .bind(&token.hash)
+        .bind(token.created_at)
+        .bind(&token.created_by)
+        .bind(token.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn revoke_token(&self, name: &str) -> StoreResult<bool> {
+        let result = sqlx::query("DELETE FROM tokens WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
     }
 
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {

@@ -17,8 +17,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use super::{
-    AdminChange, BeatFlush, Event, EventFilter, EventKind, EventsFor, Name, NewEvent, NewService,
-    RegistrationReason, ServiceRecord, Store, StoreError, StoreResult,
+    Actor, AdminChange, BeatFlush, Event, EventFilter, EventKind, EventsFor, Name, NewEvent,
+    NewService, RegistrationReason, ServiceRecord, Store, StoreError, StoreResult, TokenRecord,
+    TokenRow,
 };
 
 /// SQLite implementation of [`Store`].
@@ -235,6 +236,8 @@ struct EventRow {
     reason: Option<String>,
     last_seen: Option<i64>,
     threshold_s: Option<f64>,
+    actor: Option<String>,
+    address: Option<String>,
 }
 
 impl EventRow {
@@ -251,6 +254,8 @@ impl EventRow {
             reason: self.reason,
             last_seen: self.last_seen.map(from_micros),
             threshold_s: self.threshold_s,
+            actor: self.actor,
+            address: self.address,
         })
     }
 }
@@ -329,8 +334,9 @@ impl SqliteStore {
         let mut ids = Vec::with_capacity(events.len());
         for event in events {
             let id: i64 = sqlx::query_scalar(
-                r#"INSERT INTO events (service_id, host, "binary", kind, at, reason, last_seen, threshold_s)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"#,
+                r#"INSERT INTO events (service_id, host, "binary", kind, at, reason, last_seen,
+                                      threshold_s, actor, address)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"#,
             )
             .bind(event.service_id)
             .bind(&event.host)
@@ -340,6 +346,8 @@ impl SqliteStore {
             .bind(&event.reason)
             .bind(event.last_seen.map(micros))
             .bind(event.threshold_s)
+            .bind(&event.actor)
+            .bind(&event.address)
             .fetch_one(&mut *tx)
             .await?;
             ids.push(id);
@@ -428,6 +436,7 @@ impl Store for SqliteStore {
         &self,
         new: &NewService,
         at: DateTime<Utc>,
+        by: &Actor,
     ) -> StoreResult<(ServiceRecord, bool)> {
         let mut tx = WriteTx::begin(&self.pool).await?;
         let inserted: Option<i64> = sqlx::query_scalar(
@@ -468,7 +477,7 @@ impl Store for SqliteStore {
         let record = Self::fetch_service(tx.conn(), id)
             .await?
             .ok_or_else(|| StoreError::Other(format!("service {id} vanished while registering")))?;
-        let mut event = NewEvent::about(&record, super::EventKind::Registered, at);
+        let mut event = NewEvent::about(&record, super::EventKind::Registered, at).by(by);
         event.reason = Some(RegistrationReason::new(created).as_str().into());
         Self::insert_events(tx.conn(), &[event]).await?;
         tx.commit().await?;
@@ -590,7 +599,8 @@ impl Store for SqliteStore {
 
     async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>> {
         let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
-            r#"SELECT id, service_id, host, "binary", kind, at, reason, last_seen, threshold_s
+            r#"SELECT id, service_id, host, "binary", kind, at, reason, last_seen, threshold_s,
+                      actor, address
                FROM events WHERE 1 = 1"#,
         );
         if let Some(id) = filter.service_id {
@@ -634,6 +644,39 @@ impl Store for SqliteStore {
         )
         .bind(micros(before));
         write_one(&self.pool, query).await
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        let rows: Vec<TokenRow<i64>> = sqlx::query_as(
+            "SELECT name, role, hosts, hash, created_at, created_by, expires_at FROM tokens
+             ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| row.into_token(from_micros))
+            .collect())
+    }
+
+    async fn create_token(&self, token: &TokenRecord) -> StoreResult<bool> {
+        let query = sqlx::query(
+            "INSERT INTO tokens (name, role, hosts, hash, created_at, created_by, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&token.name)
+        .bind(token.role.as_str())
+        .bind(token.hosts.join("\n"))
+        .bind(&token.hash)
+        .bind(micros(token.created_at))
+        .bind(&token.created_by)
+        .bind(token.expires_at.map(micros));
+        Ok(write_one(&self.pool, query).await? == 1)
+    }
+
+    async fn revoke_token(&self, name: &str) -> StoreResult<bool> {
+        let query = sqlx::query("DELETE FROM tokens WHERE name = ?").bind(name);
+        Ok(write_one(&self.pool, query).await? == 1)
     }
 
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
@@ -764,10 +807,13 @@ mod tests {
         let store = SqliteStore::connect(&url).await.unwrap();
         let at = DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();
         let (odd, _) = store
-            .register(&service("h\"ö\\\n✓", Some("volume")), at)
+            .register(&service("h\"ö\\\n✓", Some("volume")), at, &Actor::default())
             .await
             .unwrap();
-        let (plain, _) = store.register(&service("plain", None), at).await.unwrap();
+        let (plain, _) = store
+            .register(&service("plain", None), at, &Actor::default())
+            .await
+            .unwrap();
         let change = AdminChange {
             disabled: Some(true),
             disabled_reason: Some(Some("disk \"sdb\" failed".into())),

@@ -1,7 +1,7 @@
 //! Several servers on one database: each keeps its own in-memory table and learns what the
 //! others wrote by reading the database from cursors (see [`crate::app::sync`]):
 //! registrations, admin changes and deletions every `flush_interval` and before every read;
-//! flushed heartbeats every `flush_interval`.
+//! flushed heartbeats and tokens every `flush_interval`.
 //!
 //! A heartbeat received by one replica is seen by the others after at most one flush and one
 //! poll, that is `2 x flush_interval`. Admin changes are read through: a list or a detail
@@ -37,8 +37,13 @@ pub async fn run(app: Arc<App>, interval: Duration, mut stop: Stop) {
             _ = ticker.tick() => {}
             _ = stop.stopped() => return,
         }
+        // Tokens too: one made or revoked through another replica counts here within an
+        // interval.
         let synced = match app.sync_from_database().await {
-            Ok(()) => app.sync_beats().await,
+            Ok(()) => match app.sync_beats().await {
+                Ok(()) => app.refresh_tokens().await,
+                Err(err) => Err(err),
+            },
             Err(err) => Err(err),
         };
         trouble.report(synced);

@@ -262,7 +262,7 @@ async fn admin_changes_are_checked() {
             Some("nope"),
         )
         .await;
-    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
     let long = "r".repeat(256);
     let (status, body) = server
         .admin(

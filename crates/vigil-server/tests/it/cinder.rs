@@ -286,7 +286,7 @@ async fn cinder_service_disable_and_enable() {
     )
     .await;
     assert!(!refused.ok, "a wrong token is refused: {}", refused.stdout);
-    assert!(refused.stderr.contains("HTTP 403"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("HTTP 401"), "{}", refused.stderr);
     let missing = cinder(&bin, &server, TOKEN, &["service-enable", "nowhere", binary]).await;
     assert!(!missing.ok);
     assert!(
@@ -676,7 +676,7 @@ async fn tokens_are_checked_unless_noauth() {
     fault(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
     for wrong in ["admin:wrong", "wrong", "test-admin-token-not"] {
         let (status, _, body) = call(&server, Method::PUT, path, Some(wrong), None, enable).await;
-        fault(status, &body, StatusCode::FORBIDDEN, "forbidden");
+        fault(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
     }
     let noauth_style = format!("admin:{TOKEN}");
     for good in [TOKEN, noauth_style.as_str()] {
@@ -692,10 +692,21 @@ async fn tokens_are_checked_unless_noauth() {
     let closed = TestServer::start_with_cinder(config).await;
     let (status, _, body) = call(&closed, Method::GET, "/v3/os-services", None, None, None).await;
     fault(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    // A token nobody holds is refused; the admin token (or a reader's) reads.
     let (status, _, body) = get(&closed, "/v3/os-services", None).await;
-    assert_eq!(status, StatusCode::OK, "any token reads: {body}");
+    fault(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (status, _, body) = call(
+        &closed,
+        Method::GET,
+        "/v3/os-services",
+        Some(TOKEN),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "the admin token reads: {body}");
     let (status, _, body) = call(&closed, Method::PUT, path, Some("any"), None, enable).await;
-    fault(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    fault(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
 
     let dir = temp_dir();
     let mut config = Backend::Sqlite.config(dir.path());
@@ -758,7 +769,7 @@ async fn vigil_reads_need_the_admin_token_unless_anonymous() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
         assert_eq!(body["error"]["code"], "unauthorized", "{path}: {body}");
         let (status, body) = server.request(Method::GET, path, None, Some("wrong")).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
         let (status, body) = server.admin(Method::GET, path, None).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
     }
@@ -935,8 +946,8 @@ async fn the_readmes_openstack_lines_work() {
     no_token[auth] = "none".into();
     let refused = openstack(&bin, &no_token).await;
     assert!(!refused.ok, "a write without a token: {}", refused.stdout);
-    // keystoneauth's `none` sends a placeholder token, which is not the admin token: 403.
-    assert!(refused.stderr.contains("403"), "{}", refused.stderr);
+    // keystoneauth's `none` sends a placeholder token, which no token is: 401.
+    assert!(refused.stderr.contains("401"), "{}", refused.stderr);
     assert_eq!(server.service(id).await["disabled"], true);
 
     let dir = temp_dir();
@@ -945,14 +956,19 @@ async fn the_readmes_openstack_lines_work() {
     let closed = TestServer::start_with_cinder(config).await;
     closed.register("node1", "cinder-volume").await;
     let lines = readme_openstack_lines(&closed);
-    // keystoneauth's `none` sends the placeholder token `notused`, and reads of the Cinder API
-    // need a token but cannot check it (there is no Keystone): the list still works.
+    // keystoneauth's `none` sends the placeholder token `notused`, which is no token: where
+    // reads need one, the list is refused; the admin token's list works.
     let anonymous = lines
         .iter()
         .find(|w| w.contains(&"none".to_string()))
         .unwrap();
-    let table = Table::parse(&run(anonymous.clone()).await);
-    assert_eq!(table.row("node1", "cinder-volume")["Status"], "enabled");
+    let refused = openstack(&bin, anonymous).await;
+    assert!(
+        !refused.ok,
+        "a closed read without a token: {}",
+        refused.stdout
+    );
+    assert!(refused.stderr.contains("401"), "{}", refused.stderr);
     let admin = lines
         .iter()
         .find(|w| w.contains(&"admin_token".to_string()) && w.join(" ").ends_with("list"))

@@ -11,6 +11,8 @@ use tokio::task::JoinHandle;
 use vigil_server::Config;
 
 pub const TOKEN: &str = "test-admin-token";
+/// The agent token (any host) of every test server, sent by [`TestServer::post`].
+pub const AGENT_TOKEN: &str = "test-agent-token";
 
 /// The PostgreSQL the suite uses: trust auth, a database `test`. Each test gets its own schema.
 pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -88,6 +90,13 @@ impl Backend {
             service_down_time: 1.0,
             flush_interval: 0.1,
             admin_token: Some(TOKEN.into()),
+            agent_token: Some(AGENT_TOKEN.into()),
+            // Tests of other matters register and beat without a token, as the reporters of
+            // a trusted network may; `trust.rs` tests the default, closed registration.
+            auth: vigil_server::AuthConfig {
+                open_registration: true,
+                ..vigil_server::AuthConfig::default()
+            },
             database: match self {
                 Backend::Sqlite => None,
                 Backend::Postgres { url, .. } => Some(url.clone()),
@@ -254,8 +263,10 @@ impl TestServer {
         self.request(Method::GET, path, None, None).await
     }
 
+    /// A POST with the server's agent token, as a reporter on the server's machine sends it.
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.request(Method::POST, path, Some(body), None).await
+        self.request(Method::POST, path, Some(body), Some(AGENT_TOKEN))
+            .await
     }
 
     pub async fn admin(

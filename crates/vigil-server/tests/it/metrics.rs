@@ -468,7 +468,7 @@ async fn per_service_metrics_can_be_turned_off_and_a_token_required() {
     let error: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error["error"]["code"], "unauthorized");
     let (status, _, _) = scrape(&server.url, None, Some("wrong")).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _, text) = scrape(&server.url, None, Some(TOKEN)).await;
     assert_eq!(status, StatusCode::OK);
     let (samples, types) = parse(&text);

@@ -377,6 +377,8 @@ async fn concurrent_event_writers_keep_id_order_equal_to_commit_order() {
             reason: None,
             last_seen: None,
             threshold_s: Some(8.0),
+            actor: None,
+            address: None,
         };
         let writers: Vec<_> = [a.clone(), b.clone()]
             .into_iter()

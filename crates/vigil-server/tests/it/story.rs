@@ -168,7 +168,7 @@ async fn delete_needs_force_while_up_and_the_reporter_comes_back(backend: Backen
             Some("wrong"),
         )
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = server
         .admin(
             Method::DELETE,

@@ -64,9 +64,12 @@ pub struct AgentArgs {
     /// The service's software version, shown by the server.
     #[arg(long, value_name = "V")]
     pub service_version: Option<String>,
-    /// Bearer token sent with every request.
-    #[arg(long, env = "VIGIL_ADMIN_TOKEN", hide_env_values = true)]
+    /// Agent token sent with every request [default: read from <data dir>/agent.token].
+    #[arg(long, env = "VIGIL_AGENT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Data directory of a server on this machine, where its agent token is.
+    #[arg(long, env = "VIGIL_DATA_DIR", default_value = "vigil-data")]
+    pub data_dir: std::path::PathBuf,
     /// The command to run and watch, after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -88,6 +91,14 @@ pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
     if let Some(twice) = binaries.windows(2).find(|pair| pair[0] == pair[1]) {
         bail!("--binary {} is given twice", twice[0]);
     }
+    // A token given wins; else the agent token of a server on this machine; else none (a
+    // server with `auth.open_registration` needs none).
+    let token = args.token.clone().or_else(|| {
+        std::fs::read_to_string(args.data_dir.join("agent.token"))
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+    });
     let builder = |binary: &str| {
         let mut builder = Reporter::builder(&args.server, &host, binary).report_interval(interval);
         if let Some(topic) = &args.topic {
@@ -99,7 +110,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
         if let Some(version) = &args.service_version {
             builder = builder.version(version);
         }
-        if let Some(token) = &args.token {
+        if let Some(token) = &token {
             builder = builder.token(token);
         }
         builder

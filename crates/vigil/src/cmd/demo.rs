@@ -48,6 +48,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         service_down_time: args.service_down_time,
         flush_interval: 0.5,
         admin_token: Some(token.clone()),
+        // The simulated fleet runs in this process, on loopback: no tokens to hand out.
+        auth: vigil_server::AuthConfig {
+            open_registration: true,
+            ..vigil_server::AuthConfig::default()
+        },
         ..Config::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -9,4 +9,5 @@ pub mod doctor;
 pub mod events;
 pub mod server;
 pub mod service;
+pub mod token;
 pub mod watch;

@@ -32,6 +32,12 @@ pub struct ServerArgs {
     /// Admin bearer token [default: generated into <data dir>/admin.token].
     #[arg(long, env = "VIGIL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Agent bearer token, for any host [default: generated into <data dir>/agent.token].
+    #[arg(long, hide_env_values = true)]
+    pub agent_token: Option<String>,
+    /// Let registrations and heartbeats through without a token: trusted networks only.
+    #[arg(long, env = "VIGIL_OPEN_REGISTRATION")]
+    pub open_registration: bool,
     /// Most database connections the server opens [default: 8].
     #[arg(long, env = "VIGIL_DATABASE_MAX_CONNECTIONS")]
     pub database_max_connections: Option<u32>,
@@ -48,8 +54,7 @@ pub struct ServerArgs {
     /// Seconds after which a connection with no request in progress is closed [default: 120].
     #[arg(long, env = "VIGIL_IDLE_TIMEOUT")]
     pub idle_timeout: Option<f64>,
-    /// Whether reads need no token (true) or a token (false): the admin token on the Vigil
-    /// API, any token on the Cinder-compatible API [default: true].
+    /// Whether reads need no token (true) or a reader or admin token (false) [default: true].
     #[arg(long, env = "VIGIL_ANONYMOUS_READ", value_name = "BOOL")]
     pub anonymous_read: Option<bool>,
     /// Address of the Cinder-compatible os-services API [default: off].
@@ -141,6 +146,12 @@ impl ServerArgs {
         }
         if let Some(v) = self.admin_token {
             config.admin_token = Some(v);
+        }
+        if let Some(v) = self.agent_token {
+            config.agent_token = Some(v);
+        }
+        if self.open_registration {
+            config.auth.open_registration = true;
         }
         if let Some(v) = self.max_connections {
             config.http.max_connections = Some(v);
