@@ -59,6 +59,7 @@ class VigilServer:
     def start(self) -> "VigilServer":
         env = dict(os.environ, VIGIL_LOG="info")
         env.pop("VIGIL_ADMIN_TOKEN", None)
+        env.pop("VIGIL_AGENT_TOKEN", None)
         self.process = subprocess.Popen(
             [
                 self.binary, "server",
@@ -130,8 +131,10 @@ def wait_until(what: str, check: Any, limit: float = 10.0) -> Any:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[VigilServer]:
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[VigilServer]:
     running = VigilServer(tmp_path / "data").start()
+    # Reporters take the server's agent token from the environment, as on a real host.
+    monkeypatch.setenv("VIGIL_AGENT_TOKEN", (running.data_dir / "agent.token").read_text().strip())
     try:
         yield running
     finally:

@@ -27,6 +27,12 @@ pub enum ReporterError {
     /// A zero request timeout would fail every request.
     #[error("request timeout must be greater than zero")]
     ZeroTimeout,
+    /// The CA file cannot be read, or holds no certificate.
+    #[error("cannot use the CA file {path}: {reason}")]
+    CaFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     /// The HTTP client could not be built (TLS setup).
     #[error("could not build the http client")]
     Client(#[source] reqwest::Error),

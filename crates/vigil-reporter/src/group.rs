@@ -114,8 +114,8 @@ impl ReporterGroupBuilder {
                 services: self.services.len(),
             });
         }
-        // One client for all: one connection pool, one TLS setup.
-        let client = http_client()?;
+        // One client for all: one connection pool, one TLS setup (the first service's CA file).
+        let client = http_client(self.services[0].ca_file_path())?;
         let services = self
             .services
             .into_iter()

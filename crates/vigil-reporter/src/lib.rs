@@ -76,4 +76,4 @@ pub use clock::{Clock, OffsetClock, SystemClock};
 pub use error::ReporterError;
 pub use group::{ReporterGroup, ReporterGroupBuilder, ReporterGroupHandle};
 pub use looping::{FixedIntervalLoop, LoopHandle, Tick};
-pub use reporter::{Reporter, ReporterBuilder, ReporterHandle, AGENT_TOKEN_VAR};
+pub use reporter::{Reporter, ReporterBuilder, ReporterHandle, AGENT_TOKEN_VAR, CA_FILE_VAR};

@@ -42,6 +42,9 @@ impl Reporter {
                 .ok()
                 .map(|t| t.trim().to_string())
                 .filter(|t| !t.is_empty()),
+            ca_file: std::env::var_os(CA_FILE_VAR)
+                .filter(|v| !v.is_empty())
+                .map(Into::into),
             clock: Arc::new(SystemClock),
             fuzzy_delay: None,
             health_check: None,
@@ -52,6 +55,9 @@ impl Reporter {
 /// The environment variable a builder takes its token from when `token()` is not called.
 pub const AGENT_TOKEN_VAR: &str = "VIGIL_AGENT_TOKEN";
 
+/// The environment variable a builder takes its CA file from when `ca_file()` is not called.
+pub const CA_FILE_VAR: &str = "VIGIL_CA_FILE";
+
 /// Configures a reporter; finish with [`ReporterBuilder::start`] or
 /// [`ReporterBuilder::start_on`].
 #[must_use = "a reporter does nothing until started"]
@@ -61,6 +67,7 @@ pub struct ReporterBuilder {
     report_interval: Duration,
     request_timeout: Option<Duration>,
     token: Option<String>,
+    ca_file: Option<std::path::PathBuf>,
     clock: Arc<dyn Clock>,
     fuzzy_delay: Option<Duration>,
     health_check: Option<HealthCheck>,
@@ -75,6 +82,7 @@ impl fmt::Debug for ReporterBuilder {
             .field("request_timeout", &self.request_timeout)
             // Never print the secret itself.
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
             .field("fuzzy_delay", &self.fuzzy_delay)
             .field("health_check", &self.health_check.is_some())
             .finish_non_exhaustive()
@@ -106,6 +114,14 @@ impl ReporterBuilder {
     /// The service's software version, shown by the server.
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.register.version = Some(version.into());
+        self
+    }
+
+    /// A PEM file of the certificate authorities an `https` server's certificate is checked
+    /// against, besides the system's; the server's name is always verified. Default: the
+    /// `VIGIL_CA_FILE` environment variable, if set.
+    pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
         self
     }
 
@@ -182,7 +198,7 @@ impl ReporterBuilder {
 
     /// Validates the settings and builds the HTTP client.
     pub(crate) fn prepare(self) -> Result<Prepared, ReporterError> {
-        let client = http_client()?;
+        let client = http_client(self.ca_file.as_deref())?;
         self.prepare_with(client)
     }
 
@@ -227,12 +243,34 @@ impl ReporterBuilder {
     }
 }
 
-/// The reporter's HTTP client.
-pub(crate) fn http_client() -> Result<reqwest::Client, ReporterError> {
-    reqwest::Client::builder()
-        .user_agent(concat!("vigil-reporter/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(ReporterError::Client)
+/// The reporter's HTTP client: the system's roots, and those of `ca_file`.
+pub(crate) fn http_client(
+    ca_file: Option<&std::path::Path>,
+) -> Result<reqwest::Client, ReporterError> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("vigil-reporter/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = ca_file {
+        let failed = |reason: String| ReporterError::CaFile {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
+        let roots =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| failed(e.to_string()))?;
+        if roots.is_empty() {
+            return Err(failed("no CERTIFICATE in it".into()));
+        }
+        for root in roots {
+            builder = builder.add_root_certificate(root);
+        }
+    }
+    builder.build().map_err(ReporterError::Client)
+}
+
+impl ReporterBuilder {
+    pub(crate) fn ca_file_path(&self) -> Option<&std::path::Path> {
+        self.ca_file.as_deref()
+    }
 }
 
 /// The largest share of the interval a tick's requests may take.

@@ -40,6 +40,11 @@ pub struct Config {
     pub clock_offset: f64,
     /// Limits of the HTTP listeners.
     pub http: HttpConfig,
+    /// PEM certificate chain of every listener (with `tls_key`); plain HTTP when unset.
+    /// Reloaded on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Who may read without a token.
     pub auth: AuthConfig,
     /// The optional Cinder-compatible `os-services` listener.
@@ -158,6 +163,8 @@ impl Default for Config {
             default_zone: "nova".into(),
             admin_token: None,
             agent_token: None,
+            tls_cert: None,
+            tls_key: None,
             event_retention_days: 30.0,
             phi_threshold: 8.0,
             database_max_connections: 8,
@@ -204,6 +211,11 @@ impl Config {
                 )))
             }
         };
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError(
+                "tls_cert and tls_key go together: give both, or neither for plain HTTP".into(),
+            ));
+        }
         let mut names = std::collections::BTreeSet::new();
         for watch in &self.watch {
             watch.validate().map_err(|e| ConfigError(e.to_string()))?;
@@ -290,6 +302,12 @@ default_zone = "nova"
 # Bearer token for admin calls (--admin-token, VIGIL_ADMIN_TOKEN). Unset: one is generated
 # on first start into <data_dir>/admin.token (mode 0600), where the CLI finds it.
 # admin_token = "change-me"
+
+# TLS on every listener (API, Cinder-compatible API, metrics): a PEM certificate chain and
+# its key (--tls-cert, --tls-key; VIGIL_TLS_CERT, VIGIL_TLS_KEY). Reloaded on SIGHUP without
+# dropping connections. Plain HTTP when unset (a warning at start-up off loopback).
+# tls_cert = "/etc/vigil/tls/cert.pem"
+# tls_key = "/etc/vigil/tls/key.pem"
 
 # Bearer token of role agent for any host, for reporters on this machine; generated on first
 # start into <data_dir>/agent.token (mode 0600). Share it only with hosts you trust with

@@ -30,7 +30,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
@@ -141,6 +141,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let table = Arc::new(Table {
@@ -187,16 +188,38 @@ pub async fn serve(
         full.report(Ok::<(), String>(()));
         let _ = stream.set_nodelay(true);
         let (id, conn) = table.add();
-        tasks.spawn(serve_connection(
-            stream,
-            peer,
-            router.clone(),
-            conn,
-            table.clone(),
-            id,
-            limits,
-            stopping.clone(),
-        ));
+        let router = router.clone();
+        let table = table.clone();
+        let stopping = stopping.clone();
+        let tls = tls.clone();
+        tasks.spawn(async move {
+            match tls {
+                None => {
+                    serve_connection(stream, peer, router, conn, table, id, limits, stopping).await
+                }
+                // The handshake is part of the head a client must send in time.
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => {
+                            serve_connection(
+                                stream, peer, router, conn, table, id, limits, stopping,
+                            )
+                            .await
+                        }
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, %err, "TLS handshake failed");
+                            table.remove(id);
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            table.remove(id);
+                        }
+                    }
+                }
+            }
+        });
     }
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
@@ -254,8 +277,8 @@ impl http_body::Body for Tracked {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     peer: SocketAddr,
     router: Router,
     conn: Arc<Conn>,
@@ -263,7 +286,9 @@ async fn serve_connection(
     id: u64,
     limits: Limits,
     mut stopping: watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = {
         let conn = conn.clone();
         let table = table.clone();

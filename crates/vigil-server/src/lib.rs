@@ -23,6 +23,7 @@
 //! - [`api`]: the Vigil HTTP API.
 //! - [`cinder`]: the optional Cinder-compatible `os-services` API on a second listener.
 //! - `auth`: tokens, roles and what each may do (no HTTP in it).
+//! - `tls`: the certificate of every listener, reloaded on SIGHUP.
 //! - `http`: the listener loop: connection cap, header and idle timeouts, JSON bodies for
 //!   hyper's own errors.
 //! - [`clock`]: the clock that decides liveness.
@@ -55,6 +56,7 @@ mod registry;
 mod stats;
 pub mod store;
 mod tasks;
+mod tls;
 mod trouble;
 mod validate;
 pub mod watch;
@@ -79,6 +81,8 @@ pub enum ServerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("cannot read or write token file {path}: {source}")]
     Token {
         path: PathBuf,
@@ -371,7 +375,37 @@ pub(crate) async fn run_with(
         idle_timeout: Duration::from_secs_f64(app.config.http.idle_timeout),
     };
     tracing::debug!(open_files, max_connections, "connection limits");
-    let vigil = http::serve(listener, api::router(app.clone()), limits, stopped());
+    let tls = match (&app.config.tls_cert, &app.config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::Tls::new(cert, key)?),
+        _ => None,
+    };
+    if let Some(tls) = &tls {
+        tokio::spawn(tls::reload_on_hangup(tls.clone(), stopped()));
+    }
+    let acceptor = || tls.as_ref().map(tls::Tls::acceptor);
+    for (what, bound) in [
+        ("api", Some(&listener)),
+        ("cinder api", cinder.as_ref()),
+        ("metrics", metrics.as_ref()),
+    ] {
+        if let Some(addr) = bound.and_then(|l| l.local_addr().ok()) {
+            if tls.is_none() && !addr.ip().is_loopback() {
+                tracing::warn!(
+                    %addr,
+                    listener = what,
+                    "serving plain HTTP on an address that is not loopback: tokens and the \
+                     fleet's data cross the network in clear; set tls_cert and tls_key"
+                );
+            }
+        }
+    }
+    let vigil = http::serve(
+        listener,
+        api::router(app.clone()),
+        limits,
+        acceptor(),
+        stopped(),
+    );
     let serving_both = async {
         match cinder {
             Some(cinder) => {
@@ -379,7 +413,13 @@ pub(crate) async fn run_with(
                     let noauth = app.config.cinder_api.noauth;
                     tracing::info!(%addr, noauth, "cinder-compatible api listening");
                 }
-                let cinder = http::serve(cinder, cinder::router(app.clone()), limits, stopped());
+                let cinder = http::serve(
+                    cinder,
+                    cinder::router(app.clone()),
+                    limits,
+                    acceptor(),
+                    stopped(),
+                );
                 let (vigil, cinder) = tokio::join!(vigil, cinder);
                 vigil.and(cinder)
             }
@@ -397,6 +437,7 @@ pub(crate) async fn run_with(
             metrics,
             api::metrics::router(app.clone()),
             limits,
+            acceptor(),
             stopped(),
         )
         .await

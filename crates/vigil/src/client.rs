@@ -31,6 +31,14 @@ impl CliError {
             exit_code: EXIT_REFUSED,
         }
     }
+
+    /// A bad option value (exit 2, as clap's own usage errors).
+    pub fn usage(message: impl Into<String>) -> CliError {
+        CliError {
+            message: message.into(),
+            exit_code: 2,
+        }
+    }
 }
 
 /// Parses a `--server` value: `http(s)://host[:port][/path]`, or `host:port` taken as `http://`.
@@ -85,11 +93,19 @@ pub struct ServerOpts {
         default_value = "vigil-data"
     )]
     pub data_dir: PathBuf,
+    /// PEM file of certificate authorities an https server's certificate is checked against,
+    /// besides the system's.
+    #[arg(long, global = true, env = "VIGIL_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ServerOpts {
-    pub fn client(&self) -> Client {
-        Client::new(&self.server, self.token.clone(), Some(&self.data_dir))
+    pub fn client(&self) -> Result<Client, CliError> {
+        let client = Client::new(&self.server, self.token.clone(), Some(&self.data_dir));
+        match &self.ca_file {
+            Some(path) => client.with_ca_file(path),
+            None => Ok(client),
+        }
     }
 }
 
@@ -194,6 +210,28 @@ impl Client {
             ),
             _ => None,
         }
+    }
+
+    /// Also trusts the certificate authorities of a PEM file.
+    pub fn with_ca_file(mut self, path: &Path) -> Result<Client, CliError> {
+        let failed = |reason: String| {
+            CliError::usage(format!(
+                "cannot use the CA file {}: {reason}",
+                path.display()
+            ))
+        };
+        let pem = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
+        let roots =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| failed(e.to_string()))?;
+        if roots.is_empty() {
+            return Err(failed("no CERTIFICATE in it".into()));
+        }
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        for root in roots {
+            builder = builder.add_root_certificate(root);
+        }
+        self.http = builder.build().map_err(|e| failed(root_cause(&e)))?;
+        Ok(self)
     }
 
     /// The server's base URL, as given (without a trailing slash).

@@ -8,6 +8,7 @@ Cinder bug 2018595); the next tick is the retry.
 
 from __future__ import annotations
 
+import os
 import datetime as _dt
 import http.client
 import json
@@ -117,7 +118,8 @@ class Reporter:
     ``last_error`` ("health check failed: ...") with the next beat. It runs on the reporter's
     thread, so it must be quick.
 
-    ``token`` is sent as ``Authorization: Bearer <token>``; ``ca_file`` is a PEM file of the
+    ``token`` (an agent token; default: the ``VIGIL_AGENT_TOKEN`` variable) is sent as
+    ``Authorization: Bearer <token>``; ``ca_file`` is a PEM file of the
     certificate authorities that an ``https`` server's certificate is checked against (default:
     the system's). ``request_timeout`` bounds each tick's requests together (default and at most
     the interval; at most 95 % of it is used). ``fuzzy_delay`` delays the first beat by a random
@@ -169,7 +171,8 @@ class Reporter:
         self._zone = zone
         self._interval = interval
         self._budget = min(timeout, interval * TICK_SHARE)
-        self._token = token
+        # An agent token: given, else the environment's (as the Rust crate and `vigil agent`).
+        self._token = token if token is not None else (os.environ.get("VIGIL_AGENT_TOKEN") or None)
         self._health_check = health_check
         self._fuzzy = float(fuzzy_delay)
         self._log = logger or _LOG

@@ -174,6 +174,45 @@ impl TestServer {
         TestServer::launch_all(config, cinder, None).await
     }
 
+    /// Starts a server with `config.tls_cert` and `tls_key` set, reached at
+    /// `https://127.0.0.1:PORT` by a client that trusts the CA certificate `ca_pem` only.
+    pub async fn start_tls(config: Config, ca_pem: &str) -> TestServer {
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .expect("bind a test port");
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(vigil_server::serve_listeners(
+            listener,
+            None,
+            None,
+            config.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let http = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        let server = TestServer {
+            url: format!("https://{addr}"),
+            addr,
+            config,
+            cinder_url: None,
+            http,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        server
+            .eventually("server ready", Duration::from_secs(10), || async {
+                server.get("/healthz").await.0 == StatusCode::OK
+            })
+            .await;
+        server
+    }
+
     async fn launch_all(
         config: Config,
         cinder: Option<tokio::net::TcpListener>,

@@ -15,6 +15,7 @@ mod postgres;
 mod replicas;
 mod storage_faults;
 mod story;
+mod tls;
 mod trust;
 mod watch;
 

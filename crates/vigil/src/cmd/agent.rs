@@ -67,6 +67,10 @@ pub struct AgentArgs {
     /// Agent token sent with every request [default: read from <data dir>/agent.token].
     #[arg(long, env = "VIGIL_AGENT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM file of certificate authorities an https server's certificate is checked against,
+    /// besides the system's.
+    #[arg(long, env = "VIGIL_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Data directory of a server on this machine, where its agent token is.
     #[arg(long, env = "VIGIL_DATA_DIR", default_value = "vigil-data")]
     pub data_dir: std::path::PathBuf,
@@ -112,6 +116,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
         }
         if let Some(token) = &token {
             builder = builder.token(token);
+        }
+        if let Some(path) = &args.ca_file {
+            builder = builder.ca_file(path);
         }
         builder
     };

@@ -32,7 +32,7 @@ pub struct DoctorArgs {
 }
 
 pub async fn run(args: DoctorArgs) -> Result<i32, CliError> {
-    let client = args.server.client();
+    let client = args.server.client()?;
     let services = match (&args.host, &args.binary) {
         (Some(host), Some(binary)) => vec![client.find(host, binary).await?],
         (Some(host), None) => {

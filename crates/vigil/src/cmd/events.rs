@@ -116,7 +116,7 @@ pub struct EventsArgs {
 }
 
 pub async fn run(args: EventsArgs) -> Result<i32, CliError> {
-    let client = args.server.client();
+    let client = args.server.client()?;
     let named = args
         .at_host
         .clone()

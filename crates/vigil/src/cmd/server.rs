@@ -35,6 +35,12 @@ pub struct ServerArgs {
     /// Agent bearer token, for any host [default: generated into <data dir>/agent.token].
     #[arg(long, hide_env_values = true)]
     pub agent_token: Option<String>,
+    /// PEM certificate chain for TLS on every listener (with --tls-key); reloaded on SIGHUP.
+    #[arg(long, env = "VIGIL_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "VIGIL_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Let registrations and heartbeats through without a token: trusted networks only.
     #[arg(long, env = "VIGIL_OPEN_REGISTRATION")]
     pub open_registration: bool,
@@ -149,6 +155,12 @@ impl ServerArgs {
         }
         if let Some(v) = self.agent_token {
             config.agent_token = Some(v);
+        }
+        if let Some(v) = self.tls_cert {
+            config.tls_cert = Some(v);
+        }
+        if let Some(v) = self.tls_key {
+            config.tls_key = Some(v);
         }
         if self.open_registration {
             config.auth.open_registration = true;

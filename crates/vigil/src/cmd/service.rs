@@ -88,7 +88,7 @@ pub struct DeleteArgs {
 }
 
 pub async fn run(args: ServiceArgs) -> Result<i32, CliError> {
-    let client = args.server.client();
+    let client = args.server.client()?;
     match args.command {
         ServiceCommand::List(list) => {
             let mut query = Vec::new();

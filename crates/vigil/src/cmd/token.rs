@@ -49,7 +49,7 @@ pub enum TokenCommand {
 }
 
 pub async fn run(args: TokenArgs) -> Result<i32, CliError> {
-    let client = args.server.client();
+    let client = args.server.client()?;
     match args.command {
         TokenCommand::Create {
             name,

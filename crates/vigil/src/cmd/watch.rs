@@ -74,7 +74,7 @@ enum ConnectError {
 }
 
 async fn follow(args: WatchArgs) -> Result<i32, CliError> {
-    let client = args.server.client();
+    let client = args.server.client()?;
     // The shared client's overall timeout would cut every stream; only connecting is bounded.
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))

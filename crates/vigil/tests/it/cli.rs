@@ -18,9 +18,11 @@ impl ServerProcess {
         let mut child = Command::new(VIGIL)
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(["--agent-token", crate::AGENT_TOKEN])
             .args(["--service-down-time", "1", "--flush-interval", "0.1"])
             .args(extra)
             .env_remove("VIGIL_ADMIN_TOKEN")
+            .env("VIGIL_AGENT_TOKEN", crate::AGENT_TOKEN)
             .env("VIGIL_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()
@@ -60,6 +62,7 @@ pub(crate) fn vigil(args: &[&str], data_dir: &Path, url: &str) -> Output {
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("VIGIL_ADMIN_TOKEN")
+        .env("VIGIL_AGENT_TOKEN", crate::AGENT_TOKEN)
         .output()
         .expect("run vigil")
 }
@@ -77,6 +80,7 @@ pub(crate) fn register(url: &str, host: &str, binary: &str) {
     let status = runtime.block_on(async {
         let response = reqwest::Client::new()
             .post(format!("{url}/v1/services"))
+            .bearer_auth(crate::AGENT_TOKEN)
             .json(&body)
             .send()
             .await
@@ -113,6 +117,7 @@ fn a_listen_address_in_use_is_one_line_and_exit_code_1() {
     let out = Command::new(VIGIL)
         .args(["server", "--listen", &addr, "--data-dir"])
         .arg(dir.path())
+        .args(["--agent-token", crate::AGENT_TOKEN])
         .env("VIGIL_LOG", "off")
         .output()
         .unwrap();
@@ -160,6 +165,7 @@ fn an_unusable_data_dir_is_one_line_and_exit_code_1() {
     let out = Command::new(VIGIL)
         .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(file.join("data"))
+        .args(["--agent-token", crate::AGENT_TOKEN])
         .env("VIGIL_LOG", "off")
         .output()
         .unwrap();
@@ -369,6 +375,7 @@ fn the_agent_heartbeats_for_its_child_and_exits_with_its_status() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), &[]);
     let out = Command::new(VIGIL)
+        .env("VIGIL_AGENT_TOKEN", crate::AGENT_TOKEN)
         .args([
             "agent",
             "--server",
@@ -435,6 +442,7 @@ fn the_agent_heartbeats_several_binaries_of_one_host() {
         args.extend(["--report-interval", "0.2", "--", "sh", "-c", command]);
         Command::new(VIGIL)
             .args(&args)
+            .env("VIGIL_AGENT_TOKEN", crate::AGENT_TOKEN)
             .env("VIGIL_LOG", "warn")
             .output()
             .unwrap()

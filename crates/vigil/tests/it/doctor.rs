@@ -75,6 +75,7 @@ async fn vigil(args: &[&str]) -> (i32, String, String) {
         .arg(data_dir.path())
         .env_remove("VIGIL_URL")
         .env_remove("VIGIL_ADMIN_TOKEN")
+        .env("VIGIL_AGENT_TOKEN", crate::AGENT_TOKEN)
         .output()
         .await
         .unwrap();

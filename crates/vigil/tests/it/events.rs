@@ -26,9 +26,11 @@ impl Server {
         let mut child = Command::new(VIGIL)
             .args(["server", "--listen", listen, "--data-dir"])
             .arg(data_dir)
+            .args(["--agent-token", crate::AGENT_TOKEN])
             .args(["--service-down-time", service_down_time])
             .args(["--flush-interval", "0.1"])
             .env_remove("VIGIL_ADMIN_TOKEN")
+            .env("VIGIL_AGENT_TOKEN", crate::AGENT_TOKEN)
             .env("VIGIL_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()
@@ -166,6 +168,7 @@ fn vigil(args: &[&str], data_dir: &Path, url: &str) -> Output {
         .args(["--server", url, "--data-dir"])
         .arg(data_dir)
         .env_remove("VIGIL_ADMIN_TOKEN")
+        .env("VIGIL_AGENT_TOKEN", crate::AGENT_TOKEN)
         .env_remove("VIGIL_URL")
         .output()
         .expect("run vigil")
@@ -382,6 +385,7 @@ fn events_all_reads_every_page() {
         for i in 0..count {
             let response = http
                 .post(format!("{url}/v1/services"))
+                .bearer_auth(crate::AGENT_TOKEN)
                 .json(&json!({"host": format!("h-{i}"), "binary": "b"}))
                 .send()
                 .await
@@ -538,6 +542,7 @@ fn pause_and_check(service_down_time: i64, report_interval: &str, pause: Duratio
     let url = server.url.as_str();
     let _agent = Terminated(
         Command::new(VIGIL)
+            .env("VIGIL_AGENT_TOKEN", crate::AGENT_TOKEN)
             .args(["agent", "--server", url, "--host", "pause-host"])
             .args(["--binary", "worker", "--report-interval", report_interval])
             .args(["--", "sleep", "30"])

@@ -155,6 +155,7 @@ async fn killing_the_detector_replica_loses_and_repeats_no_transition() {
                             format!("{}/v1/services/{id}/heartbeat", urls[round % urls.len()]);
                         let _ = http
                             .post(url)
+                            .bearer_auth(crate::AGENT_TOKEN)
                             .json(&json!({}))
                             .timeout(Duration::from_secs(1))
                             .send()

@@ -90,6 +90,7 @@ impl Server {
         let mut command = Command::new(VIGIL);
         command
             .args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--agent-token", crate::AGENT_TOKEN])
             .args(["--admin-token", TOKEN])
             .args(&self.args)
             .env("VIGIL_LOG", "warn")
@@ -224,6 +225,7 @@ fn load(
                 for id in &ids {
                     let ok = http
                         .post(format!("{url}/v1/services/{id}/heartbeat"))
+                        .bearer_auth(crate::AGENT_TOKEN)
                         .json(&json!({}))
                         .send()
                         .await
@@ -242,6 +244,7 @@ fn load(
             let host = format!("change-{n}");
             let registered = http
                 .post(format!("{url}/v1/services"))
+                .bearer_auth(crate::AGENT_TOKEN)
                 .json(&json!({"host": host, "binary": "b", "report_interval": 60}))
                 .send()
                 .await;
@@ -301,6 +304,7 @@ async fn kill_cycles(label: &str, database: Option<String>, times: Times) {
         let body: Value = server
             .http
             .post(format!("{}/v1/services", server.url()))
+            .bearer_auth(crate::AGENT_TOKEN)
             .json(&json!({"host": format!("beater-{n}"), "binary": "cinder-volume", "report_interval": report}))
             .send()
             .await
@@ -485,6 +489,7 @@ async fn open_file_exhaustion_and_slowloris_never_make_a_live_service_look_dead(
     let body: Value = server
         .http
         .post(format!("{url}/v1/services"))
+        .bearer_auth(crate::AGENT_TOKEN)
         .json(&json!({"host": "live", "binary": "cinder-volume", "report_interval": 0.3}))
         .send()
         .await
@@ -559,6 +564,7 @@ async fn generated_malformed_requests_never_get_a_5xx() {
     let body: Value = server
         .http
         .post(format!("{url}/v1/services"))
+        .bearer_auth(crate::AGENT_TOKEN)
         .json(&json!({"host": "h", "binary": "b"}))
         .send()
         .await

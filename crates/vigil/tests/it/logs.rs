@@ -20,6 +20,7 @@ fn server_logs(extra: &[&str], env: &[(&str, &str)], with: impl FnOnce(&str)) ->
     command
         .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
+        .args(["--agent-token", crate::AGENT_TOKEN])
         .args(["--service-down-time", "1", "--admin-token", "t"])
         .args(extra)
         .env_remove("VIGIL_LOG")
@@ -99,6 +100,7 @@ fn post(url: &str, body: Value) -> (u16, Value) {
     runtime.block_on(async {
         let response = reqwest::Client::new()
             .post(url)
+            .bearer_auth(crate::AGENT_TOKEN)
             .header("x-request-id", "test-request-7")
             .json(&body)
             .send()

@@ -424,6 +424,7 @@ fn a_body_that_is_not_an_object_is_refused() {
         ] {
             let response = client
                 .post(format!("{}{path}", server.url))
+                .bearer_auth(crate::AGENT_TOKEN)
                 .header("content-type", "application/json")
                 .body(body)
                 .send()

@@ -21,6 +21,7 @@ fn bare(args: &[&str], cwd: &Path) -> std::process::Output {
         .args(args)
         .current_dir(cwd)
         .env_remove("VIGIL_ADMIN_TOKEN")
+        .env("VIGIL_AGENT_TOKEN", crate::AGENT_TOKEN)
         .env_remove("VIGIL_DATA_DIR")
         .env_remove("VIGIL_URL")
         .output()
@@ -99,6 +100,7 @@ fn a_server_without_scheme_is_http_and_a_bad_url_is_a_usage_error() {
     }
     // The agent takes the same form.
     let out = Command::new(VIGIL)
+        .env("VIGIL_AGENT_TOKEN", crate::AGENT_TOKEN)
         .args([
             "agent", "--server", "ftp://x", "--binary", "b", "--", "true",
         ])
@@ -168,6 +170,7 @@ fn an_agent_whose_command_cannot_run_registers_nothing_and_exits_as_a_shell() {
         (not_executable.to_str().unwrap(), 126),
     ] {
         let out = Command::new(VIGIL)
+            .env("VIGIL_AGENT_TOKEN", crate::AGENT_TOKEN)
             .args([
                 "agent",
                 "--server",

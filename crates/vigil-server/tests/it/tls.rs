@@ -1,0 +1,178 @@
+//! TLS on the listeners, with certificates made at run time (`rcgen`): the story of a service
+//! over HTTPS on every backend, HTTP/2 by ALPN, names verified, and a certificate reloaded on
+//! SIGHUP without dropping the connections open.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use vigil_reporter::Reporter;
+
+use crate::harness::{eventually, temp_dir, Backend, TestServer, AGENT_TOKEN};
+
+crate::each_backend!(a_service_lives_and_dies_over_https);
+
+/// A certificate authority and a server certificate it signed for 127.0.0.1 (and
+/// `localhost`): the CA's PEM, written with the server's chain and key into `dir`.
+fn certificates(dir: &Path, authority: &str) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, authority);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    ca.pem()
+}
+
+fn tls_config(backend: &Backend, dir: &Path) -> vigil_server::Config {
+    let mut config = backend.config(dir);
+    config.auth = vigil_server::AuthConfig::default();
+    config.tls_cert = Some(dir.join("cert.pem"));
+    config.tls_key = Some(dir.join("key.pem"));
+    config
+}
+
+async fn a_service_lives_and_dies_over_https(backend: Backend) {
+    let dir = temp_dir();
+    let ca = certificates(dir.path(), "vigil test ca");
+    std::fs::write(dir.path().join("ca.pem"), &ca).unwrap();
+    let server = TestServer::start_tls(tls_config(&backend, dir.path()), &ca).await;
+    let handle = Reporter::builder(&server.url, "node-1", "cinder-volume")
+        .report_interval(Duration::from_millis(200))
+        .token(AGENT_TOKEN)
+        .ca_file(dir.path().join("ca.pem"))
+        .start()
+        .expect("reporter starts");
+    eventually(
+        "the reporter beats over https",
+        Duration::from_secs(10),
+        || async { handle.report_count() >= 2 },
+    )
+    .await;
+    let id = handle.service_id().unwrap();
+    assert_eq!(server.service(id).await["state"], "up");
+    handle.shutdown().await;
+    eventually(
+        "down after service_down_time",
+        Duration::from_secs(10),
+        || async { server.service(id).await["state"] == "down" },
+    )
+    .await;
+    eventually(
+        "the down event, streamed over https",
+        Duration::from_secs(10),
+        || async {
+            let (_, events) = server.get(&format!("/v1/services/{id}/events")).await;
+            events["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["kind"] == "down")
+        },
+    )
+    .await;
+    // The admin token crosses the wire encrypted; the change is made.
+    let (status, _) = server
+        .admin(
+            Method::PATCH,
+            &format!("/v1/services/{id}"),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // A client that does not trust the CA is refused by its own check of the name and chain;
+    // plain HTTP to the TLS port gets no answer.
+    let strict = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .build()
+        .unwrap();
+    assert!(strict
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .is_err());
+    let plain = reqwest::Client::new()
+        .get(format!("http://{}/healthz", server.addr))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    // HTTP/2 by ALPN: a batch of beats shares one connection.
+    let h2 = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let response = h2
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+}
+
+/// SIGHUP reloads the certificate: new connections get the new one, the connection already
+/// open keeps working. A reload that fails (a key that does not match) keeps the one in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate_without_dropping_connections() {
+    let dir = temp_dir();
+    let first = certificates(dir.path(), "first ca");
+    let server = TestServer::start_tls(tls_config(&Backend::Sqlite, dir.path()), &first).await;
+    // A kept-alive connection, opened under the first certificate.
+    let (status, _) = server.get("/v1/services").await;
+    assert_eq!(status, StatusCode::OK);
+
+    let staging = temp_dir();
+    let second = certificates(staging.path(), "second ca");
+    let trusting_second = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(second.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("{}/healthz", server.url);
+    assert!(trusting_second.get(&url).send().await.is_err());
+
+    // A broken pair first: the reload fails and the first certificate stays.
+    std::fs::copy(staging.path().join("cert.pem"), dir.path().join("cert.pem")).unwrap();
+    raise_sighup();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh_first = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(first.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(
+        fresh_first.get(&url).send().await.unwrap().status(),
+        StatusCode::OK,
+        "a failed reload keeps the certificate in use"
+    );
+
+    std::fs::copy(staging.path().join("key.pem"), dir.path().join("key.pem")).unwrap();
+    raise_sighup();
+    eventually(
+        "new connections get the new certificate",
+        Duration::from_secs(5),
+        || async { trusting_second.get(&url).send().await.is_ok() },
+    )
+    .await;
+    // The connection opened before the reload still serves.
+    let (status, _) = server.get("/v1/services").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+fn raise_sighup() {
+    // SAFETY: raising a signal this process handles (the server installed its handler before
+    // it listened).
+    let raised = unsafe { libc::raise(libc::SIGHUP) };
+    assert_eq!(raised, 0);
+}
