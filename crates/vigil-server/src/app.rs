@@ -55,6 +55,8 @@ pub struct App {
     pub beat_cursor: tokio::sync::Mutex<i64>,
     /// The tokens this server accepts, and what each may do.
     pub tokens: crate::auth::Tokens,
+    /// How fast each caller may write.
+    pub limits: crate::limits::WriteLimits,
     pub database: DatabaseHealth,
     /// The watched OpenStack databases: more sources of heartbeats.
     pub watches: Vec<Arc<watch::WatchState>>,
@@ -69,6 +71,7 @@ impl App {
         input: Registration,
         caller: &Caller,
     ) -> Result<(Service, bool), AppError> {
+        self.tokens.may_write(caller)?;
         validate::text("host", input.host.as_deref(), true)?;
         self.tokens.authorize(
             caller,
@@ -95,6 +98,12 @@ impl App {
             report_interval,
             version: input.version,
         };
+        if self.registry.find(&new.host, &new.binary).is_none()
+            && self.registry.len() >= self.config.limits.max_services
+        {
+            return Err(AppError::TooManyServices(self.config.limits.max_services));
+        }
+        self.limit_writes(caller)?;
         let now = self.clock.now();
         let registered = self.store.register(&new, now, &caller.actor()).await;
         self.database.record(&registered);
@@ -127,6 +136,7 @@ impl App {
                 });
             }
         }
+        self.tokens.may_write(caller)?;
         if !self.tokens.may_write_any_host(caller) {
             let entry = self.entry(id).await?;
             let host = entry.lock().record.host.clone();
@@ -284,6 +294,7 @@ impl App {
             change.disabled_reason = Some(None);
         }
         self.refuse_if_watched(id, false)?;
+        self.limit_writes(caller)?;
         let now = self.clock.now();
         let kinds = parking_lot::Mutex::new(Vec::new());
         let events_for = |before: &crate::store::ServiceRecord| {
@@ -310,6 +321,7 @@ impl App {
     /// `caller` (whose admin role the front end checked) is recorded in the event.
     pub async fn delete(&self, id: i64, force: bool, caller: &Caller) -> Result<(), AppError> {
         self.refuse_if_watched(id, true)?;
+        self.limit_writes(caller)?;
         let now = self.clock.now();
         let record = self.entry(id).await?.lock().record.clone();
         if !force && self.registry.liveness.is_up(&record, now) {
@@ -332,6 +344,26 @@ impl App {
         self.metrics.written([EventKind::Deleted]);
         self.registry.remove(id);
         Ok(())
+    }
+}
+
+impl App {
+    /// 429 for a caller that writes faster than `limits.writes_per_second` (a token by its
+    /// name, else an address).
+    pub fn limit_writes(&self, caller: &Caller) -> Result<(), AppError> {
+        let who = match (&caller.grant, &caller.address) {
+            (Some(grant), _) => format!("token {}", grant.name),
+            (None, Some(address)) => format!("address {address}"),
+            (None, None) => return Ok(()),
+        };
+        self.limits
+            .check(&who)
+            .map_err(|wait| AppError::RateLimited {
+                who,
+                per_second: self.config.limits.writes_per_second,
+                burst: self.config.limits.write_burst,
+                retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+            })
     }
 }
 

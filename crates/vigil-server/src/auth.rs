@@ -412,6 +412,17 @@ impl Tokens {
         }
     }
 
+    /// Whether `caller` may write services at all (of some host): checked before a service
+    /// is looked up, so that a caller without a token learns that, not whether a service
+    /// exists.
+    pub fn may_write(&self, caller: &Caller) -> Result<(), Denied> {
+        match &caller.grant {
+            _ if self.policy.open_registration => Ok(()),
+            Some(grant) if grant.role != Role::Reader => Ok(()),
+            _ => self.authorize(caller, Need::Write { host: "" }),
+        }
+    }
+
     /// Whether `caller` may write services of every host without looking at each: the fast
     /// path of heartbeats.
     pub fn may_write_any_host(&self, caller: &Caller) -> bool {

@@ -47,6 +47,8 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// Who may read without a token.
     pub auth: AuthConfig,
+    /// Limits on writers.
+    pub limits: LimitsConfig,
     /// The optional Cinder-compatible `os-services` listener.
     pub cinder_api: CinderApiConfig,
     /// OpenStack databases whose `services` table is watched, read-only (`[[watch]]` tables;
@@ -103,6 +105,31 @@ impl Default for AuthConfig {
         AuthConfig {
             anonymous_read: true,
             open_registration: false,
+        }
+    }
+}
+
+/// `[limits]`: how fast one caller (a token, or an address without one) may register services
+/// and make admin changes, and how many services the server keeps. Heartbeats are never
+/// rate limited.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Registrations and admin writes per second per caller, after the burst; 0: no limit.
+    pub writes_per_second: f64,
+    /// Writes a caller may make at once before the rate applies (a fleet restarting).
+    pub write_burst: u32,
+    /// Most services the server keeps (watched ones included); a new registration past it is
+    /// refused with 409 `too_many_services`.
+    pub max_services: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            writes_per_second: 100.0,
+            write_burst: 2000,
+            max_services: 2_000_000,
         }
     }
 }
@@ -171,6 +198,7 @@ impl Default for Config {
             clock_offset: 0.0,
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
             cinder_api: CinderApiConfig::default(),
             watch: Vec::new(),
             metrics: MetricsConfig::default(),
@@ -211,6 +239,12 @@ impl Config {
                 )))
             }
         };
+        if !(self.limits.writes_per_second.is_finite() && self.limits.writes_per_second >= 0.0) {
+            return Err(ConfigError(format!(
+                "limits.writes_per_second must be 0 (no limit) or a positive number, not {}",
+                self.limits.writes_per_second
+            )));
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError(
                 "tls_cert and tls_key go together: give both, or neither for plain HTTP".into(),
@@ -350,6 +384,16 @@ anonymous_read = true
 # false they need an agent token (the server writes one for any host to
 # <data_dir>/agent.token) or an admin token.
 open_registration = false
+
+# Limits on writers. One caller is a token (or an address, without one).
+[limits]
+# Registrations and admin writes per second per caller once its burst is spent (0: no limit);
+# more answer 429 with Retry-After. Heartbeats are never rate limited.
+writes_per_second = 100.0
+# Writes a caller may make at once: a fleet whose services all register again after a restart.
+write_burst = 2000
+# Most services kept (watched ones included); more registrations answer 409 too_many_services.
+max_services = 2000000
 
 # The Cinder-compatible os-services API (Block Storage API v3). Off unless `listen` is set.
 [cinder_api]

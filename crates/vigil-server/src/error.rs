@@ -23,6 +23,17 @@ pub enum AppError {
     /// The caller may not do this (no token, a bad one, the wrong role or host).
     #[error(transparent)]
     Denied(#[from] crate::auth::Denied),
+    /// The caller wrote faster than `limits.writes_per_second` allows.
+    #[error("too many writes from {who}: at most {per_second} per second (a burst of {burst}); try again in {retry_after_s} s")]
+    RateLimited {
+        who: String,
+        per_second: f64,
+        burst: u32,
+        retry_after_s: u64,
+    },
+    /// `limits.max_services` services exist: a new one is refused.
+    #[error("the server keeps at most {0} services (limits.max_services); delete some or raise the limit")]
+    TooManyServices(usize),
     #[error("no token is named {0:?}")]
     TokenNotFound(String),
     #[error("a token named {0:?} exists; revoke it first or choose another name")]

@@ -12,6 +12,7 @@
 //! - [`app`]: the operations (register, heartbeat, list, change, delete) both APIs call.
 //! - `model`: the domain's types (services, events and their kinds), apart from wire and SQL.
 //! - [`registry`]: the in-memory table, the hot path (`id_table`: its by-id index).
+//! - `limits`: how fast one caller may write, how many services the server keeps.
 //! - [`liveness`]: the up/down rule and the grace after a gap.
 //! - [`stats`]: per-service heartbeat timing (suspicion, clock offset).
 //! - [`doctor`]: why a service is down (or about to be), one finding per known cause.
@@ -49,6 +50,7 @@ mod error;
 mod events;
 mod http;
 mod id_table;
+mod limits;
 mod liveness;
 mod metrics;
 mod model;
@@ -62,7 +64,8 @@ mod validate;
 pub mod watch;
 
 pub use config::{
-    AuthConfig, CinderApiConfig, Config, ConfigError, HttpConfig, LogFormat, MetricsConfig,
+    AuthConfig, CinderApiConfig, Config, ConfigError, HttpConfig, LimitsConfig, LogFormat,
+    MetricsConfig,
 };
 pub use doctor::interval as check_report_interval;
 pub use store::LAST_ALIVE;

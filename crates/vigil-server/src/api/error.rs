@@ -14,6 +14,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: String,
     pub message: String,
+    /// Seconds for `Retry-After`, besides the 503s' fixed one.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -22,6 +24,7 @@ impl ApiError {
             status,
             code: code.into(),
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -67,7 +70,19 @@ impl ApiError {
                 status: StatusCode::BAD_REQUEST,
                 code,
                 message,
+                retry_after: None,
             },
+            AppError::RateLimited { retry_after_s, .. } => ApiError {
+                retry_after: Some(retry_after_s),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    err.to_string(),
+                )
+            },
+            AppError::TooManyServices(_) => {
+                ApiError::new(StatusCode::CONFLICT, "too_many_services", err.to_string())
+            }
             AppError::NotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "service_not_found", err.to_string())
             }
@@ -107,7 +122,12 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        } else if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static(RETRY_AFTER_S),

@@ -46,6 +46,9 @@ pub struct RegisterBody {
         (status = 403, description = "`forbidden`: a reader token; `host_not_allowed`: an agent token whose host patterns do not match the service's host", body = vigil_proto::ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = vigil_proto::ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = vigil_proto::ErrorBody),
+        (status = 409, description = "`too_many_services`: the server keeps `limits.max_services` services already; a new one is refused (an existing one registers again)", body = vigil_proto::ErrorBody),
+        (status = 429, description = "`rate_limited`: this caller (its token, or its address) wrote faster than `limits.writes_per_second` after its `limits.write_burst`; nothing was changed; try again after `Retry-After`", body = vigil_proto::ErrorBody,
+            headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
         (status = 503, description = "`database_unavailable`: the database is unavailable (down, its disk full, its file read-only): nothing was changed; try again after `Retry-After`", body = vigil_proto::ErrorBody,
             headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
     )
@@ -149,6 +152,8 @@ pub async fn heartbeat_batch(
             ),
         ));
     }
+    // A caller who may write no service is refused whole, before any service is looked up.
+    app.tokens.may_write(&caller)?;
     let beats = body
         .beats
         .into_iter()
@@ -319,6 +324,8 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
         (status = 409, description = "`read_only_source`: a service of a watched OpenStack database, which Vigil never writes", body = vigil_proto::ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = vigil_proto::ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = vigil_proto::ErrorBody),
+        (status = 429, description = "`rate_limited`: this caller (its token, or its address) wrote faster than `limits.writes_per_second` after its `limits.write_burst`; nothing was changed; try again after `Retry-After`", body = vigil_proto::ErrorBody,
+            headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
         (status = 503, description = "`database_unavailable`: the database is unavailable (down, its disk full, its file read-only): nothing was changed; try again after `Retry-After`", body = vigil_proto::ErrorBody,
             headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
     )
@@ -370,6 +377,8 @@ pub struct DeleteParams {
         (status = 403, description = "`forbidden`: a token whose role is not admin", body = vigil_proto::ErrorBody),
         (status = 404, description = "`service_not_found`: no service has this id (or it was deleted)", body = vigil_proto::ErrorBody),
         (status = 409, description = "`service_up`: the service is up and `force` is not given (its process would re-create it); `read_only_source`: a service of a watched OpenStack database", body = vigil_proto::ErrorBody),
+        (status = 429, description = "`rate_limited`: this caller (its token, or its address) wrote faster than `limits.writes_per_second` after its `limits.write_burst`; nothing was changed; try again after `Retry-After`", body = vigil_proto::ErrorBody,
+            headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
         (status = 503, description = "`database_unavailable`: the database is unavailable (down, its disk full, its file read-only): nothing was changed; try again after `Retry-After`", body = vigil_proto::ErrorBody,
             headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
     )

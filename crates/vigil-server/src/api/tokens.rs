@@ -58,6 +58,8 @@ const FORBIDDEN: &str = "`forbidden`: a token whose role is not admin";
         (status = 409, description = "`token_exists`: a token of this name exists", body = vigil_proto::ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = vigil_proto::ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = vigil_proto::ErrorBody),
+        (status = 429, description = "`rate_limited`: this caller (its token, or its address) wrote faster than `limits.writes_per_second` after its `limits.write_burst`; nothing was changed; try again after `Retry-After`", body = vigil_proto::ErrorBody,
+            headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
         (status = 503, description = "`database_unavailable`: nothing was made; try again after `Retry-After`", body = vigil_proto::ErrorBody,
             headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
     )
@@ -126,6 +128,8 @@ pub async fn list(
         (status = 401, description = UNAUTHORIZED, body = vigil_proto::ErrorBody),
         (status = 403, description = FORBIDDEN, body = vigil_proto::ErrorBody),
         (status = 404, description = "`token_not_found`: no token has this name", body = vigil_proto::ErrorBody),
+        (status = 429, description = "`rate_limited`: this caller (its token, or its address) wrote faster than `limits.writes_per_second` after its `limits.write_burst`; nothing was changed; try again after `Retry-After`", body = vigil_proto::ErrorBody,
+            headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
         (status = 503, description = "`database_unavailable`: nothing was revoked; try again after `Retry-After`", body = vigil_proto::ErrorBody,
             headers(("Retry-After" = String, description = "seconds to wait before trying again"))),
     )

@@ -82,6 +82,7 @@ pub(crate) async fn build(
         }
     }
     let (events, receiver) = EventLog::new();
+    let config_limits = config.limits.clone();
     let metrics =
         crate::metrics::Metrics::new(config.metrics.per_service, config.service_down_time);
     let app = Arc::new(App {
@@ -94,6 +95,10 @@ pub(crate) async fn build(
         sync: tokio::sync::Mutex::new(SyncState::new(row_cursor, event_cursor)),
         beat_cursor: tokio::sync::Mutex::new(beat_cursor),
         tokens,
+        limits: crate::limits::WriteLimits::new(
+            config_limits.writes_per_second,
+            config_limits.write_burst,
+        ),
         database: DatabaseHealth::default(),
         metrics,
         watches,

@@ -34,6 +34,7 @@ impl App {
                 message,
             }
         })?;
+        self.limit_writes(caller)?;
         let now = self.clock.now();
         let expires_at = match new.expires_in_s {
             None => None,
@@ -77,6 +78,7 @@ impl App {
 
     /// Revokes a token: refused here at once, by the other replicas within `flush_interval`.
     pub async fn revoke_token(&self, name: &str, caller: &Caller) -> Result<(), AppError> {
+        self.limit_writes(caller)?;
         let revoked = self.store.revoke_token(name).await;
         self.database.record(&revoked);
         if !revoked? {

@@ -65,6 +65,10 @@ impl From<AppError> for Fault {
             AppError::Invalid { message, .. } => Fault::invalid_input(message),
             AppError::NotFound(_) => Fault::new(StatusCode::NOT_FOUND, err.to_string()),
             AppError::TokenNotFound(_) => Fault::new(StatusCode::NOT_FOUND, err.to_string()),
+            AppError::RateLimited { .. } => {
+                Fault::new(StatusCode::TOO_MANY_REQUESTS, err.to_string())
+            }
+            AppError::TooManyServices(_) => Fault::new(StatusCode::CONFLICT, err.to_string()),
             AppError::ServiceUp { .. }
             | AppError::ReadOnlySource { .. }
             | AppError::TokenExists(_) => Fault::new(StatusCode::CONFLICT, err.to_string()),

@@ -97,6 +97,11 @@ impl Backend {
                 open_registration: true,
                 ..vigil_server::AuthConfig::default()
             },
+            // Tests register thousands of services at once; `trust.rs` tests the limits.
+            limits: vigil_server::LimitsConfig {
+                writes_per_second: 0.0,
+                ..vigil_server::LimitsConfig::default()
+            },
             database: match self {
                 Backend::Sqlite => None,
                 Backend::Postgres { url, .. } => Some(url.clone()),

@@ -16,6 +16,7 @@ crate::each_backend!(
     revoked_and_expired_tokens_are_refused,
     the_history_records_who_asked,
     the_cinder_api_takes_the_same_tokens,
+    writers_are_rate_limited_and_the_fleet_capped,
 );
 
 /// The configuration of a server as it starts by default: registration closed.
@@ -381,4 +382,67 @@ async fn the_cinder_api_takes_the_same_tokens(backend: Backend) {
         .await,
         StatusCode::OK
     );
+}
+
+async fn writers_are_rate_limited_and_the_fleet_capped(backend: Backend) {
+    let dir = temp_dir();
+    let mut config = closed(&backend, dir.path());
+    config.limits = vigil_server::LimitsConfig {
+        writes_per_second: 0.5,
+        write_burst: 3,
+        max_services: 4,
+    };
+    let server = TestServer::start(config).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let (status, body) = register_as(&server, Some(AGENT_TOKEN), &format!("n{n}")).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        ids.push(body["id"].as_i64().unwrap());
+    }
+    let response = server
+        .http
+        .post(format!("{}/v1/services", server.url))
+        .bearer_auth(AGENT_TOKEN)
+        .json(&json!({"host": "n3", "binary": "cinder-volume"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // Heartbeats are never limited; another caller is not slowed by this one.
+    for _ in 0..30 {
+        assert_eq!(
+            beat_as(&server, Some(AGENT_TOKEN), ids[0]).await.0,
+            StatusCode::OK
+        );
+    }
+    let (status, body) = register_as(&server, Some(TOKEN), "n3").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Four services: a fifth is refused, an existing one registers again.
+    eventually(
+        "the agent's bucket refills",
+        Duration::from_secs(5),
+        || async {
+            let (status, body) = register_as(&server, Some(AGENT_TOKEN), "n4").await;
+            if status == StatusCode::CONFLICT {
+                assert_eq!(body["error"]["code"], "too_many_services");
+                true
+            } else {
+                assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+                false
+            }
+        },
+    )
+    .await;
+    let (status, _) = register_as(&server, Some(TOKEN), "n0").await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, list) = server.get("/v1/services").await;
+    assert_eq!(list["services"].as_array().unwrap().len(), 4);
 }

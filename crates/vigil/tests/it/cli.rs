@@ -343,7 +343,7 @@ fn service_commands_administer_a_real_server() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("forbidden"),
+        text(&out.stderr).contains("unauthorized"),
         "{}",
         text(&out.stderr)
     );

@@ -192,10 +192,13 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// One API call without a token (the endpoints used are open); the answer as JSON.
+/// One API call with the agent token (reads are open, registrations and beats need it); the
+/// answer as JSON.
 fn api(method: reqwest::Method, url: &str, body: Option<Value>) -> Value {
     runtime().block_on(async {
-        let mut request = reqwest::Client::new().request(method, url);
+        let mut request = reqwest::Client::new()
+            .request(method, url)
+            .bearer_auth(crate::AGENT_TOKEN);
         if let Some(body) = body {
             request = request.json(&body);
         }

@@ -55,7 +55,10 @@ async fn json(
     url: String,
     body: Option<Value>,
 ) -> Option<Value> {
-    let mut request = http.request(method, url).timeout(Duration::from_secs(5));
+    let mut request = http
+        .request(method, url)
+        .bearer_auth(crate::AGENT_TOKEN)
+        .timeout(Duration::from_secs(5));
     if let Some(body) = body {
         request = request.json(&body);
     }

@@ -500,6 +500,7 @@ async fn open_file_exhaustion_and_slowloris_never_make_a_live_service_look_dead(
     let id = body["id"].as_i64().unwrap();
     let reporter = vigil_reporter::Reporter::builder(url.as_str(), "live", "cinder-volume")
         .report_interval(Duration::from_millis(300))
+        .token(crate::AGENT_TOKEN)
         .start()
         .expect("reporter starts");
 

@@ -161,8 +161,7 @@ fn every_documented_operation_is_served() {
     });
 }
 
-/// The document of a server whose reads need the admin token says so, and needs no token
-/// itself.
+/// The document of a server whose reads need a token says so, and needs no token itself.
 #[test]
 fn without_anonymous_reads_the_document_asks_for_the_token_on_reads() {
     let dir = tempfile::tempdir().unwrap();
@@ -173,11 +172,12 @@ fn without_anonymous_reads_the_document_asks_for_the_token_on_reads() {
     let doc = get_json(&format!("{}/openapi.json", server.url));
     assert_eq!(
         doc["paths"]["/v1/services"]["get"]["security"],
-        serde_json::json!([{"admin_token": []}])
+        serde_json::json!([{"token": []}])
     );
+    // Registration needs a token too, by default (`auth.open_registration` false).
     assert_eq!(
         doc["paths"]["/v1/services"]["post"]["security"],
-        serde_json::json!([{}])
+        serde_json::json!([{"token": []}])
     );
     assert_eq!(
         doc["paths"]["/healthz"]["get"]["security"],

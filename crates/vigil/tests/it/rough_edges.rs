@@ -76,7 +76,7 @@ fn a_missing_admin_token_says_where_it_was_looked_for() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("forbidden") && stderr.contains("admin.token was refused"),
+        stderr.contains("unauthorized") && stderr.contains("admin.token was refused"),
         "{stderr}"
     );
 }
@@ -326,7 +326,23 @@ fn an_unknown_host_named_as_an_argument_is_an_error_everywhere_a_filter_is_not()
     .status
     .success());
     let out = vigil(&["events", "node-1", "--json"], d, url);
-    assert_eq!(json(&out).as_array().unwrap().len(), 2);
+    // `down` too when the machine is slow enough for its service_down_time (1 s) to pass.
+    let kinds: Vec<String> = json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("deleted"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("registered"),
+        "{kinds:?}"
+    );
 }
 
 #[test]

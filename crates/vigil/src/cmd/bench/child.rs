@@ -17,6 +17,10 @@ use tokio::process::{Child, Command};
 use vigil_server::store::{NewService, PostgresStore};
 use vigil_server::Config;
 
+/// The agent token the bench's server takes and its heartbeats carry, as a fleet's would:
+/// the figures include the token check.
+pub(crate) const AGENT_TOKEN: &str = "bench-agent-token";
+
 /// Binaries of the simulated fleet: four services per host, as on a Cinder/Nova node.
 const BINARIES: [&str; 4] = [
     "cinder-volume",
@@ -173,6 +177,7 @@ impl ServerChild {
             .arg("--flush-interval")
             .arg(options.flush_interval.to_string())
             .args(["--admin-token", "bench-admin-token"])
+            .args(["--agent-token", AGENT_TOKEN])
             .env("VIGIL_LOG", "info")
             .env_remove("VIGIL_CONFIG")
             .stdin(Stdio::null())
