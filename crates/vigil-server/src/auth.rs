@@ -225,13 +225,17 @@ pub struct Policy {
     pub open_registration: bool,
 }
 
+/// The database's tokens by the SHA-256 of their secret, and the count of this server's own
+/// changes to them.
+type Stored = (HashMap<[u8; 32], Arc<Grant>>, u64);
+
 /// The tokens this server accepts.
 pub struct Tokens {
     /// The admin and agent tokens of this server's data directory or configuration.
     fixed: Vec<([u8; 32], Arc<Grant>)>,
     /// The database's tokens, by the SHA-256 of their secret; and how many times this server
     /// changed them itself (a refresh read before such a change must not undo it).
-    stored: RwLock<(HashMap<[u8; 32], Arc<Grant>>, u64)>,
+    stored: RwLock<Stored>,
     policy: Policy,
 }
 

@@ -191,6 +191,8 @@ mod tests {
             reason: None,
             last_seen: None,
             threshold_s: None,
+            actor: None,
+            address: None,
         }
     }
 

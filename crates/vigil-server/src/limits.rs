@@ -46,7 +46,12 @@ impl WriteLimits {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
-        if self.checks.fetch_add(1, Ordering::Relaxed) % 1024 == 0 && limiter.len() > PRUNE_ABOVE {
+        if self
+            .checks
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(1024)
+            && limiter.len() > PRUNE_ABOVE
+        {
             limiter.retain_recent();
         }
         limiter

@@ -179,6 +179,8 @@ fn restarts_count_only_recent_starts_again() {
         reason: Some(reason.into()),
         last_seen: None,
         threshold_s: None,
+        actor: None,
+        address: None,
     };
     let now = t(3_600_000);
     let mut history = vec![

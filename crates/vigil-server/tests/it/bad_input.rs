@@ -465,3 +465,86 @@ async fn cinder_paths_on_the_main_port_point_to_the_cinder_listener() {
         "{body}"
     );
 }
+
+/// The token routes answer malformed input with our error body, and never a 5xx.
+#[tokio::test]
+async fn token_requests_are_checked() {
+    let (_dir, server) = server().await;
+    let url = format!("{}/v1/tokens", server.url);
+    for (body, content_type, want_status, want_code) in [
+        (
+            &b"{\"name\": "[..],
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            b"[]",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            b"{\"name\": \"x\"}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            b"{\"name\": \"x\", \"role\": \"root\"}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            b"{\"name\": \"x\", \"role\": \"reader\", \"extra\": 1}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            b"{\"name\": \"x\", \"role\": \"agent\", \"hosts\": \"stor-*\"}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            b"{\"name\": \"x\", \"role\": \"reader\", \"expires_in_s\": 1e300}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_expires_in",
+        ),
+        (
+            b"{\"name\": \"\\u0000\", \"role\": \"reader\"}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_token",
+        ),
+        (
+            b"{\"name\": \"x\", \"role\": \"reader\"}",
+            "text/plain",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+    ] {
+        let response = server
+            .http
+            .post(&url)
+            .bearer_auth(crate::harness::TOKEN)
+            .header("content-type", content_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap();
+        assert_error(status, &answer, want_status, want_code);
+    }
+    for path in ["/v1/tokens/nobody", "/v1/tokens/%00", "/v1/tokens/a%20b"] {
+        let (status, body) = server.admin(Method::DELETE, path, None).await;
+        assert!(status.is_client_error(), "{path}: {status} {body}");
+        assert!(body["error"]["code"].is_string(), "{path}: {body}");
+    }
+    let (status, body) = server.request(Method::GET, "/v1/tokens", None, None).await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+}
