@@ -60,8 +60,9 @@ pub(crate) fn check_admin(
 }
 
 /// Middleware: with `auth.anonymous_read` false, every read (GET, HEAD) but `/healthz` and
-/// `/readyz` (which load balancers and supervisors call) and `/openapi.json` (the API's
-/// description, which holds no data) needs the admin token, the only token there is. Writes check their own token in their handlers.
+/// `/readyz` (which load balancers and supervisors call), `/openapi.json` (the API's
+/// description, which holds no data) and the dashboard's pages (which hold none either: their
+/// script reads the API with the token the person entered) needs the admin token, the only token there is. Writes check their own token in their handlers.
 pub(crate) async fn reads(
     axum::extract::State(app): axum::extract::State<Arc<App>>,
     request: axum::extract::Request,
@@ -73,7 +74,7 @@ pub(crate) async fn reads(
     let probe = matches!(
         request.uri().path(),
         "/healthz" | "/readyz" | "/openapi.json"
-    );
+    ) || super::ui::holds_no_data(request.uri().path());
     if read && !probe && !app.config.auth.anonymous_read {
         if let Err(err) = check_admin(
             request.headers(),
