@@ -463,10 +463,12 @@
       loadServices();
     };
     let typing = null;
-    form.addEventListener("input", (e) => {
+    const typed = (e) => {
       clearTimeout(typing);
-      typing = setTimeout(changed, e.target.tagName === "SELECT" ? 0 : 250);
-    });
+      typing = setTimeout(changed, e.type === "change" || e.target.tagName === "SELECT" ? 0 : 250);
+    };
+    form.addEventListener("input", typed);
+    form.addEventListener("change", typed);
 
     main.replaceChildren(
       h("h1", {}, "Overview"),

@@ -15,6 +15,7 @@ mod postgres;
 mod replicas;
 mod storage_faults;
 mod story;
+mod ui;
 mod watch;
 
 /// Runs each named `async fn(Backend)` as a test against every backend. The PostgreSQL tests
