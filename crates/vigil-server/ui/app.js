@@ -604,10 +604,17 @@
       if (diagnosis.status === "rejected") return h("p", { class: "error" }, errorText(diagnosis.reason));
       const list = diagnosis.value.data.findings;
       if (!list.length) return h("p", { class: "empty" }, "No findings.");
-      return h("div", { id: "findings" }, list.map((f) => h("div", { class: "finding " + f.severity, "data-check": f.check },
+      const one = (f) => h("div", { class: "finding " + f.severity, "data-check": f.check },
         h("h3", {}, `${f.severity === "ok" ? "✓" : f.severity === "warning" ? "⚠" : "✗"} ${f.summary}`),
         f.detail ? h("p", {}, f.detail) : null,
-        f.remedy ? h("p", {}, h("strong", {}, "Advice: "), f.remedy) : null)));
+        f.remedy ? h("p", {}, h("strong", {}, "Advice: "), f.remedy) : null);
+      // Problems first; the checks that passed folded below them.
+      const rank = { error: 0, warning: 1, ok: 2 };
+      const problems = list.filter((f) => f.severity !== "ok").sort((a, b) => rank[a.severity] - rank[b.severity]);
+      const passed = list.filter((f) => f.severity === "ok");
+      return h("div", { id: "findings" },
+        problems.length ? problems.map(one) : h("p", {}, "✓ Nothing wrong found."),
+        passed.length ? h("details", {}, h("summary", {}, `${passed.length} checks passed`), passed.map(one)) : null);
     }
 
     function gapsChart(service, beats) {
@@ -735,7 +742,7 @@
       h("label", {}, "Kind", h("select", { name: "kind", id: "filter-kind" }, h("option", { value: "" }, "any"),
         KINDS.map((k) => h("option", { value: k, selected: filters.kind === k }, k)))),
       field("since", "Since (RFC 3339)", { placeholder: "2026-01-02T03:04:05Z" }),
-      h("button", { type: "submit" }, "Apply"));
+      h("button", { type: "submit", id: "events-apply" }, "Apply"));
     const changed = () => {
       for (const el of form.elements) if (el.name) filters[el.name] = el.value.trim();
       load();

@@ -282,8 +282,12 @@ impl Browser {
         assert_eq!(errors, json!([]), "errors on {page}");
     }
 
+    /// A picture of the page from its top, in a window tall enough for most of it.
     async fn screenshot(&self, name: &str) {
+        self.client.set_window_size(1400, 1500).await.unwrap();
+        self.eval("window.scrollTo(0, 0) || true").await;
         let png = self.client.screenshot().await.expect("a screenshot");
+        self.client.set_window_size(1400, 1000).await.unwrap();
         let dir = screenshots();
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(name), png).unwrap();
@@ -535,6 +539,26 @@ async fn the_dashboard_in_a_real_browser() {
         )
         .await;
     browser.screenshot("service.png").await;
+
+    // The events page, with the filters of `vigil events`.
+    browser.goto(&format!("{url}/ui/events?kind=down")).await;
+    browser
+        .until(
+            "the down events",
+            Duration::from_secs(5),
+            "document.querySelectorAll('#events tbody tr').length >= 2 && [...document.querySelectorAll('#events tbody tr')].every(r => r.textContent.includes('down'))",
+        )
+        .await;
+    browser.type_into("#filter-host", "stor-a").await;
+    browser.click("#events-apply").await;
+    browser
+        .until(
+            "stor-a's events",
+            Duration::from_secs(5),
+            "location.search === '?host=stor-a&kind=down' && !document.querySelector('#events') && document.querySelector('main .empty')?.textContent === 'No events.'",
+        )
+        .await;
+    browser.assert_no_errors("the events page").await;
     browser.goto(&format!("{url}/")).await;
     browser
         .until(
