@@ -52,6 +52,11 @@
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+  /** Marks the first time something is on screen (BENCHMARKS.md reads these). */
+  function mark(name) {
+    if (!performance.getEntriesByName(name).length) performance.mark(name);
+  }
+
   function token() {
     return sessionStorage.getItem(TOKEN_KEY) || "";
   }
@@ -490,6 +495,7 @@
       try {
         const { data } = await api("/ui/api/overview");
         cards.replaceChildren(...countsCards(data.all).filter(Boolean));
+        mark("vigil:counts");
         zones.replaceChildren(groupTable("Services by availability zone", "zones", data.zones, pick("zone")));
         sources.replaceChildren(groupTable("Services by where their heartbeats come from", "sources", data.sources, pick("source")));
         zoneList.replaceChildren(...Object.keys(data.zones).map((z) => h("option", { value: z })));
@@ -518,6 +524,7 @@
         if (mine !== generation) return;
         const total = Number(response.headers.get("X-Total-Count"));
         tableBox.replaceChildren(servicesTable(data.services));
+        mark("vigil:services");
         const from = data.services.length ? offset + 1 : 0;
         pagerText.textContent = `${from}–${offset + data.services.length} of ${total} services`;
         prev.disabled = offset === 0;

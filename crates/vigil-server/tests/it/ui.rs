@@ -611,3 +611,101 @@ async fn the_dashboard_in_a_real_browser() {
     beats.abort();
     let _ = browser.client.clone().close().await;
 }
+
+/// The first render of the overview at 100,000 services, in Chromium: a measurement for
+/// BENCHMARKS.md, not a check (run it on a quiet machine, in release):
+/// `cargo test -p vigil-server --features bench --release --test it ui::bench -- --ignored --nocapture`.
+#[cfg(feature = "bench")]
+mod bench {
+    use std::time::{Duration, Instant};
+
+    use serde_json::json;
+    use vigil_server::store::NewService;
+
+    use super::Browser;
+    use crate::harness::{temp_dir, Backend, TestServer};
+
+    const SERVICES: usize = 100_000;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement for BENCHMARKS.md; see the module's doc"]
+    async fn first_render_at_100000_services() {
+        let Some(browser) = Browser::start().await else {
+            return;
+        };
+        let dir = temp_dir();
+        let mut config = Backend::Sqlite.config(dir.path());
+        config.service_down_time = 60.0;
+        let store = vigil_server::open_store(&config).await.unwrap();
+        let binaries = ["cinder-volume", "cinder-scheduler", "cinder-backup", "nova-compute"];
+        let fleet: Vec<NewService> = (0..SERVICES)
+            .map(|i| NewService {
+                host: format!("node-{:07}.example.net", i / binaries.len()),
+                binary: binaries[i % binaries.len()].into(),
+                topic: None,
+                zone: format!("az-{}", i % 3 + 1),
+                report_interval: 10.0,
+                version: Some("2025.1".into()),
+            })
+            .collect();
+        store
+            .bulk_insert_services(&fleet, chrono::Utc::now())
+            .await
+            .unwrap();
+        drop(store);
+        let server = TestServer::start(config).await;
+        let url = server.url.clone();
+        // The API calls the page makes, each timed alone (after one unmeasured round).
+        let mut api = Vec::new();
+        for path in [
+            "/ui/api/overview",
+            "/v1/services?sort=id&offset=0&limit=50",
+            "/v1/services?sort=-last_heartbeat_age_s&offset=0&limit=50",
+            "/v1/services?q=node-0012&sort=host&offset=0&limit=50",
+            "/v1/events?limit=10",
+        ] {
+            let mut best = Duration::MAX;
+            for _ in 0..6 {
+                let started = Instant::now();
+                let response = server
+                    .http
+                    .get(format!("{url}{path}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success());
+                response.bytes().await.unwrap();
+                best = best.min(started.elapsed());
+            }
+            api.push(json!({"path": path, "best_ms": best.as_secs_f64() * 1000.0}));
+        }
+        // First render: from navigation start to the counts and the first page of the table.
+        let mut renders = Vec::new();
+        for _ in 0..5 {
+            browser.goto(&format!("{url}/")).await;
+            browser
+                .until(
+                    "the first render",
+                    Duration::from_secs(30),
+                    "performance.getEntriesByName('vigil:services').length && performance.getEntriesByName('vigil:counts').length",
+                )
+                .await;
+            let counts = browser
+                .eval("performance.getEntriesByName('vigil:counts')[0].startTime")
+                .await;
+            let table = browser
+                .eval("performance.getEntriesByName('vigil:services')[0].startTime")
+                .await;
+            let total = browser
+                .eval("document.querySelector('[data-count=total] .n').textContent")
+                .await;
+            assert_eq!(total, json!(SERVICES.to_string()));
+            renders.push(json!({"counts_ms": counts, "table_ms": table}));
+        }
+        eprintln!(
+            "{}",
+            json!({"services": SERVICES, "api": api, "first_render": renders})
+        );
+        let _ = browser.client.clone().close().await;
+    }
+}
