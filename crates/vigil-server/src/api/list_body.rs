@@ -208,13 +208,7 @@ impl Key {
 /// A page of the list with `filter`, ordered by `sort`: `limit` services from `offset`, with
 /// how many pass the filter in `X-Total-Count`. Every service that passes is judged once to
 /// be sorted, then only the page's are written, so a page of a large fleet is quick.
-pub fn page(
-    app: &App,
-    filter: &ListFilter,
-    sort: Sort,
-    offset: usize,
-    limit: usize,
-) -> Response {
+pub fn page(app: &App, filter: &ListFilter, sort: Sort, offset: usize, limit: usize) -> Response {
     let now = app.clock.now();
     let mut rows: Vec<(Key, i64, Arc<Entry>)> = Vec::new();
     for entry in app.registry.candidates(filter) {

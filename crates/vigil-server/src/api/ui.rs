@@ -61,9 +61,7 @@ pub(crate) fn holds_no_data(path: &str) -> bool {
 }
 
 fn page(name: &str, title: &str) -> Response {
-    let html = SHELL
-        .replace("{{page}}", name)
-        .replace("{{title}}", title);
+    let html = SHELL.replace("{{page}}", name).replace("{{title}}", title);
     let mut response = ([(CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
     let headers = response.headers_mut();
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -60,9 +60,7 @@ async fn pages_need_no_token_their_data_does_and_errors_are_json() {
     let (status, body) = server.get("/ui/api/overview").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["error"]["code"], "unauthorized");
-    let (status, body) = server
-        .admin(Method::GET, "/ui/api/overview", None)
-        .await;
+    let (status, body) = server.admin(Method::GET, "/ui/api/overview", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["all"]["total"], 0);
     // Errors are the API's JSON body.
@@ -118,7 +116,11 @@ async fn the_list_sorts_pages_and_searches() {
     let (_, total, body) = list(&server, "?q=AZ-9").await;
     assert_eq!(total, None, "no paging asked, no count");
     assert_eq!(hosts(&body), ["foxtrot"]);
-    let (_, total, body) = list(&server, "?q=volume&binary=cinder-volume&sort=zone&limit=100").await;
+    let (_, total, body) = list(
+        &server,
+        "?q=volume&binary=cinder-volume&sort=zone&limit=100",
+    )
+    .await;
     assert_eq!(total, Some(5));
     assert_eq!(hosts(&body).len(), 5);
     let (_, total, body) = list(&server, "?q=nothing-like-it&limit=10").await;
@@ -386,9 +388,11 @@ async fn the_dashboard_in_a_real_browser() {
     let alive = Arc::new(Mutex::new(ids.iter().copied().collect::<HashSet<i64>>()));
     let beats = beat_forever(url.clone(), alive.clone());
     server
-        .eventually("the misconfigured one down", Duration::from_secs(5), || async {
-            server.service(misconfigured).await["state"] == "down"
-        })
+        .eventually(
+            "the misconfigured one down",
+            Duration::from_secs(5),
+            || async { server.service(misconfigured).await["state"] == "down" },
+        )
         .await;
 
     // The overview: counts, rows, no error.
@@ -432,7 +436,12 @@ async fn the_dashboard_in_a_real_browser() {
             "[...document.querySelectorAll('#services tbody td.host')].map(c => c.textContent).join() === 'stor-b,stor-b'",
         )
         .await;
-    assert!(browser.eval("location.search").await.as_str().unwrap().contains("host=stor-b"));
+    assert!(browser
+        .eval("location.search")
+        .await
+        .as_str()
+        .unwrap()
+        .contains("host=stor-b"));
     browser.type_into("#filter-host", "").await;
     browser
         .until(
@@ -471,7 +480,10 @@ async fn the_dashboard_in_a_real_browser() {
             &format!("document.querySelector('#services tr[data-id=\"{victim}\"]')?.classList.contains('state-down')"),
         )
         .await;
-    assert!(red < Duration::from_secs(1), "red {red:?} after the down event");
+    assert!(
+        red < Duration::from_secs(1),
+        "red {red:?} after the down event"
+    );
     assert_eq!(browser.eval("window.notReloaded").await, json!(true));
     browser
         .until(
@@ -527,9 +539,11 @@ async fn the_dashboard_in_a_real_browser() {
     browser.type_into("#field-token", TOKEN).await;
     browser.click("#dialog-ok").await;
     server
-        .eventually("disabled with the reason", Duration::from_secs(5), || async {
-            server.service(disabled).await["disabled_reason"] == "disk sdb failed"
-        })
+        .eventually(
+            "disabled with the reason",
+            Duration::from_secs(5),
+            || async { server.service(disabled).await["disabled_reason"] == "disk sdb failed" },
+        )
         .await;
     browser
         .until(
@@ -607,7 +621,9 @@ async fn the_dashboard_in_a_real_browser() {
         .await;
     assert_eq!(browser.eval("window.notReloaded").await, json!(true));
     assert_eq!(server.service(other).await["state"], "down");
-    eprintln!("dashboard: a down row red {red:?} after its event; reconnected {back:?} after the restart");
+    eprintln!(
+        "dashboard: a down row red {red:?} after its event; reconnected {back:?} after the restart"
+    );
     beats.abort();
     let _ = browser.client.clone().close().await;
 }
@@ -637,7 +653,12 @@ mod bench {
         let mut config = Backend::Sqlite.config(dir.path());
         config.service_down_time = 60.0;
         let store = vigil_server::open_store(&config).await.unwrap();
-        let binaries = ["cinder-volume", "cinder-scheduler", "cinder-backup", "nova-compute"];
+        let binaries = [
+            "cinder-volume",
+            "cinder-scheduler",
+            "cinder-backup",
+            "nova-compute",
+        ];
         let fleet: Vec<NewService> = (0..SERVICES)
             .map(|i| NewService {
                 host: format!("node-{:07}.example.net", i / binaries.len()),
