@@ -278,10 +278,24 @@ impl Browser {
         field.send_keys(text).await.unwrap();
     }
 
-    /// No script error, failed load or content-security-policy violation in the page.
+    /// Nothing on the browser's console at the level of an error or a warning (a script
+    /// error, a failed load, a content-security-policy violation) since the last call, and no
+    /// error the page itself caught.
     async fn assert_no_errors(&self, page: &str) {
         let errors = self.eval("window.vigilErrors").await;
         assert_eq!(errors, json!([]), "errors on {page}");
+        let log = self
+            .client
+            .issue_cmd(ConsoleLog)
+            .await
+            .expect("read the browser's console");
+        let bad: Vec<&Value> = log
+            .as_array()
+            .expect("the console is a list")
+            .iter()
+            .filter(|entry| matches!(entry["level"].as_str(), Some("SEVERE" | "WARNING")))
+            .collect();
+        assert!(bad.is_empty(), "the console of {page}: {bad:?}");
     }
 
     /// A picture of the page from its top, in a window tall enough for most of it.
@@ -296,8 +310,27 @@ impl Browser {
     }
 }
 
+/// chromedriver's read of the browser's console (what it logged since the last read).
+#[derive(Debug)]
+struct ConsoleLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for ConsoleLog {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (Method, Option<String>) {
+        (Method::POST, Some(r#"{"type":"browser"}"#.into()))
+    }
+}
+
 async fn connect(port: u16) -> Client {
     let mut capabilities = serde_json::Map::new();
+    capabilities.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
     capabilities.insert(
         "goog:chromeOptions".into(),
         json!({
@@ -536,6 +569,8 @@ async fn the_dashboard_in_a_real_browser() {
             "!document.getElementById('dialog-error').hidden && document.getElementById('dialog-error').textContent === 'the admin token is wrong'",
         )
         .await;
+    // (The browser logs that 403 on its console, as it does any refused request.)
+    browser.client.issue_cmd(ConsoleLog).await.unwrap();
     browser.type_into("#field-token", TOKEN).await;
     browser.click("#dialog-ok").await;
     server

@@ -80,7 +80,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let client = Client::new(&url, Some(token.clone()), None);
     // The dashboard first, on every redraw: what a newcomer opens.
     let dashboard = format!("dashboard: {url}/ (its admin actions take the token {token})");
-    println!("{dashboard}");
     let terminal = std::io::stdout().is_terminal();
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
