@@ -118,10 +118,8 @@
 
   function when(iso) {
     if (!iso) return "–";
-    const d = new Date(iso);
-    const pad = (n) => String(n).padStart(2, "0");
-    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
-      `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+    // UTC, as the API and the CLI show times.
+    return new Date(iso).toISOString().slice(0, 19).replace("T", " ") + "Z";
   }
 
   function errorText(e) {
