@@ -52,6 +52,27 @@
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+  /**
+   * Replaces `box`'s content with `content`, keeping the keyboard focus on the same control
+   * (a column's sort button, a service's link, a zone's button) when it was inside.
+   */
+  function redraw(box, ...content) {
+    const active = document.activeElement;
+    let again = null;
+    if (active && box.contains(active)) {
+      const th = active.closest("[data-sort]");
+      const row = active.closest("tr[data-id], tr[data-group]");
+      if (th) again = `[data-sort="${th.dataset.sort}"] button`;
+      else if (row && row.dataset.id) again = `tr[data-id="${row.dataset.id}"] a`;
+      else if (row) again = `tr[data-group="${CSS.escape(row.dataset.group)}"] button`;
+    }
+    box.replaceChildren(...content);
+    if (again) {
+      const target = box.querySelector(again);
+      if (target) target.focus();
+    }
+  }
+
   /** Marks the first time something is on screen (BENCHMARKS.md reads these). */
   function mark(name) {
     if (!performance.getEntriesByName(name).length) performance.mark(name);
@@ -226,13 +247,17 @@
   let streamAbort = null;
   let everConnected = false;
   let refreshPage = () => {};
+  let wake = null;
 
-  function connected(on, why) {
+  function connected(on, why, denied) {
     liveLabel.textContent = on ? "live" : "offline";
     liveLabel.className = "live " + (on ? "on" : "off");
     if (on) {
       banner.hidden = true;
       banner.textContent = "";
+    } else if (denied) {
+      banner.textContent = "No live updates: " + why + ". Enter it with the button “Admin token”.";
+      banner.hidden = false;
     } else if (everConnected || why) {
       banner.textContent = "Connection to the server lost" + (why ? " (" + why + ")" : "") +
         "; reconnecting… The page shows what was known before.";
@@ -242,11 +267,14 @@
 
   function restartStream() {
     if (streamAbort) streamAbort.abort();
+    if (wake) wake();
   }
 
   async function follow() {
     let delay = 250;
+    let denied = false;
     for (;;) {
+      denied = false;
       const controller = new AbortController();
       streamAbort = controller;
       let why = null;
@@ -260,6 +288,10 @@
           try {
             message = (await response.json()).error.message;
           } catch (e) { /* not our error body */ }
+          if (response.status === 401 || response.status === 403) {
+            denied = true;
+            message = "live updates need the admin token: " + message;
+          }
           throw new Error(message);
         }
         const wasConnected = everConnected;
@@ -274,8 +306,12 @@
       }
       controller.abort();
       if (why !== null) {
-        connected(false, why);
-        await sleep(delay);
+        connected(false, why, denied);
+        await new Promise((resolve) => {
+          wake = resolve;
+          setTimeout(resolve, denied ? 5000 : delay);
+        });
+        wake = null;
         delay = Math.min(delay * 2, 2000);
       }
     }
@@ -494,8 +530,8 @@
         const { data } = await api("/ui/api/overview");
         cards.replaceChildren(...countsCards(data.all).filter(Boolean));
         mark("vigil:counts");
-        zones.replaceChildren(groupTable("Services by availability zone", "zones", data.zones, pick("zone")));
-        sources.replaceChildren(groupTable("Services by where their heartbeats come from", "sources", data.sources, pick("source")));
+        redraw(zones, groupTable("Services by availability zone", "zones", data.zones, pick("zone")));
+        redraw(sources, groupTable("Services by where their heartbeats come from", "sources", data.sources, pick("source")));
         zoneList.replaceChildren(...Object.keys(data.zones).map((z) => h("option", { value: z })));
         sourceList.replaceChildren(...Object.keys(data.sources).map((z) => h("option", { value: z })));
       } catch (e) {
@@ -521,7 +557,7 @@
         const { data, response } = await api("/v1/services" + query(Object.assign({}, params, { offset, limit: PAGE_SIZE, sort: sort || "id" })));
         if (mine !== generation) return;
         const total = Number(response.headers.get("X-Total-Count"));
-        tableBox.replaceChildren(servicesTable(data.services));
+        redraw(tableBox, servicesTable(data.services));
         mark("vigil:services");
         const from = data.services.length ? offset + 1 : 0;
         pagerText.textContent = `${from}–${offset + data.services.length} of ${total} services`;
@@ -561,6 +597,11 @@
 
   function servicePage() {
     const id = Number(location.pathname.split("/").pop());
+
+    let passedOpen = false;
+    document.addEventListener("toggle", (e) => {
+      if (e.target.id === "passed-checks") passedOpen = e.target.open;
+    }, true);
 
     async function load() {
       let service;
@@ -619,7 +660,7 @@
       const passed = list.filter((f) => f.severity === "ok");
       return h("div", { id: "findings" },
         problems.length ? problems.map(one) : h("p", {}, "✓ Nothing wrong found."),
-        passed.length ? h("details", {}, h("summary", {}, `${passed.length} checks passed`), passed.map(one)) : null);
+        passed.length ? h("details", { id: "passed-checks", open: passedOpen }, h("summary", {}, `${passed.length} checks passed`), passed.map(one)) : null);
     }
 
     function gapsChart(service, beats) {
@@ -690,7 +731,8 @@
       return [
         timeline,
         h("p", { class: "legend" }, h("span", {}, h("i", { class: "up" }), "up"), h("span", {}, h("i", { class: "warn" }), "suspect / forced down"),
-          h("span", {}, h("i", { class: "down" }), "down"), h("span", {}, h("i", { class: "off" }), "disabled")),
+          h("span", {}, h("i", { class: "down" }), "down"), h("span", {}, h("i", { class: "off" }), "disabled"),
+          h("span", {}, h("i", { class: "none" }), "admin: enabled, not forced down")),
         eventsTable(events.value.data.events, "service-events"),
       ];
     }

@@ -667,6 +667,34 @@ async fn the_dashboard_in_a_real_browser() {
         "dashboard: a down row red {red:?} after its event; reconnected {back:?} after the restart"
     );
     beats.abort();
+
+    // A server whose reads need the token: the page opens, says what it needs, and once the
+    // token is entered shows the data and goes live. (A new tab: the token is the tab's.)
+    let private = temp_dir();
+    let mut config = Backend::Sqlite.config(private.path());
+    config.auth.anonymous_read = false;
+    let locked = TestServer::start(config).await;
+    locked.register("stor-z", "cinder-volume").await;
+    let tab = browser.client.new_window(true).await.expect("a new tab");
+    browser.client.switch_to_window(tab.handle).await.unwrap();
+    browser.goto(&format!("{}/", locked.url)).await;
+    browser
+        .until(
+            "the page asks for the token",
+            Duration::from_secs(5),
+            "document.querySelector('#counts .error')?.textContent.includes('auth.anonymous_read is false') && document.getElementById('banner').textContent.includes('admin token')",
+        )
+        .await;
+    browser.click("#token-button").await;
+    browser.type_into("#field-token", TOKEN).await;
+    browser.click("#dialog-ok").await;
+    browser
+        .until(
+            "the data and the stream with the token",
+            Duration::from_secs(5),
+            "document.querySelector('[data-count=total] .n')?.textContent === '1' && document.getElementById('live').textContent === 'live' && document.getElementById('banner').hidden",
+        )
+        .await;
     let _ = browser.client.clone().close().await;
 }
 
