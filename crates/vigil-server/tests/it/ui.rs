@@ -568,15 +568,28 @@ async fn the_dashboard_in_a_real_browser() {
     browser.type_into("#field-reason", "disk sdb failed").await;
     browser.type_into("#field-token", "wrong-token").await;
     browser.click("#dialog-ok").await;
-    // The API's words for a wrong token, in the dialog, which stays open.
+    // The API's words for a wrong token, as the API says them, in the dialog, which stays open.
+    let (status, refusal) = server
+        .request(
+            Method::PATCH,
+            &format!("/v1/services/{disabled}"),
+            Some(json!({"disabled": true})),
+            Some("wrong-token"),
+        )
+        .await;
+    assert!(status.is_client_error(), "{refusal}");
+    let words = refusal["error"]["message"].as_str().unwrap();
     browser
         .until(
             "the API's error in the dialog",
             Duration::from_secs(5),
-            "!document.getElementById('dialog-error').hidden && document.getElementById('dialog-error').textContent === 'the admin token is wrong'",
+            &format!(
+                "!document.getElementById('dialog-error').hidden && document.getElementById('dialog-error').textContent === {}",
+                json!(words)
+            ),
         )
         .await;
-    // (The browser logs that 403 on its console, as it does any refused request.)
+    // (The browser logs that refusal on its console, as it does any refused request.)
     browser.client.issue_cmd(ConsoleLog).await.unwrap();
     browser.type_into("#field-token", TOKEN).await;
     browser.click("#dialog-ok").await;
@@ -678,11 +691,17 @@ async fn the_dashboard_in_a_real_browser() {
     let tab = browser.client.new_window(true).await.expect("a new tab");
     browser.client.switch_to_window(tab.handle).await.unwrap();
     browser.goto(&format!("{}/", locked.url)).await;
+    let (status, refusal) = locked.get("/ui/api/overview").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{refusal}");
+    let words = refusal["error"]["message"].as_str().unwrap();
     browser
         .until(
             "the page asks for the token",
             Duration::from_secs(5),
-            "document.querySelector('#counts .error')?.textContent.includes('auth.anonymous_read is false') && document.getElementById('banner').textContent.includes('admin token')",
+            &format!(
+                "document.querySelector('#counts .error')?.textContent === {} && document.getElementById('banner').textContent.includes('admin token')",
+                json!(words)
+            ),
         )
         .await;
     browser.click("#token-button").await;
