@@ -92,6 +92,9 @@ pub struct ListFilter {
     pub status: Option<vigil_proto::Status>,
     /// `vigil`, or a watch's name.
     pub source: Option<String>,
+    /// Text that the host, binary, zone, topic, version or disabled reason contains (ASCII
+    /// letters in either case).
+    pub text: Option<String>,
 }
 
 #[derive(Default)]
@@ -388,7 +391,8 @@ impl Registry {
                 .state
                 .is_some_and(|s| s != self.judge(slot, now).state())
             || filter.status.is_some_and(|s| s != status(record))
-            || filter.source.as_ref().is_some_and(|s| s != source(slot)))
+            || filter.source.as_ref().is_some_and(|s| s != source(slot))
+            || filter.text.as_ref().is_some_and(|t| !mentions(record, t)))
     }
 
     /// What `slot`'s service is at `now`: the one judgement every view reads (the list's
@@ -535,4 +539,23 @@ pub fn status(record: &ServiceRecord) -> vigil_proto::Status {
     } else {
         vigil_proto::Status::Enabled
     }
+}
+
+/// Whether a field of `record` that people search by contains `text` (ASCII letters in either
+/// case), without allocating.
+fn mentions(record: &ServiceRecord, text: &str) -> bool {
+    let needle = text.as_bytes();
+    let contains = |hay: &str| {
+        needle.is_empty()
+            || hay
+                .as_bytes()
+                .windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(needle))
+    };
+    contains(&record.host)
+        || contains(&record.binary)
+        || contains(&record.zone)
+        || record.topic.as_deref().is_some_and(contains)
+        || record.version.as_deref().is_some_and(contains)
+        || record.disabled_reason.as_deref().is_some_and(contains)
 }

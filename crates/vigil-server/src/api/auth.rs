@@ -83,9 +83,11 @@ impl FromRequestParts<Arc<App>> for Admin {
 }
 
 /// Middleware: every read (GET, HEAD) but `/healthz` and `/readyz` (which load balancers and
-/// supervisors call) and `/openapi.json` (the API's description, which holds no data) is
-/// checked here: free while `auth.anonymous_read` holds (but a token that is sent must be
-/// valid), else for a reader or admin token. Writes check their own needs in their handlers.
+/// supervisors call), `/openapi.json` (the API's description, which holds no data) and the
+/// dashboard's pages (which hold none either: their script reads the API with the token the
+/// person entered) is checked here: free while `auth.anonymous_read` holds (but a token that
+/// is sent must be valid), else for a reader or admin token. Writes check their own needs in
+/// their handlers.
 pub(crate) async fn reads(
     axum::extract::State(app): axum::extract::State<Arc<App>>,
     request: axum::extract::Request,
@@ -97,7 +99,7 @@ pub(crate) async fn reads(
     let probe = matches!(
         request.uri().path(),
         "/healthz" | "/readyz" | "/openapi.json"
-    );
+    ) || super::ui::holds_no_data(request.uri().path());
     if read && !probe {
         let address = request
             .extensions()

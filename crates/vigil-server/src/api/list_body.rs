@@ -93,3 +93,168 @@ pub fn services(app: Arc<App>, filter: ListFilter) -> Response {
     let body = Body::from_stream(stream::iter(pieces));
     ([(CONTENT_TYPE, "application/json")], body).into_response()
 }
+
+/// The field a sorted list is ordered by, and which way.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sort {
+    field: Field,
+    descending: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+enum Field {
+    #[default]
+    Id,
+    Host,
+    Binary,
+    Topic,
+    Zone,
+    Status,
+    State,
+    UpdatedAt,
+    Age,
+    ReportCount,
+    ReportInterval,
+    Suspicion,
+    Source,
+    DisabledReason,
+    ForcedDown,
+    Version,
+}
+
+const FIELDS: [(&str, Field); 16] = [
+    ("id", Field::Id),
+    ("host", Field::Host),
+    ("binary", Field::Binary),
+    ("topic", Field::Topic),
+    ("zone", Field::Zone),
+    ("status", Field::Status),
+    ("state", Field::State),
+    ("updated_at", Field::UpdatedAt),
+    ("last_heartbeat_age_s", Field::Age),
+    ("report_count", Field::ReportCount),
+    ("report_interval", Field::ReportInterval),
+    ("suspicion", Field::Suspicion),
+    ("source", Field::Source),
+    ("disabled_reason", Field::DisabledReason),
+    ("forced_down", Field::ForcedDown),
+    ("version", Field::Version),
+];
+
+impl std::str::FromStr for Sort {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Sort, String> {
+        let (descending, name) = match text.strip_prefix('-') {
+            Some(name) => (true, name),
+            None => (false, text),
+        };
+        FIELDS
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, field)| Sort {
+                field: *field,
+                descending,
+            })
+            .ok_or_else(|| {
+                let known: Vec<&str> = FIELDS.iter().map(|(name, _)| *name).collect();
+                format!(
+                    "sort must be one of {} (descending after a -), not {text:?}",
+                    known.join(", ")
+                )
+            })
+    }
+}
+
+/// A service's place in a sorted list: numbers, or text (absent text and numbers first).
+#[derive(Debug, PartialEq, PartialOrd)]
+enum Key {
+    Number(f64),
+    Text(Option<crate::model::Name>),
+}
+
+impl Key {
+    fn of(field: Field, app: &App, slot: &crate::registry::Slot, now: DateTime<Utc>) -> Key {
+        let record = &slot.record;
+        let text = |name: &crate::model::Name| Key::Text(Some(name.clone()));
+        match field {
+            Field::Id => Key::Number(0.0),
+            Field::Host => text(&record.host),
+            Field::Binary => text(&record.binary),
+            Field::Topic => Key::Text(record.topic.clone()),
+            Field::Zone => text(&record.zone),
+            Field::Status => Key::Number(f64::from(u8::from(record.disabled))),
+            Field::State => Key::Text(Some(app.registry.judge(slot, now).state().as_str().into())),
+            Field::UpdatedAt | Field::Age => {
+                let age = app.registry.judge(slot, now).age_s();
+                Key::Number(if field == Field::Age { age } else { -age })
+            }
+            Field::ReportCount => Key::Number(record.report_count as f64),
+            Field::ReportInterval => Key::Number(record.report_interval),
+            Field::Suspicion => Key::Number(
+                app.registry
+                    .judge(slot, now)
+                    .suspicion_shown()
+                    .unwrap_or(-1.0),
+            ),
+            Field::Source => Key::Text(Some(crate::registry::source(slot).into())),
+            Field::DisabledReason => Key::Text(record.disabled_reason.as_deref().map(Into::into)),
+            Field::ForcedDown => Key::Number(f64::from(u8::from(record.forced_down))),
+            Field::Version => Key::Text(record.version.clone()),
+        }
+    }
+}
+
+/// A page of the list with `filter`, ordered by `sort`: `limit` services from `offset`, with
+/// how many pass the filter in `X-Total-Count`. Every service that passes is judged once to
+/// be sorted, then only the page's are written, so a page of a large fleet is quick.
+pub fn page(app: &App, filter: &ListFilter, sort: Sort, offset: usize, limit: usize) -> Response {
+    let now = app.clock.now();
+    let mut rows: Vec<(Key, i64, Arc<Entry>)> = Vec::new();
+    for entry in app.registry.candidates(filter) {
+        let slot = entry.lock();
+        if !app.registry.passes(&slot, filter, now) {
+            continue;
+        }
+        let key = Key::of(sort.field, app, &slot, now);
+        let id = slot.record.id;
+        drop(slot);
+        rows.push((key, id, entry));
+    }
+    match (sort.field, sort.descending) {
+        // The candidates come in id order.
+        (Field::Id, false) => {}
+        (Field::Id, true) => rows.reverse(),
+        _ => rows.sort_by(|a, b| {
+            let order = a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal);
+            let order = if sort.descending {
+                order.reverse()
+            } else {
+                order
+            };
+            order.then(a.1.cmp(&b.1))
+        }),
+    }
+    let total = rows.len();
+    let mut body = Vec::with_capacity(PIECE);
+    body.extend_from_slice(OPEN);
+    for (i, (_, _, entry)) in rows.iter().skip(offset).take(limit).enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        let slot = entry.lock();
+        super::service_json::write(&mut body, &app.registry, &slot, now);
+    }
+    body.extend_from_slice(CLOSE);
+    (
+        [
+            (CONTENT_TYPE, "application/json".to_string()),
+            (
+                axum::http::HeaderName::from_static("x-total-count"),
+                total.to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}

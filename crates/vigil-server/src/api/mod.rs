@@ -1,4 +1,5 @@
-//! The Vigil HTTP API (`/v1`, `/healthz`, `/readyz`), described by `/openapi.json`.
+//! The Vigil HTTP API (`/v1`, `/healthz`, `/readyz`), described by `/openapi.json`, and the
+//! dashboard ([`ui`], `/` and `/ui/`).
 //!
 //! Every route below is in the OpenAPI document ([`openapi`]): a test reads these `.route(`
 //! calls and fails on one the document lacks.
@@ -27,6 +28,7 @@ mod openapi;
 mod service_json;
 mod services;
 mod tokens;
+mod ui;
 
 pub use error::{ApiError, RETRY_AFTER_S};
 
@@ -47,7 +49,9 @@ pub fn router(app: Arc<App>) -> Router {
     } else {
         router
     };
+    // The dashboard's pages (not in the document: they are not part of the API).
     router
+        .merge(ui::router())
         .route("/v1/services", post(services::register).get(services::list))
         .route(
             "/v1/services/{id}",

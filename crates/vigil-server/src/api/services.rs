@@ -217,6 +217,21 @@ pub struct ListParams {
     status: Option<String>,
     /// `vigil`, or a watch's name.
     source: Option<String>,
+    /// Services whose host, binary, zone, topic, version or disabled reason contains this
+    /// text (ASCII letters in either case).
+    q: Option<String>,
+    /// Order by this field (`id`, `host`, `binary`, `topic`, `zone`, `status`, `state`,
+    /// `updated_at`, `last_heartbeat_age_s`, `report_count`, `report_interval`, `suspicion`,
+    /// `source`, `disabled_reason`, `forced_down`, `version`), descending after a `-`; ties in
+    /// id order. Default: id order.
+    sort: Option<String>,
+    /// Skip this many services of the (sorted) list.
+    #[param(minimum = 0)]
+    offset: Option<usize>,
+    /// Most services in the answer. With `sort`, `offset` or `limit`, the answer carries the
+    /// number of services that pass the filters in `X-Total-Count`.
+    #[param(minimum = 0)]
+    limit: Option<usize>,
 }
 
 #[utoipa::path(
@@ -227,8 +242,9 @@ pub struct ListParams {
     security((), ("token" = [])),
     params(ListParams),
     responses(
-        (status = 200, description = "The services that pass every filter given, in id order", body = vigil_proto::ServiceList),
-        (status = 400, description = "`invalid_state`, `invalid_status`", body = vigil_proto::ErrorBody),
+        (status = 200, description = "The services that pass every filter given, in id order (or `sort`'s), from `offset`, at most `limit`", body = vigil_proto::ServiceList,
+            headers(("X-Total-Count" = u64, description = "with `sort`, `offset` or `limit`: how many services pass the filters"))),
+        (status = 400, description = "`invalid_state`, `invalid_status`, `invalid_sort`, `invalid_query` (an `offset` or `limit` that is not a whole number)", body = vigil_proto::ErrorBody),
         (status = 401, description = "`unauthorized`: a token that is not valid (unknown, revoked, expired), or none on a server whose reads need one (`auth.anonymous_read = false`)", body = vigil_proto::ErrorBody),
         (status = 403, description = "`forbidden`: an agent token, which may not read, on a server whose reads need a token", body = vigil_proto::ErrorBody),
     )
@@ -258,9 +274,26 @@ pub async fn list(
         state,
         status,
         source: params.source,
+        text: params.q.filter(|q| !q.is_empty()),
+    };
+    let sort = match params.sort.as_deref() {
+        Some(text) => Some(
+            text.parse::<super::list_body::Sort>()
+                .map_err(|m| ApiError::bad_request("invalid_sort", m))?,
+        ),
+        None => None,
     };
     // Other replicas' changes first, so a change acknowledged anywhere shows here at once.
     app.sync_for_read().await;
+    if sort.is_some() || params.offset.is_some() || params.limit.is_some() {
+        return Ok(super::list_body::page(
+            &app,
+            &filter,
+            sort.unwrap_or_default(),
+            params.offset.unwrap_or(0),
+            params.limit.unwrap_or(usize::MAX),
+        ));
+    }
     Ok(super::list_body::services(app, filter))
 }
 

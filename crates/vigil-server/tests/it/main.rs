@@ -17,6 +17,7 @@ mod storage_faults;
 mod story;
 mod tls;
 mod trust;
+mod ui;
 mod watch;
 
 /// Runs each named `async fn(Backend)` as a test against every backend. The PostgreSQL tests

@@ -1,5 +1,6 @@
 //! `vigil demo`: a server on a temporary database and a simulated fleet, one of which stops,
-//! redrawn every second so a newcomer sees a service go from up to down.
+//! redrawn every second so a newcomer sees a service go from up to down; the dashboard's
+//! address comes first, to open in a browser.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -81,7 +82,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         }
     }
     let victim = fleet.len() / 2;
-    let client = Client::new(&url, Some(token), None);
+    let client = Client::new(&url, Some(token.clone()), None);
+    // The dashboard first, on every redraw: what a newcomer opens.
+    let dashboard = format!("dashboard: {url}/ (its admin actions take the token {token})");
     let terminal = std::io::stdout().is_terminal();
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -113,7 +116,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
                 if terminal {
                     print!("\x1b[2J\x1b[H");
                 }
-                println!("vigil demo at {elapsed:.0} s, server {url}\n{note}");
+                println!("{dashboard}\nvigil demo at {elapsed:.0} s, server {url}\n{note}");
                 println!("{}", table::services(&services));
             }
             Err(err) => eprintln!("vigil demo: {err}"),

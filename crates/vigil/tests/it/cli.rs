@@ -511,9 +511,14 @@ fn the_demo_shows_a_service_going_down_and_cleans_up() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    // It starts clean: the first line is the demo's own, and stderr has only the demo's note
-    // that a 2 s service_down_time is short for its 1 s beats, no log line of the server.
-    assert!(stdout.starts_with("vigil demo at"), "{stdout}");
+    // It starts clean: the first line is the dashboard's address, and stderr has only the
+    // demo's note that a 2 s service_down_time is short for its 1 s beats, no log line of the
+    // server.
+    assert!(
+        stdout.starts_with("dashboard: http://127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\nvigil demo at"), "{stdout}");
     let stderr = text(&out.stderr);
     assert!(
         stderr.lines().all(|l| l.starts_with("vigil demo: ")),
