@@ -59,7 +59,7 @@ class VigilServer:
     def start(self) -> "VigilServer":
         env = dict(os.environ, VIGIL_LOG="info")
         env.pop("VIGIL_ADMIN_TOKEN", None)
-        env.pop("VIGIL_AGENT_TOKEN", None)
+        env.pop("VIGIL_AGENT_TOKEN", None)  # the server's own token is given below
         self.process = subprocess.Popen(
             [
                 self.binary, "server",
@@ -67,6 +67,7 @@ class VigilServer:
                 "--data-dir", str(self.data_dir),
                 "--service-down-time", "1",
                 "--flush-interval", "0.1",
+                "--agent-token", "py-test-agent-token",
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -102,6 +103,10 @@ class VigilServer:
     def token(self) -> str:
         return (self.data_dir / "admin.token").read_text().strip()
 
+    @property
+    def agent_token(self) -> str:
+        return "py-test-agent-token"
+
     def call(self, method: str, path: str, admin: bool = False) -> Any:
         request = urllib.request.Request(self.url + path, method=method)
         if admin:
@@ -130,11 +135,18 @@ def wait_until(what: str, check: Any, limit: float = 10.0) -> Any:
         time.sleep(0.05)
 
 
+@pytest.fixture(autouse=True)
+def agent_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test's servers take one agent token (``--agent-token``), and reporters take it from
+    the environment (``VIGIL_AGENT_TOKEN``), as on a real host."""
+    token = "py-test-agent-token"
+    monkeypatch.setenv("VIGIL_AGENT_TOKEN", token)
+    return token
+
+
 @pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[VigilServer]:
+def server(tmp_path: Path) -> Iterator[VigilServer]:
     running = VigilServer(tmp_path / "data").start()
-    # Reporters take the server's agent token from the environment, as on a real host.
-    monkeypatch.setenv("VIGIL_AGENT_TOKEN", (running.data_dir / "agent.token").read_text().strip())
     try:
         yield running
     finally:

@@ -96,12 +96,13 @@ def test_https_with_a_ca_file_and_a_token(
     server: VigilServer, forwarder: TlsForwarder, certificate: Tuple[Path, Path]
 ) -> None:
     url = f"https://127.0.0.1:{forwarder.port}"
-    with Reporter(url, "tls-node", "cinder-volume", report_interval=0.2, token="s3cret-token", ca_file=str(certificate[0])) as reporter:
+    token = server.agent_token
+    with Reporter(url, "tls-node", "cinder-volume", report_interval=0.2, token=token, ca_file=str(certificate[0])) as reporter:
         wait_until("beats through TLS", lambda: reporter.report_count >= 2)
     assert server.service("tls-node", "cinder-volume")["report_count"] >= 2  # type: ignore[index]
     seen = b"".join(forwarder.requests)
     assert b"POST /v1/services HTTP/1.1" in seen
-    assert b"\r\nAuthorization: Bearer s3cret-token\r\n" in seen
+    assert b"\r\nAuthorization: Bearer " + token.encode() + b"\r\n" in seen
 
 
 def test_https_without_the_ca_file_refuses_the_certificate(

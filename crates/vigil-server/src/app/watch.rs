@@ -215,13 +215,14 @@ impl App {
                         frozen: Some(after.frozen),
                     };
                     let mut slot = entry.lock();
-                    for mut event in admin_events(&slot.record, &change, now) {
-                        let by = format!("changed in {}", watch.name);
-                        event.reason = Some(match event.reason {
-                            Some(reason) => format!("{reason} ({by})"),
-                            None => by,
-                        });
-                        self.events.emit(event);
+                    // Made in OpenStack, by someone Vigil cannot know: the watch that saw it
+                    // is the actor; the reason is OpenStack's own.
+                    let actor = crate::model::Actor {
+                        name: Some(watch.name.to_string()),
+                        address: None,
+                    };
+                    for event in admin_events(&slot.record, &change, now) {
+                        self.events.emit(event.by(&actor));
                     }
                     let record = &mut slot.record;
                     record.disabled = after.disabled;
@@ -237,6 +238,7 @@ impl App {
                         let mut event =
                             NewEvent::about(&entry.lock().record, EventKind::Deleted, now);
                         event.reason = Some(format!("removed from {}", watch.name));
+                        event.actor = Some(watch.name.to_string());
                         self.events.emit(event);
                     }
                 }

@@ -533,3 +533,92 @@ fn the_demo_shows_a_service_going_down_and_cleans_up() {
     assert_eq!(last_table.matches("| up ").count(), 11, "{stdout}");
     assert!(stdout.contains("temporary database was removed"));
 }
+
+/// A CA and a certificate it signed for 127.0.0.1, written as `ca.pem`, `cert.pem` and
+/// `key.pem` into `dir`.
+fn tls_files(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &rcgen::Issuer::new(ca_params, ca_key))
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+}
+
+/// The quick start over TLS, as an operator runs it: a server with `--tls-cert`, the agent
+/// and the CLI with `--ca-file`; without it the CLI refuses the unknown certificate. A real
+/// SIGHUP to the process reloads the certificate and the server keeps running.
+#[test]
+fn the_cli_and_the_agent_speak_tls_with_a_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    tls_files(dir.path());
+    let data = dir.path().join("data");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let ca = dir.path().join("ca.pem");
+    let server = ServerProcess::start(
+        &data,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let url = server.url.replace("http://", "https://");
+    let mut agent = Command::new(VIGIL)
+        .args([
+            "agent", "--server", &url, "--host", "tls-host", "--binary", "worker",
+        ])
+        .args([
+            "--report-interval",
+            "0.2",
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ])
+        .env("VIGIL_AGENT_TOKEN", crate::AGENT_TOKEN)
+        .env("VIGIL_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let list = |with_ca: bool| {
+        let mut command = Command::new(VIGIL);
+        command
+            .args(["service", "list", "--json", "--server", &url, "--data-dir"])
+            .arg(&data);
+        if with_ca {
+            command.arg("--ca-file").arg(&ca);
+        }
+        command.env_remove("VIGIL_CA_FILE").output().unwrap()
+    };
+    wait_until(
+        "the agent's service up over https",
+        Duration::from_secs(15),
+        || {
+            let out = list(true);
+            out.status.success() && text(&out.stdout).contains("\"state\": \"up\"")
+        },
+    );
+    let refused = list(false);
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("cannot reach vigil server"));
+    // SIGHUP: the certificate is read again; the server stays up and keeps answering.
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(300));
+    let out = list(true);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
