@@ -95,8 +95,31 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// A command that prints for a pipe (`vigil events | head`) ends quietly when the reader goes,
+/// as Unix tools do, instead of panicking on a closed stdout. Not for the server and the agent,
+/// whose sockets and child must never end the process by a signal.
+fn quiet_on_closed_pipe(command: &Command) {
+    if matches!(
+        command,
+        Command::Service(_)
+            | Command::Config(_)
+            | Command::Doctor(_)
+            | Command::Events(_)
+            | Command::Token(_)
+            | Command::Watch(_)
+            | Command::Completions(_)
+            | Command::Man(_)
+    ) {
+        // SAFETY: restores the default action of SIGPIPE before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
+    quiet_on_closed_pipe(&cli.command);
     let result = match cli.command {
         Command::Server(args) => args.into_config().and_then(|config| {
             init_logging_as("info", config.log_format);

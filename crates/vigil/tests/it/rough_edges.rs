@@ -2,7 +2,7 @@
 //! real server.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -425,4 +425,28 @@ fn a_malformed_watch_is_one_clear_line_at_start_up() {
         );
         assert!(!data.join("admin.token").exists());
     }
+}
+
+/// `vigil events | head -1`: the reader goes away early, and the command ends quietly (by
+/// SIGPIPE, as Unix tools do), not with a panic on its closed stdout.
+#[test]
+fn a_closed_pipe_ends_a_listing_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    for n in 0..3 {
+        register(&server.url, &format!("pipe-{n}"), "cinder-volume");
+    }
+    let mut child = Command::new(VIGIL)
+        .args(["service", "list", "--server", &server.url, "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end at once: the listing's writes meet a closed pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out.status.success() || stderr.is_empty(), "{stderr}");
 }
