@@ -520,8 +520,8 @@ pub struct TokenRequest {
     /// 1 to 64 letters, digits, `-`, `_` or `.`; unique; not `admin` or `agent`.
     pub name: String,
     pub role: Role,
-    /// An agent token's host patterns (globs: `stor-*`, `node-[12]`, or one host); none: any
-    /// host. Only agent tokens have them.
+    /// An agent token's host patterns (globs: `stor-*`, `node-[12]`, or one host; `*` for
+    /// every host): at least one. Only agent tokens have them.
     #[serde(default)]
     pub hosts: Vec<String>,
     /// The token stops working this many seconds after it is made; never when absent.

@@ -113,6 +113,9 @@ pub fn check_token(name: &str, role: Role, patterns: &[String]) -> Result<(), St
             "a token name is 1 to {MAX_NAME} letters, digits, '-', '_' or '.'"
         ));
     }
+    if name.starts_with('.') {
+        return Err("a token name does not start with '.'".into());
+    }
     if name == ADMIN_NAME || name == AGENT_NAME {
         return Err(format!(
             "the name {name:?} is the server's own {name} token's; choose another"
@@ -123,6 +126,13 @@ pub fn check_token(name: &str, role: Role, patterns: &[String]) -> Result<(), St
             "only an agent token has host patterns; a {} token has none",
             role.as_str()
         ));
+    }
+    if role == Role::Agent && patterns.is_empty() {
+        return Err(
+            "an agent token names the hosts it may write: one or more host patterns \
+             (`stor-*`, one host), or `*` for every host"
+                .into(),
+        );
     }
     if patterns.len() > MAX_PATTERNS {
         return Err(format!("at most {MAX_PATTERNS} host patterns"));
@@ -173,11 +183,6 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The server itself (its own background work), or a test.
-    pub fn internal() -> Caller {
-        Caller::default()
-    }
-
     /// For the history: the token's name and the address.
     pub fn actor(&self) -> Actor {
         Actor {
@@ -555,7 +560,10 @@ mod tests {
     #[test]
     fn names_and_patterns_are_checked() {
         assert!(check_token("stor-fleet", Role::Agent, &["stor-*".into()]).is_ok());
-        assert!(check_token("", Role::Agent, &[]).is_err());
+        assert!(check_token("", Role::Agent, &["*".into()]).is_err());
+        assert!(check_token("fleet", Role::Agent, &[]).is_err());
+        assert!(check_token("fleet", Role::Agent, &["*".into()]).is_ok());
+        assert!(check_token("..", Role::Reader, &[]).is_err());
         assert!(check_token("a b", Role::Agent, &[]).is_err());
         assert!(check_token("admin", Role::Reader, &[]).is_err());
         assert!(check_token("r", Role::Reader, &["x".into()]).is_err());

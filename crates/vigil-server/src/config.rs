@@ -239,11 +239,20 @@ impl Config {
                 )))
             }
         };
-        if !(self.limits.writes_per_second.is_finite() && self.limits.writes_per_second >= 0.0) {
+        if !(self.limits.writes_per_second.is_finite()
+            && (0.0..=1_000_000.0).contains(&self.limits.writes_per_second))
+        {
             return Err(ConfigError(format!(
-                "limits.writes_per_second must be 0 (no limit) or a positive number, not {}",
+                "limits.writes_per_second must be 0 (no limit) or a number up to 1000000, not {}",
                 self.limits.writes_per_second
             )));
+        }
+        if let (Some(admin), Some(agent)) = (&self.admin_token, &self.agent_token) {
+            if !admin.is_empty() && admin == agent {
+                return Err(ConfigError(
+                    "admin_token and agent_token must differ: an agent would be an admin".into(),
+                ));
+            }
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError(

@@ -197,25 +197,35 @@ pub async fn serve(
                 None => {
                     serve_connection(stream, peer, router, conn, table, id, limits, stopping).await
                 }
-                // The handshake is part of the head a client must send in time.
+                // The handshake is part of the head a client must send in time; a
+                // connection still shaking hands is idle, so the cap may close it to make
+                // room, and a stopping server does not wait for it.
                 Some(acceptor) => {
-                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(stream)) => {
+                    let mut stop_wait = stopping.clone();
+                    let handshake = tokio::select! {
+                        done = tokio::time::timeout(
+                            limits.header_read_timeout,
+                            acceptor.accept(stream),
+                        ) => Some(done),
+                        _ = conn.evict.notified() => None,
+                        _ = stop_wait.wait_for(|stop| *stop) => None,
+                    };
+                    match handshake {
+                        Some(Ok(Ok(stream))) => {
                             serve_connection(
                                 stream, peer, router, conn, table, id, limits, stopping,
                             )
                             .await
                         }
-                        Ok(Err(err)) => {
+                        Some(Ok(Err(err))) => {
                             tracing::debug!(%peer, %err, "TLS handshake failed");
                             table.remove(id);
                         }
-                        Err(_) => {
+                        Some(Err(_)) => {
                             tracing::debug!(%peer, "TLS handshake timed out");
                             table.remove(id);
                         }
+                        None => table.remove(id),
                     }
                 }
             }

@@ -382,9 +382,8 @@ pub(crate) async fn run_with(
         (Some(cert), Some(key)) => Some(tls::Tls::new(cert, key)?),
         _ => None,
     };
-    if let Some(tls) = &tls {
-        tokio::spawn(tls::reload_on_hangup(tls.clone(), stopped()));
-    }
+    // Always: SIGHUP's default action would end the server (`systemctl reload` sends it).
+    tokio::spawn(tls::reload_on_hangup(tls.clone(), stopped()));
     let acceptor = || tls.as_ref().map(tls::Tls::acceptor);
     for (what, bound) in [
         ("api", Some(&listener)),

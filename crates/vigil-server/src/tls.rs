@@ -116,11 +116,12 @@ impl Tls {
     }
 }
 
-/// Reloads the certificate on every SIGHUP until `stop`: logged either way. The handler is
+/// Reloads the certificate (if there is one) on every SIGHUP until `stop`: logged either way.
+/// The handler is
 /// installed before this returns, so a SIGHUP that comes once the server listens never takes
-/// the default action (ending the process).
+/// the default action (ending the process), with TLS or without.
 pub fn reload_on_hangup(
-    tls: Tls,
+    tls: Option<Tls>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
@@ -139,6 +140,10 @@ pub fn reload_on_hangup(
                 got = hangups.recv() => if got.is_none() { return },
                 _ = &mut stop => return,
             }
+            let Some(tls) = &tls else {
+                tracing::info!("SIGHUP: nothing to reload (no tls_cert)");
+                continue;
+            };
             match tls.reload() {
                 Ok(()) => tracing::info!(
                     cert = %tls.certs.cert.display(),

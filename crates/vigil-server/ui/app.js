@@ -150,7 +150,7 @@
   function showError(where, e) {
     where.replaceChildren(h("p", { class: "error", role: "alert" }, errorText(e)));
     if (e instanceof ApiError && e.status === 401) {
-      where.append(h("p", {}, "Enter the admin token (top right) to read this server."));
+      where.append(h("p", {}, "Enter a reader or admin token (top right) to read this server."));
     }
   }
 
@@ -211,12 +211,12 @@
 
   const tokenButton = document.getElementById("token-button");
   function showToken() {
-    tokenButton.textContent = token() ? "Admin token ✓" : "Admin token";
-    tokenButton.setAttribute("aria-label", token() ? "Admin token (entered; change or forget it)" : "Enter the admin token");
+    tokenButton.textContent = token() ? "Token ✓" : "Token";
+    tokenButton.setAttribute("aria-label", token() ? "Token (entered; change or forget it)" : "Enter a token");
   }
   tokenButton.addEventListener("click", () => ask({
-    title: "Admin token",
-    text: "Kept in this browser tab only (sessionStorage), sent as Authorization: Bearer. Leave empty to forget it.",
+    title: "Token",
+    text: "A reader token reads; changes need an admin token. Kept in this browser tab only (sessionStorage), sent as Authorization: Bearer. Leave empty to forget it.",
     fields: [{ name: "token", label: "Token", type: "password" }],
     ok: "Save",
     run: async ({ token: value }) => {
@@ -256,7 +256,7 @@
       banner.hidden = true;
       banner.textContent = "";
     } else if (denied) {
-      banner.textContent = "No live updates: " + why + ". Enter it with the button “Admin token”.";
+      banner.textContent = "No live updates: " + why + ". Enter it with the button “Token”.";
       banner.hidden = false;
     } else if (everConnected || why) {
       banner.textContent = "Connection to the server lost" + (why ? " (" + why + ")" : "") +
@@ -290,7 +290,7 @@
           } catch (e) { /* not our error body */ }
           if (response.status === 401 || response.status === 403) {
             denied = true;
-            message = "live updates need the admin token: " + message;
+            message = "live updates need a reader or admin token: " + message;
           }
           throw new Error(message);
         }

@@ -44,9 +44,14 @@ pub(crate) async fn handler(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if app.config.metrics.require_token {
-        super::auth::require(&headers, None, &app, crate::auth::Need::TokenRead)?;
-    }
+    // On the main listener the read middleware checked `Need::Read` already; on the metrics
+    // listener of its own it did not, and `anonymous_read = false` holds there too.
+    let need = if app.config.metrics.require_token {
+        crate::auth::Need::TokenRead
+    } else {
+        crate::auth::Need::Read
+    };
+    super::auth::require(&headers, None, &app, need)?;
     let openmetrics = wants_openmetrics(&headers);
     // Copying 100,000 services takes milliseconds: off the async workers.
     let encoded = {

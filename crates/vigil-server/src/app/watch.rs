@@ -218,7 +218,7 @@ impl App {
                     // Made in OpenStack, by someone Vigil cannot know: the watch that saw it
                     // is the actor; the reason is OpenStack's own.
                     let actor = crate::model::Actor {
-                        name: Some(watch.name.to_string()),
+                        name: Some(format!("watch:{}", watch.name)),
                         address: None,
                     };
                     for event in admin_events(&slot.record, &change, now) {
@@ -238,7 +238,7 @@ impl App {
                         let mut event =
                             NewEvent::about(&entry.lock().record, EventKind::Deleted, now);
                         event.reason = Some(format!("removed from {}", watch.name));
-                        event.actor = Some(watch.name.to_string());
+                        event.actor = Some(format!("watch:{}", watch.name));
                         self.events.emit(event);
                     }
                 }

@@ -34,11 +34,15 @@ fn token(parts: &Parts) -> Option<&str> {
 }
 
 /// The caller, with its token whole or after the first `:`.
-fn caller(parts: &Parts, app: &App) -> Result<Caller, Fault> {
-    let address = parts
+fn address(parts: &Parts) -> Option<String> {
+    parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+        .map(|c| c.0.ip().to_string())
+}
+
+fn caller(parts: &Parts, app: &App) -> Result<Caller, Fault> {
+    let address = address(parts);
     let now = app.clock.now();
     let token = token(parts);
     let grant = match app.tokens.identify(token, now) {
@@ -60,7 +64,12 @@ fn check(parts: &Parts, app: &App, need: Need<'_>) -> Result<Caller, Fault> {
     if app.config.cinder_api.noauth
         || (matches!(need, Need::Read) && app.config.auth.anonymous_read)
     {
-        return Ok(Caller::internal());
+        // No token looked at, but the address is still the caller's: for the history and
+        // the write limits.
+        return Ok(Caller {
+            grant: None,
+            address: address(parts),
+        });
     }
     let caller = caller(parts, app)?;
     app.tokens

@@ -24,6 +24,30 @@ pub async fn flush_once(app: &App) -> Result<usize, crate::store::StoreError> {
     Ok(count)
 }
 
+/// Attempts of the last flush at shutdown, with a doubling pause from [`FINAL_RETRY`] between
+/// them: a database that just came back often fails the first statement on a connection it
+/// closed, and a stopping server gets no later tick to try again.
+const FINAL_ATTEMPTS: u32 = 5;
+const FINAL_RETRY: Duration = Duration::from_millis(100);
+
+/// The last flush, given the first attempt's result: tried again while it fails (about 1.5 s
+/// in all), then said if it never succeeded.
+async fn final_flush(app: &App, mut result: Result<usize, crate::store::StoreError>) {
+    let mut pause = FINAL_RETRY;
+    for _ in 1..FINAL_ATTEMPTS {
+        if result.is_ok() {
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+        result = flush_once(app).await;
+        app.database.record(&result);
+    }
+    if let Err(err) = result {
+        tracing::error!(error = %err, "final flush failed; recent heartbeats were not written");
+    }
+}
+
 /// Flushes every `interval` until `shutdown`, then once more.
 pub async fn run(app: Arc<App>, interval: Duration, mut stop: Stop) {
     let mut ticker = tokio::time::interval(interval);
@@ -37,17 +61,14 @@ pub async fn run(app: Arc<App>, interval: Duration, mut stop: Stop) {
         let flushed = flush_once(&app).await;
         app.metrics.flushed(&flushed, started.elapsed());
         app.database.record(&flushed);
-        match flushed {
-            Ok(_) => {}
-            Err(crate::store::StoreError::Other(err)) => {
-                tracing::error!(error = %err, "cannot write heartbeats; holding them in memory");
-            }
-            Err(_) => {}
+        if let Err(crate::store::StoreError::Other(err)) = &flushed {
+            tracing::error!(error = %err, "cannot write heartbeats; holding them in memory");
         }
-        if let (true, Err(err)) = (stopping, app.database.refuse_if_down()) {
-            tracing::error!(error = %err, "final flush failed; recent heartbeats were not written");
+        if stopping {
+            final_flush(&app, flushed).await;
+            return;
         }
-        if stopping || stop.is_stopped() {
+        if stop.is_stopped() {
             return;
         }
     }

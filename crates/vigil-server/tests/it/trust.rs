@@ -197,6 +197,7 @@ async fn readers_read_and_nothing_else(backend: Backend) {
         json!({"name": "r", "role": "reader", "hosts": ["a"]}),
         json!({"name": "admin", "role": "admin"}),
         json!({"name": "g", "role": "agent", "hosts": ["["]}),
+        json!({"name": "everywhere", "role": "agent"}),
         json!({"name": "e", "role": "reader", "expires_in_s": -1}),
     ] {
         let (status, answer) = server
@@ -223,10 +224,14 @@ async fn revoked_and_expired_tokens_are_refused(backend: Backend) {
     let dir = temp_dir();
     let config = closed(&backend, dir.path());
     let server = TestServer::start(config.clone()).await;
-    let agent = create(&server, json!({"name": "a1", "role": "agent"})).await;
+    let agent = create(
+        &server,
+        json!({"name": "a1", "role": "agent", "hosts": ["*"]}),
+    )
+    .await;
     let brief = create(
         &server,
-        json!({"name": "brief", "role": "agent", "expires_in_s": 0.3}),
+        json!({"name": "brief", "role": "agent", "hosts": ["*"], "expires_in_s": 0.3}),
     )
     .await;
     assert_eq!(

@@ -773,7 +773,7 @@ async fn vigil_sees(
         .unwrap_or_else(|| panic!("no disabled event: {events}"))
         .clone();
     assert_eq!(disabled["reason"], "watch test: disk swap", "{disabled}");
-    assert_eq!(disabled["actor"], source.as_str(), "{disabled}");
+    assert_eq!(disabled["actor"], format!("watch:{source}"), "{disabled}");
 
     // Vigil never changes a watched service: 409 naming the OpenStack command.
     let (status, body) = server
@@ -990,7 +990,9 @@ async fn a_server_watches_nova_and_cinder_at_once() {
         async move {
             let (_, events) = server.get(&format!("/v1/events?{query}")).await;
             events["events"].as_array().unwrap().iter().any(|e| {
-                e["kind"] == kind && e["service_id"] == id && e["actor"] == needle.as_str()
+                e["kind"] == kind
+                    && e["service_id"] == id
+                    && e["actor"] == format!("watch:{needle}").as_str()
             })
         }
     };

@@ -25,7 +25,7 @@ pub enum TokenCommand {
         #[arg(long, value_parser = ["admin", "agent", "reader"])]
         role: String,
         /// An agent token's host pattern (a glob such as 'stor-*', or one host); repeat for
-        /// several; none: any host.
+        /// several; '*' for every host. An agent token needs at least one.
         #[arg(long = "host", value_name = "PATTERN")]
         hosts: Vec<String>,
         /// The token stops working after this long (90d, 12h, 1h30m) [default: never].
