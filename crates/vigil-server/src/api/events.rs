@@ -22,6 +22,9 @@ use crate::app::App;
 use crate::model::Event;
 use crate::store::{EventFilter, EventKind};
 
+/// How often an open stream checks that its token is still valid.
+const RECHECK: Duration = Duration::from_secs(1);
+
 /// Most events one page holds.
 pub const MAX_LIMIT: i64 = 1000;
 
@@ -236,13 +239,40 @@ pub async fn stream(
     let cursor = start_cursor(&app, &headers, after).await?;
     // Counts this stream in `vigil_sse_streams` while it is open.
     let open = app.metrics.stream();
-    let events = app.follow(filter, cursor).map(move |event| {
-        let _open = &open;
-        Ok(SseEvent::default()
-            .id(event.id.to_string())
-            .event(event.kind.as_str())
-            .json_data(event_json(event))
-            .unwrap_or_else(|_| SseEvent::default().comment("unserializable event")))
+    // A stream outlives the check of its request: it ends once its token is revoked or
+    // expires, looked at before every event and every second in between.
+    let secret = super::auth::bearer(&headers).map(str::to_owned);
+    let checker = app.clone();
+    let allowed = move || match &secret {
+        None => true,
+        Some(secret) => checker
+            .tokens
+            .identify(Some(secret), checker.clock.now())
+            .is_ok_and(|grant| {
+                let caller = crate::auth::Caller {
+                    grant,
+                    address: None,
+                };
+                checker
+                    .tokens
+                    .authorize(&caller, crate::auth::Need::Read)
+                    .is_ok()
+            }),
+    };
+    let ticks = futures_util::stream::unfold((), |()| async {
+        tokio::time::sleep(RECHECK).await;
+        Some((None, ()))
     });
+    let events = futures_util::stream::select(app.follow(filter, cursor).map(Some), ticks)
+        .take_while(move |_| std::future::ready(allowed()))
+        .filter_map(std::future::ready)
+        .map(move |event| {
+            let _open = &open;
+            Ok(SseEvent::default()
+                .id(event.id.to_string())
+                .event(event.kind.as_str())
+                .json_data(event_json(event))
+                .unwrap_or_else(|_| SseEvent::default().comment("unserializable event")))
+        });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

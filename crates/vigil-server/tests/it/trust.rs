@@ -451,3 +451,41 @@ async fn writers_are_rate_limited_and_the_fleet_capped(backend: Backend) {
     let (_, list) = server.get("/v1/services").await;
     assert_eq!(list["services"].as_array().unwrap().len(), 4);
 }
+
+/// An event stream opened with a token ends once the token is revoked: revocation reaches
+/// the streams already open, not only new requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_ends_its_open_event_stream() {
+    use futures_util::StreamExt;
+    let dir = temp_dir();
+    let mut config = closed(&Backend::Sqlite, dir.path());
+    config.auth.anonymous_read = false;
+    let server = TestServer::start(config).await;
+    let reader = create(&server, json!({"name": "watcher", "role": "reader"})).await;
+    let response = server
+        .http
+        .get(format!("{}/v1/events/stream", server.url))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.bytes_stream();
+    register_as(&server, Some(AGENT_TOKEN), "streamed").await;
+    let first = tokio::time::timeout(Duration::from_secs(5), body.next())
+        .await
+        .expect("an event");
+    assert!(first.is_some_and(|chunk| chunk.is_ok()));
+    let (status, _) = server
+        .admin(Method::DELETE, "/v1/tokens/watcher", None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream still runs after its token was revoked"
+    );
+}
