@@ -29,6 +29,11 @@ pub use health::DatabaseHealth;
 pub(crate) use start::build;
 pub use tokens::{expired, NewToken};
 
+/// Beats of services unknown here that one batch may look up in the database, one by one
+/// (after one read of what other replicas wrote); the rest get `service_not_found` from
+/// memory, and their reporters register again.
+const READ_THROUGH_PER_BATCH: usize = 64;
+
 /// A registration as received, before validation.
 #[derive(Debug, Clone, Default)]
 pub struct Registration {
@@ -177,12 +182,23 @@ impl App {
     ) -> Vec<(i64, Result<HeartbeatResponse, AppError>)> {
         let mut results = Vec::with_capacity(beats.len());
         let mut unavailable: Option<String> = None;
+        let mut misses = 0usize;
         for (id, beat) in beats {
+            let known = self.registry.get(id).is_some();
             let result = match &unavailable {
-                Some(reason) if self.registry.get(id).is_none() => {
-                    Err(AppError::DatabaseUnavailable(reason.clone()))
+                Some(reason) if !known => Err(AppError::DatabaseUnavailable(reason.clone())),
+                // A batch of ids nobody registered must not become as many database reads.
+                _ if !known && misses >= READ_THROUGH_PER_BATCH => Err(AppError::NotFound(id)),
+                _ => {
+                    if !known {
+                        if misses == 0 && self.store.shared() {
+                            // What other replicas registered, in one read for the batch.
+                            self.sync_for_read().await;
+                        }
+                        misses += 1;
+                    }
+                    self.heartbeat(id, beat, caller).await
                 }
-                _ => self.heartbeat(id, beat, caller).await,
             };
             if let Err(AppError::DatabaseUnavailable(reason)) = &result {
                 unavailable.get_or_insert_with(|| reason.clone());
