@@ -197,6 +197,9 @@ pub enum State {
     Up,
     Down,
     Unknown,
+    /// The service said it exits (`POST /v1/services/{id}/stop`): not running, and not a
+    /// failure. Its next heartbeat makes it `up` again.
+    Stopped,
 }
 
 impl State {
@@ -205,6 +208,7 @@ impl State {
             State::Up => "up",
             State::Down => "down",
             State::Unknown => "unknown",
+            State::Stopped => "stopped",
         }
     }
 }
@@ -216,7 +220,10 @@ impl std::str::FromStr for State {
             "up" => Ok(State::Up),
             "down" => Ok(State::Down),
             "unknown" => Ok(State::Unknown),
-            other => Err(format!("state must be up, down or unknown, not {other:?}")),
+            "stopped" => Ok(State::Stopped),
+            other => Err(format!(
+                "state must be up, down, unknown or stopped, not {other:?}"
+            )),
         }
     }
 }

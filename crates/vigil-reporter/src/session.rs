@@ -282,6 +282,31 @@ impl Session {
         answer
     }
 
+    /// Tells the server the service stops cleanly (it shows `stopped` at once), within one
+    /// tick's budget; a failure is logged, and the service then goes `down` in time as
+    /// without it.
+    pub async fn announce_stop(&mut self) {
+        let Some(id) = self.status.service_id() else {
+            return;
+        };
+        self.deadline = Instant::now() + self.config.tick_budget;
+        let url = format!("{}/v1/services/{id}/stop", self.config.base_url);
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let request = self.client.post(&url).timeout(left);
+        let request = match &self.config.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        match read::<Registered>(request.send().await).await {
+            Ok(_) => tracing::debug!(service_id = id, "told the server the service stops"),
+            Err(err) => tracing::warn!(
+                service_id = id,
+                error = %err,
+                "could not tell the server the service stops; it will show down after service_down_time"
+            ),
+        }
+    }
+
     /// A request limited to what is left of the tick's budget.
     pub fn post<T: serde::Serialize>(&self, url: &str, body: &T) -> reqwest::RequestBuilder {
         let left = self.deadline.saturating_duration_since(Instant::now());

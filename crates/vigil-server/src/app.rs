@@ -19,6 +19,7 @@ pub use crate::error::AppError;
 mod diagnose;
 mod health;
 mod start;
+mod stop;
 mod stream;
 pub(crate) mod sync;
 pub(crate) mod watch;
@@ -219,6 +220,10 @@ impl App {
                 slot.declared_down = false;
                 self.events
                     .emit(NewEvent::about(&slot.record, EventKind::Up, now));
+            }
+            if crate::liveness::is_stopped(&slot.record) && self.detector.is_leader() {
+                // It said it stops: never `down`; its next heartbeat is an `up`.
+                slot.declared_down = true;
             }
         }
         self.detector.file(&self.registry.liveness, entry, now);

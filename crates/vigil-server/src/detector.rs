@@ -215,6 +215,12 @@ impl Detector {
                 self.watch(entry, now + TimeDelta::from_std(PAUSE).unwrap_or_default());
                 continue;
             }
+            if crate::liveness::is_stopped(&slot.record) {
+                // It said it stops: no `down`, and a heartbeat brings it back with an `up`.
+                slot.declared_down = true;
+                slot.declared_suspect = false;
+                continue;
+            }
             let deadline = liveness.deadline(&slot.record);
             if now > deadline {
                 lags.push(now - deadline);

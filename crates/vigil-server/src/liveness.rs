@@ -80,10 +80,18 @@ impl Liveness {
         }
     }
 
-    /// The rule itself.
+    /// The rule itself. A stopped service is not up (nor down: see [`is_stopped`]).
     pub fn is_up(&self, record: &ServiceRecord, now: DateTime<Utc>) -> bool {
-        !record.forced_down && now <= self.deadline(record)
+        !record.forced_down && !is_stopped(record) && now <= self.deadline(record)
     }
+}
+
+/// Whether `record` said it stops and has not heartbeated since: its stop is newer than its
+/// newest heartbeat (both stamped by the server's clock).
+pub fn is_stopped(record: &ServiceRecord) -> bool {
+    record
+        .stopped_at
+        .is_some_and(|stopped| record.updated_at.is_none_or(|beat| beat <= stopped))
 }
 
 #[cfg(test)]
@@ -107,6 +115,7 @@ mod tests {
             created_at,
             updated_at,
             modified_at: None,
+            stopped_at: None,
             row_version: 0,
         }
     }
@@ -135,6 +144,16 @@ mod tests {
     fn a_stamp_in_the_future_is_up() {
         let rule = Liveness::new(60.0, 8.0);
         assert!(rule.is_up(&record(t(0), Some(t(500))), t(100)));
+    }
+
+    #[test]
+    fn a_stop_holds_until_the_next_beat() {
+        let rule = Liveness::new(60.0, 8.0);
+        let mut r = record(t(0), Some(t(100)));
+        r.stopped_at = Some(t(101));
+        assert!(is_stopped(&r) && !rule.is_up(&r, t(102)));
+        r.updated_at = Some(t(103));
+        assert!(!is_stopped(&r) && rule.is_up(&r, t(104)));
     }
 
     #[test]

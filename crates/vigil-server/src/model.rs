@@ -28,6 +28,9 @@ pub struct ServiceRecord {
     /// Server receipt time of the newest heartbeat (Cinder's `updated_at`).
     pub updated_at: Option<DateTime<Utc>>,
     pub modified_at: Option<DateTime<Utc>>,
+    /// When the service last said it stops (`POST /v1/services/{id}/stop`); it is `stopped`
+    /// while no heartbeat came after this. Cleared when it registers again.
+    pub stopped_at: Option<DateTime<Utc>>,
     /// Position of this row's last write in the change feed of a shared database (0 on an
     /// unshared one): a replica never lets an older read undo a newer write.
     pub row_version: i64,
@@ -89,10 +92,12 @@ pub enum EventKind {
     Suspect,
     Frozen,
     Thawed,
+    /// The service said it exits cleanly.
+    Stopped,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::Registered,
         EventKind::Down,
         EventKind::Up,
@@ -104,6 +109,7 @@ impl EventKind {
         EventKind::Suspect,
         EventKind::Frozen,
         EventKind::Thawed,
+        EventKind::Stopped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -119,6 +125,7 @@ impl EventKind {
             EventKind::Suspect => "suspect",
             EventKind::Frozen => "frozen",
             EventKind::Thawed => "thawed",
+            EventKind::Stopped => "stopped",
         }
     }
 

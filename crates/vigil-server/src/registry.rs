@@ -400,6 +400,7 @@ impl Registry {
         let suspicion = slot.stats.phi(now, last_seen);
         Judgement {
             unknown: slot.watched.as_ref().is_some_and(|w| w.unreachable),
+            stopped: !record.forced_down && crate::liveness::is_stopped(record),
             up,
             suspect: up && suspicion.is_some_and(|phi| phi >= self.liveness.phi_threshold),
             suspicion,
@@ -488,6 +489,9 @@ pub use crate::model::seconds;
 pub struct Judgement {
     /// A watched service whose database cannot be read now: neither up nor down.
     pub unknown: bool,
+    /// Said it stops, and has not heartbeated since (never when forced down: an admin's
+    /// word wins).
+    pub stopped: bool,
     /// The liveness rule ([`Liveness::is_up`]).
     pub up: bool,
     /// Up, but its suspicion crossed the threshold: likely down soon.
@@ -504,6 +508,8 @@ impl Judgement {
     pub fn state(&self) -> vigil_proto::State {
         if self.unknown {
             vigil_proto::State::Unknown
+        } else if self.stopped {
+            vigil_proto::State::Stopped
         } else if self.up {
             vigil_proto::State::Up
         } else {

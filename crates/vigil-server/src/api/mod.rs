@@ -26,6 +26,7 @@ pub(crate) mod metrics;
 mod openapi;
 mod service_json;
 mod services;
+mod stop;
 
 pub use auth::token_matches;
 pub use error::{ApiError, RETRY_AFTER_S};
@@ -56,6 +57,7 @@ pub fn router(app: Arc<App>) -> Router {
                 .delete(services::delete),
         )
         .route("/v1/services/{id}/heartbeat", post(services::heartbeat))
+        .route("/v1/services/{id}/stop", post(stop::stop))
         .route(
             "/v1/heartbeats",
             post(services::heartbeat_batch)

@@ -39,6 +39,7 @@ by the server that serves it and shows which. Registrations and heartbeats need 
         super::services::delete,
         super::services::heartbeat,
         super::services::heartbeat_batch,
+        super::stop::stop,
         super::events::for_service,
         super::events::list,
         super::events::stream,

@@ -151,6 +151,7 @@ mod tests {
             created_at: DateTime::from_timestamp_micros(1_700_000_000_000_001).unwrap(),
             updated_at: None,
             modified_at: None,
+            stopped_at: None,
             row_version: 0,
         }
     }

@@ -310,6 +310,7 @@ impl App {
             created_at: row.created_at.map_or(now, |at| (at + shift).min(now)),
             updated_at: stamp.map(|_| now - age),
             modified_at: row.modified_at.map(|at| at + shift),
+            stopped_at: None,
             row_version: 0,
         };
         let watched = Watched {

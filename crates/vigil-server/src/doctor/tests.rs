@@ -22,6 +22,7 @@ fn record(report_interval: f64) -> ServiceRecord {
         created_at: t(0),
         updated_at: None,
         modified_at: None,
+        stopped_at: None,
         row_version: 0,
     }
 }
@@ -246,4 +247,21 @@ fn a_watched_openstack_is_judged_in_its_own_terms() {
         "Cinder shows cinder-scheduler on sched-b down because its clock is 76 s ahead of the \
          database; it reports every 2 s"
     );
+}
+
+#[test]
+fn a_clean_stop_is_not_a_silent_service() {
+    let mut r = record(10.0);
+    let stats = beats(&mut r, &[10_000, 20_000], &[10_000, 20_000], 0.0);
+    r.stopped_at = Some(t(21_000));
+    let findings = run(&r, &stats, 500_000);
+    let found = check(&findings, "heartbeat");
+    assert_eq!(found.severity, Severity::Ok, "{found:?}");
+    assert!(
+        found.summary.starts_with("stopped cleanly at "),
+        "{found:?}"
+    );
+    r.updated_at = Some(t(22_000));
+    let findings = run(&r, &stats, 500_000);
+    assert_eq!(check(&findings, "heartbeat").severity, Severity::Error);
 }

@@ -106,6 +106,7 @@ struct ServiceRow {
     updated_at: Option<DateTime<Utc>>,
     modified_at: Option<DateTime<Utc>>,
     row_version: i64,
+    stopped_at: Option<DateTime<Utc>>,
 }
 
 impl From<ServiceRow> for ServiceRecord {
@@ -126,6 +127,7 @@ impl From<ServiceRow> for ServiceRecord {
             created_at: row.created_at,
             updated_at: row.updated_at,
             modified_at: row.modified_at,
+            stopped_at: row.stopped_at,
             row_version: row.row_version,
         }
     }
@@ -215,7 +217,7 @@ impl super::Lease for PgLease {
 
 const SERVICE_COLUMNS: &str = r#"id, host, "binary", topic, zone, disabled, disabled_reason,
     forced_down, frozen, report_count, report_interval, version, created_at, updated_at, modified_at,
-    row_version"#;
+    row_version, stopped_at"#;
 
 /// A schema name is spliced into SQL (DDL takes no parameters), so only `[a-z0-9_]` passes.
 fn check_identifier(name: &str) -> StoreResult<()> {
@@ -530,7 +532,7 @@ impl Store for PostgresStore {
             let updated: Option<i64> = sqlx::query_scalar(
                 r#"UPDATE services SET topic = COALESCE($1, topic), zone = $2,
                        report_interval = $3, version = COALESCE($4, version),
-                       row_version = nextval('services_row_version')
+                       stopped_at = NULL, row_version = nextval('services_row_version')
                    WHERE host = $5 AND "binary" = $6
                    RETURNING id"#,
             )
@@ -604,6 +606,30 @@ impl Store for PostgresStore {
             return Ok(None);
         };
         insert_events(&mut tx, self.keys.write, &events).await?;
+        tx.commit().await?;
+        Ok(Some(after))
+    }
+
+    async fn stop(&self, id: i64, event: &NewEvent) -> StoreResult<Option<ServiceRecord>> {
+        let mut tx = self.pool.begin().await?;
+        lock_writes(&mut tx, self.keys.write).await?;
+        let stopped = sqlx::query(
+            "UPDATE services SET stopped_at = $1, row_version = nextval('services_row_version')
+             WHERE id = $2",
+        )
+        .bind(event.at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if !stopped {
+            return Ok(None);
+        }
+        let Some(after) = fetch_service(&mut tx, id).await? else {
+            return Ok(None);
+        };
+        insert_events(&mut tx, self.keys.write, std::slice::from_ref(event)).await?;
         tx.commit().await?;
         Ok(Some(after))
     }
@@ -729,7 +755,7 @@ impl Store for PostgresStore {
         // fresh `down` at the next restart.
         let result = sqlx::query(
             "DELETE FROM events WHERE at < $1 AND id NOT IN (
-                 SELECT MAX(id) FROM events WHERE kind IN ('down', 'up') GROUP BY service_id
+                 SELECT MAX(id) FROM events WHERE kind IN ('down', 'up', 'stopped') GROUP BY service_id
              )",
         )
         .bind(before)
@@ -887,7 +913,7 @@ impl Store for PostgresStore {
     async fn last_transitions(&self) -> StoreResult<Vec<(i64, EventKind)>> {
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT DISTINCT ON (service_id) service_id, kind FROM events
-             WHERE kind IN ('down', 'up') ORDER BY service_id, id DESC",
+             WHERE kind IN ('down', 'up', 'stopped') ORDER BY service_id, id DESC",
         )
         .fetch_all(&self.pool)
         .await?;

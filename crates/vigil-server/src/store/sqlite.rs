@@ -44,6 +44,7 @@ struct ServiceRow {
     created_at: i64,
     updated_at: Option<i64>,
     modified_at: Option<i64>,
+    stopped_at: Option<i64>,
 }
 
 impl From<ServiceRow> for ServiceRecord {
@@ -64,6 +65,7 @@ impl From<ServiceRow> for ServiceRecord {
             created_at: from_micros(row.created_at),
             updated_at: row.updated_at.map(from_micros),
             modified_at: row.modified_at.map(from_micros),
+            stopped_at: row.stopped_at.map(from_micros),
             row_version: 0,
         }
     }
@@ -88,6 +90,7 @@ struct PackedService(
     i64,
     Option<i64>,
     Option<i64>,
+    Option<i64>,
 );
 
 impl PackedService {
@@ -108,6 +111,7 @@ impl PackedService {
             created_at: from_micros(self.12),
             updated_at: self.13.map(from_micros),
             modified_at: self.14.map(from_micros),
+            stopped_at: self.15.map(from_micros),
             row_version: 0,
         }
     }
@@ -256,7 +260,8 @@ impl EventRow {
 }
 
 const SERVICE_COLUMNS: &str = r#"id, host, "binary", topic, zone, disabled, disabled_reason,
-    forced_down, frozen, report_count, report_interval, version, created_at, updated_at, modified_at"#;
+    forced_down, frozen, report_count, report_interval, version, created_at, updated_at, modified_at,
+    stopped_at"#;
 
 /// Rows per multi-row INSERT: 7 parameters each stays under SQLite's limit of 32,766 bound
 /// parameters per statement.
@@ -374,7 +379,7 @@ impl Store for SqliteStore {
             let (page, last): (Option<String>, Option<i64>) = sqlx::query_as(
                 r#"SELECT json_group_array(json_array(id, host, "binary", topic, zone, disabled,
                            disabled_reason, forced_down, frozen, report_count, report_interval,
-                           version, created_at, updated_at, modified_at)), MAX(id)
+                           version, created_at, updated_at, modified_at, stopped_at)), MAX(id)
                    FROM (SELECT * FROM service_rows WHERE id > ? ORDER BY id LIMIT ?)"#,
             )
             .bind(after)
@@ -450,7 +455,8 @@ impl Store for SqliteStore {
             None => {
                 let id: i64 = sqlx::query_scalar(
                     r#"UPDATE services SET topic = COALESCE(?, topic), zone = ?,
-                           report_interval = ?, version = COALESCE(?, version)
+                           report_interval = ?, version = COALESCE(?, version),
+                           stopped_at = NULL
                        WHERE host = ? AND "binary" = ?
                        RETURNING id"#,
                 )
@@ -517,6 +523,28 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         Self::insert_events(tx.conn(), &events).await?;
+        tx.commit().await?;
+        Ok(Some(after))
+    }
+
+    async fn stop(&self, id: i64, event: &NewEvent) -> StoreResult<Option<ServiceRecord>> {
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        let stopped = sqlx::query("UPDATE services SET stopped_at = ? WHERE id = ?")
+            .bind(micros(event.at))
+            .bind(id)
+            .execute(tx.conn())
+            .await?
+            .rows_affected()
+            > 0;
+        let after = match stopped {
+            true => Self::fetch_service(tx.conn(), id).await?,
+            false => None,
+        };
+        let Some(after) = after else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        Self::insert_events(tx.conn(), std::slice::from_ref(event)).await?;
         tx.commit().await?;
         Ok(Some(after))
     }
@@ -629,7 +657,7 @@ impl Store for SqliteStore {
         // fresh `down` at the next restart.
         let query = sqlx::query(
             "DELETE FROM events WHERE at < ? AND id NOT IN (
-                 SELECT MAX(id) FROM events WHERE kind IN ('down', 'up') GROUP BY service_id
+                 SELECT MAX(id) FROM events WHERE kind IN ('down', 'up', 'stopped') GROUP BY service_id
              )",
         )
         .bind(micros(before));
@@ -655,7 +683,7 @@ impl Store for SqliteStore {
     async fn last_transitions(&self) -> StoreResult<Vec<(i64, EventKind)>> {
         // SQLite returns the bare column `kind` from the row holding MAX(id).
         let rows: Vec<(i64, String, i64)> = sqlx::query_as(
-            "SELECT service_id, kind, MAX(id) FROM events WHERE kind IN ('down', 'up') GROUP BY service_id",
+            "SELECT service_id, kind, MAX(id) FROM events WHERE kind IN ('down', 'up', 'stopped') GROUP BY service_id",
         )
         .fetch_all(&self.pool)
         .await?;

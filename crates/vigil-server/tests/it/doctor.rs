@@ -272,6 +272,7 @@ async fn stopped_beats_are_an_error_apart_from_late_ones(backend: Backend) {
     let server = start(&backend, dir.path(), 1.0).await;
     let handle = reporter(&server, 200).start().unwrap();
     let id = started(&handle, 4).await;
+    handle.stop_silently();
     handle.shutdown().await;
     let silent = wait_for(&server, id, "heartbeat", "error").await;
     let summary = text(&silent, "summary");

@@ -4,8 +4,10 @@
 //! With a command (`vigil agent --binary b -- cmd args...`) the agent runs it as a child,
 //! heartbeats while it runs, forwards SIGINT and SIGTERM to it, and exits with the child's
 //! status, so it can stand in for the command under a supervisor. Without one it heartbeats
-//! until SIGINT or SIGTERM. Either way the heartbeats stop when the agent's work stops, so the
-//! server sees the service go down.
+//! until SIGINT or SIGTERM. Either way the heartbeats stop when the agent's work stops. A clean
+//! end (the command exits 0, or the agent was asked to stop by a signal) is told to the server,
+//! which shows the service `stopped` at once; a command that fails (any other status) is not,
+//! so the server sees the service go `down` and alerts say so.
 //!
 //! `--binary` repeated reports several services of one host (one per binary, same settings)
 //! with a [`ReporterGroup`]: one `POST /v1/heartbeats` per tick carries all their beats.
@@ -148,9 +150,18 @@ pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
         "agent reporting heartbeats"
     );
     let outcome = runtime.block_on(supervise(signals, child));
-    // Whatever happened to the child, its heartbeats end with it.
-    reporter.stop_and_wait();
-    outcome
+    // Whatever happened to the child, its heartbeats end with it; only a clean end is a stop.
+    let clean = outcome.as_ref().is_ok_and(|end| end.clean);
+    reporter.stop_and_wait(clean);
+    outcome.map(|end| end.code)
+}
+
+/// How the agent's work ended.
+struct End {
+    /// The exit code to exit with.
+    code: i32,
+    /// The command exited 0, or the agent was asked to stop: a stop, not a failure.
+    clean: bool,
 }
 
 /// One service reports alone (single heartbeats, which every server takes); several report as
@@ -176,14 +187,23 @@ impl Running {
             .map(Running::Group)
     }
 
-    fn stop_and_wait(self) {
+    /// Stops the heartbeats; `announce`: tells the server the services stop.
+    fn stop_and_wait(self, announce: bool) {
         match self {
             Running::One(reporter) => {
-                reporter.stop();
+                if announce {
+                    reporter.stop();
+                } else {
+                    reporter.stop_silently();
+                }
                 reporter.wait();
             }
             Running::Group(group) => {
-                group.stop();
+                if announce {
+                    group.stop();
+                } else {
+                    group.stop_silently();
+                }
                 group.wait();
             }
         }
@@ -217,19 +237,25 @@ impl Signals {
 }
 
 /// Runs the command until it exits (forwarding signals), or without one waits for a signal.
-async fn supervise(mut signals: Signals, child: Option<(String, Child)>) -> anyhow::Result<i32> {
+async fn supervise(mut signals: Signals, child: Option<(String, Child)>) -> anyhow::Result<End> {
     let Some((program, mut child)) = child else {
         let signal = signals.next().await;
         tracing::info!(%signal, "stopping on signal");
-        return Ok(0);
+        return Ok(End {
+            code: 0,
+            clean: true,
+        });
     };
+    let mut signalled = false;
     loop {
         tokio::select! {
             status = child.wait() => {
                 let status = status.with_context(|| format!("could not wait for {program:?}"))?;
-                return exit_code(status);
+                let code = exit_code(status)?;
+                return Ok(End { code, clean: code == 0 || signalled });
             }
             signal = signals.next() => {
+                signalled = true;
                 // A terminal's Ctrl-C reaches the child directly too (same process group); a
                 // second SIGINT is the usual request to stop, so it is forwarded regardless, as
                 // `kill` or a supervisor signals only the agent.
