@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tracing::instrument::WithSubscriber;
 use tracing::Instrument;
-use vigil_proto::{RegisterRequest, MAX_FIELD_LEN, REPORT_INTERVAL_RANGE};
+use vigil_proto::{HealthStatus, RegisterRequest, MAX_FIELD_LEN, REPORT_INTERVAL_RANGE};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::ReporterError;
@@ -124,13 +124,27 @@ impl ReporterBuilder {
         self
     }
 
-    /// Called before each heartbeat (Cinder's `manager.is_working()`). When it returns `Err`,
-    /// that tick's heartbeat is skipped, a warning is logged, and the error is sent as
-    /// `last_error` with the next beat: a service that is alive but not working should go down.
-    /// It runs on the reporter's thread, so it must be quick; a panic in it counts as an `Err`.
-    pub fn health_check<F>(mut self, check: F) -> Self
+    /// Called before each heartbeat (Cinder's `manager.is_working()`). Each beat carries its
+    /// answer: `Ok` is `health: ok`, `Err(reason)` is `health: failing` with the reason as its
+    /// `message`, so the server shows the service alive but failing (and the doctor says so)
+    /// rather than letting it look dead. A change is logged once. It runs on the reporter's
+    /// thread, so it must be quick; a panic in it counts as failing. See
+    /// [`ReporterBuilder::health`] for `warning`.
+    pub fn health_check<F>(self, check: F) -> Self
     where
         F: Fn() -> Result<(), String> + Send + Sync + 'static,
+    {
+        self.health(move || match check() {
+            Ok(()) => (HealthStatus::Ok, None),
+            Err(reason) => (HealthStatus::Failing, Some(reason)),
+        })
+    }
+
+    /// Like [`ReporterBuilder::health_check`], with the three levels: each beat carries the
+    /// health it returns (`ok`, `warning`: working but degraded, `failing`) and its message.
+    pub fn health<F>(mut self, check: F) -> Self
+    where
+        F: Fn() -> (HealthStatus, Option<String>) + Send + Sync + 'static,
     {
         self.health_check = Some(Arc::new(check));
         self

@@ -16,6 +16,7 @@ use crate::validate;
 
 pub use crate::error::AppError;
 
+mod beat_health;
 mod diagnose;
 mod health;
 mod start;
@@ -107,6 +108,7 @@ impl App {
                 });
             }
         }
+        beat_health::validate(&beat)?;
         let now = self.clock.now();
         let outcome = match self.registry.heartbeat(id, &beat, now) {
             Some(outcome) => outcome,
@@ -123,6 +125,11 @@ impl App {
                 let event = NewEvent::about(&entry.lock().record, EventKind::Up, now);
                 self.events.emit(event);
                 self.detector.file(&self.registry.liveness, &entry, now);
+            }
+        }
+        if let Some((before, _)) = outcome.health_changed {
+            if let Some(entry) = self.registry.get(id) {
+                self.health_changed(&entry, before);
             }
         }
         Ok(HeartbeatResponse {
@@ -191,7 +198,9 @@ impl App {
     /// detector, and, when this server leads detection, records a revival the row shows (a
     /// heartbeat received by another replica, or forced down lifted from a live service).
     pub fn absorb(&self, record: crate::store::ServiceRecord) -> Arc<crate::registry::Entry> {
+        let before = self.registry.get(record.id).map(|e| e.lock().record.health);
         let entry = self.registry.upsert(record);
+        self.health_absorbed(&entry, before);
         self.recheck(&entry);
         entry
     }

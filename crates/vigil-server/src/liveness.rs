@@ -116,6 +116,8 @@ mod tests {
             updated_at,
             modified_at: None,
             stopped_at: None,
+            health: None,
+            health_message: None,
             row_version: 0,
         }
     }

@@ -595,6 +595,8 @@ mod tests {
             }),
             modified_at: None,
             stopped_at: None,
+            health: None,
+            health_message: None,
             row_version: 0,
         }
     }

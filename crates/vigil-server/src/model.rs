@@ -31,6 +31,10 @@ pub struct ServiceRecord {
     /// When the service last said it stops (`POST /v1/services/{id}/stop`); it is `stopped`
     /// while no heartbeat came after this. Cleared when it registers again.
     pub stopped_at: Option<DateTime<Utc>>,
+    /// What its heartbeats last reported of its health (`None`: none did since it registered),
+    /// and the message that came with it.
+    pub health: Option<Health>,
+    pub health_message: Option<String>,
     /// Position of this row's last write in the change feed of a shared database (0 on an
     /// unshared one): a replica never lets an older read undo a newer write.
     pub row_version: i64,
@@ -67,6 +71,32 @@ pub struct BeatFlush {
     /// Heartbeats counted since the last flush; added to the stored `report_count`.
     pub report_count_delta: i64,
     pub zone: Option<String>,
+    /// A health (and message) received since the last flush that differs from the stored one.
+    pub health: Option<(Health, Option<String>)>,
+}
+
+/// A service's own word on its health, beside liveness (the wire's `HealthStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Health {
+    Ok,
+    Warning,
+    Failing,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Ok => "ok",
+            Health::Warning => "warning",
+            Health::Failing => "failing",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Health> {
+        [Health::Ok, Health::Warning, Health::Failing]
+            .into_iter()
+            .find(|h| h.as_str() == text)
+    }
 }
 
 /// A service's heartbeat fields as a database holds them, read back by other replicas.
@@ -94,10 +124,12 @@ pub enum EventKind {
     Thawed,
     /// The service said it exits cleanly.
     Stopped,
+    /// The health its heartbeats report changed.
+    Health,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::Registered,
         EventKind::Down,
         EventKind::Up,
@@ -110,6 +142,7 @@ impl EventKind {
         EventKind::Frozen,
         EventKind::Thawed,
         EventKind::Stopped,
+        EventKind::Health,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -126,6 +159,7 @@ impl EventKind {
             EventKind::Frozen => "frozen",
             EventKind::Thawed => "thawed",
             EventKind::Stopped => "stopped",
+            EventKind::Health => "health",
         }
     }
 
@@ -179,6 +213,8 @@ pub struct Beat {
     pub last_rtt_s: Option<f64>,
     pub overrun_s: Option<f64>,
     pub last_error: Option<String>,
+    pub health: Option<Health>,
+    pub message: Option<String>,
 }
 
 /// An event of the history, as stored.

@@ -13,7 +13,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::id_table::IdTable;
 use crate::liveness::Liveness;
-use crate::model::{BeatFlush, Name, ServiceRecord};
+use crate::model::{BeatFlush, Health, Name, ServiceRecord};
 use crate::stats::BeatStats;
 use crate::watch::{OpenstackState, WatchKind};
 
@@ -30,6 +30,8 @@ pub struct Slot {
     pub pending_beats: i64,
     /// Zone change received since the last flush.
     pub pending_zone: Option<String>,
+    /// Health change (with its message) received since the last flush.
+    pub pending_health: Option<(Health, Option<String>)>,
     /// Queued for the flusher.
     pub dirty: bool,
     /// Removed from the table; a late flush must skip it.
@@ -80,6 +82,8 @@ pub struct BeatOutcome {
     pub revived: bool,
     /// Gap since the previous beat minus `report_interval`, seconds (`None` for the first).
     pub lateness_s: Option<f64>,
+    /// The beat changed the service's health: from what (`None`: never reported) to what.
+    pub health_changed: Option<(Option<Health>, Health)>,
 }
 
 /// Filters of a list; all are ANDed.
@@ -157,6 +161,7 @@ impl Registry {
                 record,
                 pending_beats: 0,
                 pending_zone: None,
+                pending_health: None,
                 dirty: false,
                 deleted: false,
                 declared_down: false,
@@ -269,6 +274,18 @@ impl Registry {
                 slot.pending_zone = Some(zone.clone());
             }
         }
+        let mut health_changed = None;
+        if let Some(health) = beat.health {
+            let message = beat.message.clone();
+            if slot.record.health != Some(health) {
+                health_changed = Some((slot.record.health, health));
+            }
+            if slot.record.health != Some(health) || slot.record.health_message != message {
+                slot.record.health = Some(health);
+                slot.record.health_message = message.clone();
+                slot.pending_health = Some((health, message));
+            }
+        }
         slot.declared_suspect = false;
         let revived = slot.declared_down && !slot.record.forced_down;
         if revived {
@@ -285,6 +302,7 @@ impl Registry {
             report_count,
             revived,
             lateness_s,
+            health_changed,
         })
     }
 
@@ -306,6 +324,7 @@ impl Registry {
                 updated_at,
                 report_count_delta: std::mem::take(&mut slot.pending_beats),
                 zone: slot.pending_zone.take(),
+                health: slot.pending_health.take(),
             });
         }
         // In id order, the database walks its primary key once from left to right instead of
@@ -324,6 +343,9 @@ impl Registry {
             slot.pending_beats += beat.report_count_delta;
             if slot.pending_zone.is_none() {
                 slot.pending_zone = beat.zone;
+            }
+            if slot.pending_health.is_none() {
+                slot.pending_health = beat.health;
             }
             if !slot.dirty {
                 slot.dirty = true;
@@ -439,6 +461,8 @@ impl Registry {
                 OpenstackState::Up => vigil_proto::State::Up,
                 OpenstackState::Down => vigil_proto::State::Down,
             }),
+            health: record.health.map(health_status),
+            health_message: record.health_message.clone(),
         }
     }
 
@@ -460,6 +484,11 @@ impl Slot {
         }
         let memory_zone = std::mem::take(&mut self.record.zone);
         let pending_zone = self.pending_zone.is_some();
+        let memory_health = (
+            self.record.health,
+            std::mem::take(&mut self.record.health_message),
+        );
+        let pending_health = self.pending_health.is_some();
         let (memory_updated, memory_count) = (self.record.updated_at, self.record.report_count);
         let (stored_updated, stored_count) = (stored.updated_at, stored.report_count);
         self.record = stored;
@@ -468,6 +497,9 @@ impl Slot {
         self.merge_flushed(stored_updated, stored_count);
         if pending_zone {
             self.record.zone = memory_zone;
+        }
+        if pending_health {
+            (self.record.health, self.record.health_message) = memory_health;
         }
     }
 
@@ -532,6 +564,15 @@ pub fn source(slot: &Slot) -> &str {
     slot.watched
         .as_ref()
         .map_or(vigil_proto::VIGIL_SOURCE, |w| &w.source)
+}
+
+/// A health as the wire writes it.
+pub fn health_status(health: Health) -> vigil_proto::HealthStatus {
+    match health {
+        Health::Ok => vigil_proto::HealthStatus::Ok,
+        Health::Warning => vigil_proto::HealthStatus::Warning,
+        Health::Failing => vigil_proto::HealthStatus::Failing,
+    }
 }
 
 /// A service's admin status.

@@ -251,7 +251,7 @@ fn loose_batch_beat() -> serde_json::Value {
         "description": "One service's beat: its `id` and the fields of a single heartbeat. \
             Each beat's values are checked on their own: a bad one fails only that beat, \
             answered in its result with the code the single heartbeat would give \
-            (`invalid_zone`, `invalid_sent_at`, ...).",
+            (`invalid_zone`, `invalid_sent_at`, `invalid_message`, ...).",
         "required": ["id"],
         "properties": {
             "id": {"type": "integer", "format": "int64"},
@@ -260,6 +260,8 @@ fn loose_batch_beat() -> serde_json::Value {
             "last_rtt_s": number,
             "overrun_s": number,
             "last_error": text,
+            "health": {"type": ["string", "null"], "enum": ["ok", "warning", "failing", null]},
+            "message": text,
         },
     })
 }

@@ -77,6 +77,12 @@ fn beat(body: HeartbeatRequest) -> Beat {
         last_rtt_s: body.last_rtt_s,
         overrun_s: body.overrun_s,
         last_error: body.last_error,
+        health: body.health.map(|h| match h {
+            vigil_proto::HealthStatus::Ok => crate::model::Health::Ok,
+            vigil_proto::HealthStatus::Warning => crate::model::Health::Warning,
+            vigil_proto::HealthStatus::Failing => crate::model::Health::Failing,
+        }),
+        message: body.message,
     }
 }
 
@@ -92,7 +98,7 @@ fn beat(body: HeartbeatRequest) -> Beat {
     request_body(content = vigil_proto::HeartbeatRequest, content_type = "application/json", description = "Every field is optional: `{}` or an empty body is a beat"),
     responses(
         (status = 200, description = "The beat is taken (in memory; flushed every `flush_interval`)", body = vigil_proto::HeartbeatResponse),
-        (status = 400, description = "`invalid_id`, `invalid_zone`, `invalid_last_error` (over 4096 characters), `invalid_json`, `invalid_body`", body = vigil_proto::ErrorBody),
+        (status = 400, description = "`invalid_id`, `invalid_zone`, `invalid_last_error` (over 4096 characters), `invalid_message` (over 1024 characters), `invalid_json`, `invalid_body`", body = vigil_proto::ErrorBody),
         (status = 404, description = "`service_not_found`: no service has this id (or it was deleted): register again, then beat", body = vigil_proto::ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = vigil_proto::ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = vigil_proto::ErrorBody),
@@ -118,7 +124,7 @@ pub async fn heartbeat(
     security(()),
     request_body(content = vigil_proto::BatchHeartbeatRequest, content_type = "application/json", description = "At most 10,000 beats, at most 8 MiB; each beat is a single heartbeat's body plus the service's `id`"),
     responses(
-        (status = 200, description = "One result per beat, in the order of the request: its `report_count`, or the `error` the single heartbeat would have answered (`service_not_found`, `invalid_zone`, `invalid_last_error`, `database_unavailable`)", body = vigil_proto::BatchHeartbeatResponse),
+        (status = 200, description = "One result per beat, in the order of the request: its `report_count`, or the `error` the single heartbeat would have answered (`service_not_found`, `invalid_zone`, `invalid_last_error`, `invalid_message`, `database_unavailable`)", body = vigil_proto::BatchHeartbeatResponse),
         (status = 400, description = "`invalid_json` (not a batch: not JSON, no `beats`, an item without an integer `id`, a field of the wrong type), `batch_too_large` (more than 10,000 beats: nothing applied), `invalid_body`", body = vigil_proto::ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 8 MiB", body = vigil_proto::ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = vigil_proto::ErrorBody),

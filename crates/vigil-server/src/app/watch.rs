@@ -311,6 +311,8 @@ impl App {
             updated_at: stamp.map(|_| now - age),
             modified_at: row.modified_at.map(|at| at + shift),
             stopped_at: None,
+            health: None,
+            health_message: None,
             row_version: 0,
         };
         let watched = Watched {

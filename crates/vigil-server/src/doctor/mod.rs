@@ -17,14 +17,14 @@
 //!   start-up and registration logs of the interval check.
 //! - `words`: the findings builder (`ok`, `warning`, `error`, then `because` and `fix`) and
 //!   how numbers and times are written for people.
-//! - one file per check: `interval`, `clock`, `punctuality`, `heartbeat`, `admin` (forced
-//!   down, disabled), `restarts`, `duplicate`.
+//! - one file per check: `interval`, `clock`, `punctuality`, `heartbeat`, `health` (what
+//!   the service says of itself), `admin` (forced down, disabled), `restarts`, `duplicate`.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use vigil_proto::{Finding, Severity};
 
 use crate::config::Config;
-use crate::model::{Event, RegistrationReason};
+use crate::model::{Event, Health, RegistrationReason};
 use crate::registry::seconds;
 use crate::stats::BeatStats;
 use crate::store::{EventKind, ServiceRecord};
@@ -33,6 +33,7 @@ use crate::watch::{rewritten_service_down_time, WatchKind};
 mod admin;
 mod clock;
 mod duplicate;
+mod health;
 mod heartbeat;
 mod interval;
 mod punctuality;
@@ -44,6 +45,7 @@ mod words;
 use admin::{disabled, forced_down};
 use clock::clock;
 use duplicate::duplicate;
+use health::health;
 use heartbeat::heartbeat;
 pub use interval::interval;
 use interval::openstack_interval;
@@ -96,6 +98,7 @@ pub fn diagnose(inputs: &Inputs) -> Vec<Finding> {
         clock(inputs),
         punctuality(inputs),
         heartbeat(inputs),
+        health(inputs),
         forced_down(inputs),
         disabled(inputs),
         restarts(inputs),

@@ -23,6 +23,8 @@ fn record(report_interval: f64) -> ServiceRecord {
         updated_at: None,
         modified_at: None,
         stopped_at: None,
+        health: None,
+        health_message: None,
         row_version: 0,
     }
 }
@@ -76,7 +78,7 @@ fn a_regular_service_is_all_ok() {
     let times = every(10_000, 20);
     let stats = beats(&mut r, &times, &times, 0.0);
     let findings = run(&r, &stats, 200_500);
-    assert_eq!(findings.len(), 8);
+    assert_eq!(findings.len(), 9);
     for f in &findings {
         assert_eq!(f.severity, Severity::Ok, "{f:?}");
     }
@@ -264,4 +266,23 @@ fn a_clean_stop_is_not_a_silent_service() {
     r.updated_at = Some(t(22_000));
     let findings = run(&r, &stats, 500_000);
     assert_eq!(check(&findings, "heartbeat").severity, Severity::Error);
+}
+
+#[test]
+fn alive_but_failing_is_an_error_beside_a_fine_heartbeat() {
+    let mut r = record(10.0);
+    let times = every(10_000, 20);
+    let stats = beats(&mut r, &times, &times, 0.0);
+    r.health = Some(Health::Failing);
+    r.health_message = Some("pool a full".into());
+    let findings = run(&r, &stats, 200_500);
+    let health = check(&findings, "health");
+    assert_eq!(health.severity, Severity::Error);
+    assert_eq!(health.summary, "alive but failing: pool a full");
+    assert_eq!(check(&findings, "heartbeat").severity, Severity::Ok);
+    r.health = Some(Health::Warning);
+    assert_eq!(
+        check(&run(&r, &stats, 200_500), "health").severity,
+        Severity::Warning
+    );
 }

@@ -16,8 +16,8 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 pub use crate::model::{
-    AdminChange, BeatFlush, BeatState, ClockSample, Event, EventKind, Name, NewEvent, NewService,
-    RegistrationReason, ServiceRecord,
+    AdminChange, BeatFlush, BeatState, ClockSample, Event, EventKind, Health, Name, NewEvent,
+    NewService, RegistrationReason, ServiceRecord,
 };
 
 /// Derives the events of an admin change from the row as it was before the change.

@@ -107,6 +107,8 @@ struct ServiceRow {
     modified_at: Option<DateTime<Utc>>,
     row_version: i64,
     stopped_at: Option<DateTime<Utc>>,
+    health: Option<String>,
+    health_message: Option<String>,
 }
 
 impl From<ServiceRow> for ServiceRecord {
@@ -128,6 +130,8 @@ impl From<ServiceRow> for ServiceRecord {
             updated_at: row.updated_at,
             modified_at: row.modified_at,
             stopped_at: row.stopped_at,
+            health: row.health.as_deref().and_then(super::Health::parse),
+            health_message: row.health_message,
             row_version: row.row_version,
         }
     }
@@ -217,7 +221,7 @@ impl super::Lease for PgLease {
 
 const SERVICE_COLUMNS: &str = r#"id, host, "binary", topic, zone, disabled, disabled_reason,
     forced_down, frozen, report_count, report_interval, version, created_at, updated_at, modified_at,
-    row_version, stopped_at"#;
+    row_version, stopped_at, health, health_message"#;
 
 /// A schema name is spliced into SQL (DDL takes no parameters), so only `[a-z0-9_]` passes.
 fn check_identifier(name: &str) -> StoreResult<()> {
@@ -532,7 +536,8 @@ impl Store for PostgresStore {
             let updated: Option<i64> = sqlx::query_scalar(
                 r#"UPDATE services SET topic = COALESCE($1, topic), zone = $2,
                        report_interval = $3, version = COALESCE($4, version),
-                       stopped_at = NULL, row_version = nextval('services_row_version')
+                       stopped_at = NULL, health = NULL, health_message = NULL,
+                       row_version = nextval('services_row_version')
                    WHERE host = $5 AND "binary" = $6
                    RETURNING id"#,
             )
@@ -670,6 +675,30 @@ impl Store for PostgresStore {
             )
             .bind(ids)
             .bind(zones)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // So does health (a service degraded or recovered).
+        let mut ids = Vec::new();
+        let mut healths = Vec::new();
+        let mut messages = Vec::new();
+        for beat in beats {
+            if let Some((health, message)) = &beat.health {
+                ids.push(beat.id);
+                healths.push(health.as_str());
+                messages.push(message.as_deref());
+            }
+        }
+        if !ids.is_empty() {
+            sqlx::query(
+                "UPDATE services s SET health = v.health, health_message = v.message,
+                     row_version = nextval('services_row_version')
+                 FROM UNNEST($1::bigint[], $2::text[], $3::text[]) AS v(id, health, message)
+                 WHERE s.id = v.id",
+            )
+            .bind(ids)
+            .bind(healths)
+            .bind(messages)
             .execute(&mut *tx)
             .await?;
         }

@@ -17,8 +17,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use super::{
-    AdminChange, BeatFlush, Event, EventFilter, EventKind, EventsFor, Name, NewEvent, NewService,
-    RegistrationReason, ServiceRecord, Store, StoreError, StoreResult,
+    AdminChange, BeatFlush, Event, EventFilter, EventKind, EventsFor, Health, Name, NewEvent,
+    NewService, RegistrationReason, ServiceRecord, Store, StoreError, StoreResult,
 };
 
 /// SQLite implementation of [`Store`].
@@ -45,6 +45,8 @@ struct ServiceRow {
     updated_at: Option<i64>,
     modified_at: Option<i64>,
     stopped_at: Option<i64>,
+    health: Option<String>,
+    health_message: Option<String>,
 }
 
 impl From<ServiceRow> for ServiceRecord {
@@ -66,6 +68,8 @@ impl From<ServiceRow> for ServiceRecord {
             updated_at: row.updated_at.map(from_micros),
             modified_at: row.modified_at.map(from_micros),
             stopped_at: row.stopped_at.map(from_micros),
+            health: row.health.as_deref().and_then(Health::parse),
+            health_message: row.health_message,
             row_version: 0,
         }
     }
@@ -91,6 +95,8 @@ struct PackedService(
     Option<i64>,
     Option<i64>,
     Option<i64>,
+    Option<String>,
+    Option<String>,
 );
 
 impl PackedService {
@@ -112,6 +118,8 @@ impl PackedService {
             updated_at: self.13.map(from_micros),
             modified_at: self.14.map(from_micros),
             stopped_at: self.15.map(from_micros),
+            health: self.16.as_deref().and_then(Health::parse),
+            health_message: self.17,
             row_version: 0,
         }
     }
@@ -261,7 +269,7 @@ impl EventRow {
 
 const SERVICE_COLUMNS: &str = r#"id, host, "binary", topic, zone, disabled, disabled_reason,
     forced_down, frozen, report_count, report_interval, version, created_at, updated_at, modified_at,
-    stopped_at"#;
+    stopped_at, health, health_message"#;
 
 /// Rows per multi-row INSERT: 7 parameters each stays under SQLite's limit of 32,766 bound
 /// parameters per statement.
@@ -379,7 +387,8 @@ impl Store for SqliteStore {
             let (page, last): (Option<String>, Option<i64>) = sqlx::query_as(
                 r#"SELECT json_group_array(json_array(id, host, "binary", topic, zone, disabled,
                            disabled_reason, forced_down, frozen, report_count, report_interval,
-                           version, created_at, updated_at, modified_at, stopped_at)), MAX(id)
+                           version, created_at, updated_at, modified_at, stopped_at,
+                           health, health_message)), MAX(id)
                    FROM (SELECT * FROM service_rows WHERE id > ? ORDER BY id LIMIT ?)"#,
             )
             .bind(after)
@@ -456,7 +465,7 @@ impl Store for SqliteStore {
                 let id: i64 = sqlx::query_scalar(
                     r#"UPDATE services SET topic = COALESCE(?, topic), zone = ?,
                            report_interval = ?, version = COALESCE(?, version),
-                           stopped_at = NULL
+                           stopped_at = NULL, health = NULL, health_message = NULL
                        WHERE host = ? AND "binary" = ?
                        RETURNING id"#,
                 )
@@ -569,11 +578,20 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = WriteTx::begin(&self.pool).await?;
-        // Zones change rarely (a reporter moved); they go to the wide row, one by one.
+        // Zones and health change rarely (a reporter moved, a service degraded); they go to
+        // the wide row, one by one.
         for beat in beats {
             if let Some(zone) = &beat.zone {
                 sqlx::query("UPDATE services SET zone = ? WHERE id = ?")
                     .bind(zone)
+                    .bind(beat.id)
+                    .execute(tx.conn())
+                    .await?;
+            }
+            if let Some((health, message)) = &beat.health {
+                sqlx::query("UPDATE services SET health = ?, health_message = ? WHERE id = ?")
+                    .bind(health.as_str())
+                    .bind(message)
                     .bind(beat.id)
                     .execute(tx.conn())
                     .await?;
@@ -812,6 +830,7 @@ mod tests {
             updated_at: at,
             report_count_delta: 3,
             zone: Some("az-2".into()),
+            health: None,
         };
         store.flush_beats(&[beat]).await.unwrap();
         let mut expected = Vec::new();

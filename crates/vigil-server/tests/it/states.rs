@@ -1,4 +1,5 @@
-//! The states beside `up` and `down` (issue 15), told against every backend: a clean stop.
+//! The states beside `up` and `down` (issue 15), told against every backend: a clean stop,
+//! health beside liveness.
 
 use std::time::Duration;
 
@@ -8,7 +9,10 @@ use vigil_reporter::Reporter;
 
 use crate::harness::{eventually, temp_dir, Backend, EventStream, TestServer};
 
-crate::each_backend!(a_clean_stop_is_stopped_at_once_until_the_next_beat);
+crate::each_backend!(
+    a_clean_stop_is_stopped_at_once_until_the_next_beat,
+    health_is_shown_beside_liveness_and_each_change_is_an_event,
+);
 
 /// The kinds of a service's events, oldest first.
 async fn kinds(server: &TestServer, id: i64) -> Vec<String> {
@@ -139,4 +143,129 @@ async fn a_clean_stop_is_stopped_at_once_until_the_next_beat(backend: Backend) {
         (status, body["error"]["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_id"))
     );
+}
+
+/// A single heartbeat with `body`.
+async fn beat(server: &TestServer, id: i64, body: Value) -> (StatusCode, Value) {
+    server
+        .post(&format!("/v1/services/{id}/heartbeat"), body)
+        .await
+}
+
+/// A service's state, health and health message.
+async fn show(server: &TestServer, id: i64) -> (Value, Value, Value) {
+    let service = server.service(id).await;
+    (
+        service["state"].clone(),
+        service["health"].clone(),
+        service["health_message"].clone(),
+    )
+}
+
+async fn health_is_shown_beside_liveness_and_each_change_is_an_event(backend: Backend) {
+    let dir = temp_dir();
+    let mut server = TestServer::start(backend.config(dir.path())).await;
+    let id = server.register("node-1", "cinder-volume").await;
+    let other = server.register("node-2", "cinder-volume").await;
+    // An old reporter sends no health: none shown.
+    assert_eq!(server.beat(id).await.0, StatusCode::OK);
+    assert_eq!(
+        show(&server, id).await,
+        (json!("up"), Value::Null, Value::Null)
+    );
+
+    let (status, _) = beat(
+        &server,
+        id,
+        json!({"health": "failing", "message": "pool a full"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        show(&server, id).await,
+        (json!("up"), json!("failing"), json!("pool a full")),
+        "alive but failing: up, with its health beside"
+    );
+    // A beat without health leaves it as it is; the same health again is no new event.
+    beat(&server, id, json!({})).await;
+    beat(
+        &server,
+        id,
+        json!({"health": "failing", "message": "pool a full"}),
+    )
+    .await;
+    assert_eq!(show(&server, id).await.1, "failing");
+    // In a batch too.
+    let (status, body) = server
+        .post(
+            "/v1/heartbeats",
+            json!({"beats": [{"id": id, "health": "warning", "message": "pool a 90 %"},
+                             {"id": other, "health": "ok"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(show(&server, id).await.1, "warning");
+    assert_eq!(
+        show(&server, other).await,
+        (json!("up"), json!("ok"), Value::Null)
+    );
+    let (_, listed) = server.get("/v1/services?host=node-1").await;
+    assert_eq!(listed["services"][0]["health"], "warning", "{listed}");
+
+    // Each change is an event, with what it was; `ok` reported first is none.
+    let reasons = || async {
+        let (_, events) = server.get("/v1/events?kind=health").await;
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|e| e["reason"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    eventually("two health events", Duration::from_secs(5), || async {
+        reasons().await.len() >= 2
+    })
+    .await;
+    assert_eq!(
+        reasons().await,
+        [
+            "failing: pool a full (first reported)",
+            "warning: pool a 90 % (was failing)"
+        ]
+    );
+
+    // Bad input: a health that is not one of the three, a message too long.
+    let (status, body) = beat(&server, id, json!({"health": "dying"})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_json")),
+        "{body}"
+    );
+    let (status, body) = beat(
+        &server,
+        id,
+        json!({"health": "ok", "message": "x".repeat(1025)}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_message")),
+        "{body}"
+    );
+    assert_eq!(
+        show(&server, id).await.1,
+        "warning",
+        "a refused beat changes nothing"
+    );
+
+    // Written by the flush: a restart keeps it.
+    server.restart().await;
+    assert_eq!(
+        show(&server, id).await,
+        (json!("up"), json!("warning"), json!("pool a 90 %"))
+    );
+    // Registering again is a new start: no health until its beats say.
+    server.register("node-1", "cinder-volume").await;
+    assert_eq!(show(&server, id).await.1, Value::Null);
 }

@@ -22,7 +22,7 @@ use nix::unistd::Pid;
 use tokio::process::Child;
 use tokio::signal::unix::{signal, SignalKind};
 use vigil_reporter::{
-    Reporter, ReporterBuilder, ReporterGroup, ReporterGroupHandle, ReporterHandle,
+    HealthStatus, Reporter, ReporterBuilder, ReporterGroup, ReporterGroupHandle, ReporterHandle,
 };
 
 /// The shell's exit code for a command that was not found.
@@ -69,6 +69,11 @@ pub struct AgentArgs {
     /// Bearer token sent with every request.
     #[arg(long, env = "VIGIL_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A shell command run before each heartbeat (with `sh -c`) whose exit status is the
+    /// service's health: 0 ok, 1 warning, 2 failing (anything else, or no answer within half
+    /// the report interval, is failing); the first line it prints is the message.
+    #[arg(long, value_name = "CMD")]
+    pub health_cmd: Option<String>,
     /// The command to run and watch, after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -103,6 +108,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
         }
         if let Some(token) = &args.token {
             builder = builder.token(token);
+        }
+        if let Some(command) = &args.health_cmd {
+            let command = command.clone();
+            let limit = interval / 2;
+            builder = builder.health(move || health_of(&command, limit));
         }
         builder
     };
@@ -280,6 +290,78 @@ fn forward(signal: Signal, pid: u32) {
             %signal,
             pid,
             "could not forward signal to the command: {err}"
+        ),
+    }
+}
+
+/// Runs the health command `command` (with `sh -c`) for at most `limit`: its exit status is
+/// the health (0 ok, 1 warning, 2 failing), the first line it printed the message.
+fn health_of(command: &str, limit: Duration) -> (HealthStatus, Option<String>) {
+    use std::io::Read;
+    let spawned = std::process::Command::new("sh")
+        .args(["-c", command])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(err) => {
+            return (
+                HealthStatus::Failing,
+                Some(format!("cannot run the health command: {err}")),
+            )
+        }
+    };
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return (
+                    HealthStatus::Failing,
+                    Some(format!(
+                        "the health command gave no answer within {:.2} s",
+                        limit.as_secs_f64()
+                    )),
+                );
+            }
+            Err(err) => {
+                return (
+                    HealthStatus::Failing,
+                    Some(format!("cannot wait for the health command: {err}")),
+                )
+            }
+        }
+    };
+    let mut said = String::new();
+    for pipe in [
+        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read>),
+        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let mut text = String::new();
+        let _ = pipe.take(64 * 1024).read_to_string(&mut text);
+        if let Some(line) = text.lines().map(str::trim).find(|l| !l.is_empty()) {
+            said = line.chars().take(vigil_proto::MAX_HEALTH_MESSAGE).collect();
+            break;
+        }
+    }
+    let message = (!said.is_empty()).then_some(said);
+    match status.code() {
+        Some(0) => (HealthStatus::Ok, message),
+        Some(1) => (HealthStatus::Warning, message),
+        Some(2) => (HealthStatus::Failing, message),
+        _ => (
+            HealthStatus::Failing,
+            Some(message.unwrap_or_else(|| format!("the health command ended with {status}"))),
         ),
     }
 }

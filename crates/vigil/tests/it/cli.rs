@@ -457,6 +457,31 @@ fn the_agent_tells_the_server_when_its_child_exits_cleanly() {
     }
 }
 
+/// `--health-cmd`: its exit status is the health each beat carries (1: warning), the first
+/// line it prints the message.
+#[test]
+fn the_agent_sends_the_health_its_command_tells() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let out = Command::new(VIGIL)
+        .args(["agent", "--server", &server.url, "--host", "health-host"])
+        .args(["--binary", "worker", "--report-interval", "0.2"])
+        .args(["--health-cmd", "echo; echo 'disk 91 %'; exit 1"])
+        .args(["--", "sleep", "0.7"])
+        .env("VIGIL_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let listed = vigil(
+        &["service", "list", "--host", "health-host", "--json"],
+        dir.path(),
+        &server.url,
+    );
+    let services: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(services[0]["health"], "warning", "{services}");
+    assert_eq!(services[0]["health_message"], "disk 91 %", "{services}");
+}
+
 /// `--binary` repeated: one service per binary on the host, their beats in one batch per tick
 /// (a `ReporterGroup`), while the command runs; a binary given twice is refused.
 #[test]

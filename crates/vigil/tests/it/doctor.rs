@@ -146,7 +146,7 @@ async fn doctor_exit_codes_text_and_json() {
         out.contains("remedy: once the host is fenced and repaired: vigil service force-down node-1 cinder-volume --unset"),
         "{out}"
     );
-    assert!(out.ends_with("  7 other checks ok\n"), "{out}");
+    assert!(out.ends_with("  8 other checks ok\n"), "{out}");
 
     let (code, out, _) = vigil(&["doctor", "--json", "--server", url]).await;
     assert_eq!(code, 1);
