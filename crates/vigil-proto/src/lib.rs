@@ -77,6 +77,11 @@ pub struct RegisterRequest {
         schema(max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
     )]
     pub version: Option<String>,
+    /// This service's own `service_down_time`, in seconds: within the server's bounds
+    /// (`service_down_time_min`, `service_down_time_max`) and at least twice
+    /// `report_interval`. Absent: the server's, or its pattern for this binary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_down_time: Option<f64>,
 }
 
 /// Body of `POST /v1/services/{id}/heartbeat`. Every field is optional; `{}` is a valid beat.
@@ -342,6 +347,10 @@ pub struct Service {
     /// The `message` that came with that health.
     #[serde(default)]
     pub health_message: Option<String>,
+    /// The `service_down_time` that judges this service, in seconds: its own, its binary's
+    /// pattern's, or the server's.
+    #[serde(default)]
+    pub service_down_time: Option<f64>,
 }
 
 /// The `source` of services registered with Vigil.

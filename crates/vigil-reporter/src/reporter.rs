@@ -103,6 +103,14 @@ impl ReporterBuilder {
         self
     }
 
+    /// This service's own `service_down_time` (the server refuses the registration, and the
+    /// reporter logs why, when it is outside the server's bounds or under twice the
+    /// report interval). Unset: the server's.
+    pub fn service_down_time(mut self, down_time: Duration) -> Self {
+        self.register.service_down_time = Some(down_time.as_secs_f64());
+        self
+    }
+
     /// A bearer token sent as `Authorization: Bearer <token>` on every request.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());

@@ -37,6 +37,7 @@ pub struct Registration {
     pub zone: Option<String>,
     pub report_interval: Option<f64>,
     pub version: Option<String>,
+    pub service_down_time: Option<f64>,
 }
 
 /// The server's shared state.
@@ -71,6 +72,9 @@ impl App {
             .report_interval
             .unwrap_or(vigil_proto::DEFAULT_REPORT_INTERVAL);
         validate::report_interval(report_interval)?;
+        if let Some(own) = input.service_down_time {
+            validate::service_down_time(own, report_interval, &self.config)?;
+        }
         let new = NewService {
             host: input.host.unwrap_or_default(),
             binary: input.binary.unwrap_or_default(),
@@ -81,12 +85,13 @@ impl App {
                 .unwrap_or_else(|| self.config.default_zone.clone()),
             report_interval,
             version: input.version,
+            service_down_time: input.service_down_time,
         };
         let now = self.clock.now();
         let registered = self.store.register(&new, now).await;
         self.database.record(&registered);
         let (record, created) = registered?;
-        crate::doctor::log_registration(&record, self.config.service_down_time);
+        crate::doctor::log_registration(&record, self.registry.liveness.down_time_s(&record));
         self.metrics.written([EventKind::Registered]);
         self.events.notify();
         let entry = self.absorb(record);
@@ -134,7 +139,7 @@ impl App {
         }
         Ok(HeartbeatResponse {
             report_count: outcome.report_count,
-            service_down_time: self.registry.liveness.service_down_time_s(),
+            service_down_time: outcome.service_down_time_s,
         })
     }
 

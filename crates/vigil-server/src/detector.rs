@@ -228,7 +228,7 @@ impl Detector {
                 slot.declared_suspect = false;
                 let mut event = NewEvent::about(&slot.record, EventKind::Down, now);
                 event.last_seen = Some(slot.record.updated_at.unwrap_or(slot.record.created_at));
-                event.threshold_s = Some(liveness.service_down_time_s());
+                event.threshold_s = Some(liveness.down_time_s(&slot.record));
                 events.emit(event);
                 continue;
             }

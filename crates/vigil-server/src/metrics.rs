@@ -597,6 +597,7 @@ mod tests {
             stopped_at: None,
             health: None,
             health_message: None,
+            service_down_time: None,
             row_version: 0,
         }
     }

@@ -35,6 +35,8 @@ pub struct ServiceRecord {
     /// and the message that came with it.
     pub health: Option<Health>,
     pub health_message: Option<String>,
+    /// The `service_down_time` it declared when it registered (`None`: the server's).
+    pub service_down_time: Option<f64>,
     /// Position of this row's last write in the change feed of a shared database (0 on an
     /// unshared one): a replica never lets an older read undo a newer write.
     pub row_version: i64,
@@ -49,6 +51,8 @@ pub struct NewService {
     pub zone: String,
     pub report_interval: f64,
     pub version: Option<String>,
+    /// Its own `service_down_time`, validated.
+    pub service_down_time: Option<f64>,
 }
 
 /// An admin change; `None` leaves a field as it is.

@@ -84,6 +84,8 @@ pub struct BeatOutcome {
     pub lateness_s: Option<f64>,
     /// The beat changed the service's health: from what (`None`: never reported) to what.
     pub health_changed: Option<(Option<Health>, Health)>,
+    /// The `service_down_time` that judges the service, seconds.
+    pub service_down_time_s: f64,
 }
 
 /// Filters of a list; all are ANDed.
@@ -292,6 +294,7 @@ impl Registry {
             slot.declared_down = false;
         }
         let report_count = slot.record.report_count;
+        let service_down_time_s = self.liveness.down_time_s(&slot.record);
         // A watched service's heartbeats are its own database's to keep.
         if !slot.dirty && slot.watched.is_none() {
             slot.dirty = true;
@@ -303,6 +306,7 @@ impl Registry {
             revived,
             lateness_s,
             health_changed,
+            service_down_time_s,
         })
     }
 
@@ -463,6 +467,7 @@ impl Registry {
             }),
             health: record.health.map(health_status),
             health_message: record.health_message.clone(),
+            service_down_time: Some(self.liveness.down_time_s(record)),
         }
     }
 

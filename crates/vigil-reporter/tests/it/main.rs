@@ -183,6 +183,7 @@ async fn registers_then_beats_with_token_and_the_reporter_clock() {
         .zone("az-1")
         .version("1.2.3")
         .report_interval(FAST)
+        .service_down_time(Duration::from_secs(5))
         .token("s3cret")
         .clock(Arc::new(OffsetClock(chrono::Duration::seconds(90))))
         .start()
@@ -203,6 +204,7 @@ async fn registers_then_beats_with_token_and_the_reporter_clock() {
             zone: Some("az-1".into()),
             report_interval: Some(0.1),
             version: Some("1.2.3".into()),
+            service_down_time: Some(5.0),
         }
     );
     assert!(requests

@@ -66,6 +66,8 @@ pub fn write(out: &mut Vec<u8>, registry: &Registry, slot: &Slot, now: DateTime<
     optional(out, record.health.map(crate::model::Health::as_str), string);
     out.extend_from_slice(br#","health_message":"#);
     optional(out, record.health_message.as_deref(), string);
+    out.extend_from_slice(br#","service_down_time":"#);
+    number(out, registry.liveness.down_time_s(record));
     out.push(b'}');
 }
 
@@ -158,6 +160,7 @@ mod tests {
             stopped_at: None,
             health: None,
             health_message: None,
+            service_down_time: None,
             row_version: 0,
         }
     }

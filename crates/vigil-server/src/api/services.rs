@@ -29,6 +29,7 @@ pub struct RegisterBody {
     zone: Option<String>,
     report_interval: Option<f64>,
     version: Option<String>,
+    service_down_time: Option<f64>,
 }
 
 #[utoipa::path(
@@ -41,7 +42,7 @@ pub struct RegisterBody {
     responses(
         (status = 201, description = "A new service, registered", body = vigil_proto::Service),
         (status = 200, description = "The service (host, binary) already existed: it as it is (get-or-create, as Cinder's `Service.start()`)", body = vigil_proto::Service),
-        (status = 400, description = "`invalid_host`, `invalid_binary` (missing, empty, over 255 characters or with control characters), `invalid_topic`, `invalid_zone`, `invalid_version`, `invalid_report_interval` (outside 0.1-3600 s), `invalid_json`, `invalid_body`", body = vigil_proto::ErrorBody),
+        (status = 400, description = "`invalid_host`, `invalid_binary` (missing, empty, over 255 characters or with control characters), `invalid_topic`, `invalid_zone`, `invalid_version`, `invalid_report_interval` (outside 0.1-3600 s), `invalid_service_down_time` (outside the server's `service_down_time_min`-`service_down_time_max`, or less than twice `report_interval`), `invalid_json`, `invalid_body`", body = vigil_proto::ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = vigil_proto::ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = vigil_proto::ErrorBody),
         (status = 503, description = "`database_unavailable`: the database is unavailable (down, its disk full, its file read-only): nothing was changed; try again after `Retry-After`", body = vigil_proto::ErrorBody,
@@ -60,6 +61,7 @@ pub async fn register(
             zone: body.zone,
             report_interval: body.report_interval,
             version: body.version,
+            service_down_time: body.service_down_time,
         })
         .await?;
     let status = if created {

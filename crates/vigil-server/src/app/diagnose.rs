@@ -42,7 +42,7 @@ impl App {
             history: history.as_deref().map_err(String::as_str),
             service_down_time: openstack
                 .as_ref()
-                .map_or(self.registry.liveness.service_down_time_s(), |o| {
+                .map_or(self.registry.liveness.down_time_s(&record), |o| {
                     o.service_down_time
                 }),
             now,

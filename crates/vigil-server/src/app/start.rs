@@ -48,7 +48,8 @@ pub(crate) async fn build(
         .map_err(fail)?;
     let event_cursor = newest_event.first().map_or(0, |e| e.id);
     let records = store.load_services().await.map_err(fail)?;
-    let liveness = Liveness::new(config.service_down_time, config.phi_threshold);
+    let liveness = Liveness::new(config.service_down_time, config.phi_threshold)
+        .with_patterns(&config.service_down_time_by_binary);
     let now = clock.now();
     open_grace(&config, store.as_ref(), &liveness, now)
         .await

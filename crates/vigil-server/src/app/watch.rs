@@ -313,6 +313,7 @@ impl App {
             stopped_at: None,
             health: None,
             health_message: None,
+            service_down_time: None,
             row_version: 0,
         };
         let watched = Watched {

@@ -25,6 +25,7 @@ fn record(report_interval: f64) -> ServiceRecord {
         stopped_at: None,
         health: None,
         health_message: None,
+        service_down_time: None,
         row_version: 0,
     }
 }

@@ -109,6 +109,7 @@ struct ServiceRow {
     stopped_at: Option<DateTime<Utc>>,
     health: Option<String>,
     health_message: Option<String>,
+    service_down_time: Option<f64>,
 }
 
 impl From<ServiceRow> for ServiceRecord {
@@ -132,6 +133,7 @@ impl From<ServiceRow> for ServiceRecord {
             stopped_at: row.stopped_at,
             health: row.health.as_deref().and_then(super::Health::parse),
             health_message: row.health_message,
+            service_down_time: row.service_down_time,
             row_version: row.row_version,
         }
     }
@@ -221,7 +223,7 @@ impl super::Lease for PgLease {
 
 const SERVICE_COLUMNS: &str = r#"id, host, "binary", topic, zone, disabled, disabled_reason,
     forced_down, frozen, report_count, report_interval, version, created_at, updated_at, modified_at,
-    row_version, stopped_at, health, health_message"#;
+    row_version, stopped_at, health, health_message, service_down_time"#;
 
 /// A schema name is spliced into SQL (DDL takes no parameters), so only `[a-z0-9_]` passes.
 fn check_identifier(name: &str) -> StoreResult<()> {
@@ -516,8 +518,9 @@ impl Store for PostgresStore {
         let (id, created) = loop {
             attempts += 1;
             let inserted: Option<i64> = sqlx::query_scalar(
-                r#"INSERT INTO services (host, "binary", topic, zone, report_interval, version, created_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)
+                r#"INSERT INTO services (host, "binary", topic, zone, report_interval, version, created_at,
+                       service_down_time)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                    ON CONFLICT (host, "binary") DO NOTHING
                    RETURNING id"#,
             )
@@ -528,6 +531,7 @@ impl Store for PostgresStore {
             .bind(new.report_interval)
             .bind(&new.version)
             .bind(at)
+            .bind(new.service_down_time)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(id) = inserted {
@@ -537,7 +541,7 @@ impl Store for PostgresStore {
                 r#"UPDATE services SET topic = COALESCE($1, topic), zone = $2,
                        report_interval = $3, version = COALESCE($4, version),
                        stopped_at = NULL, health = NULL, health_message = NULL,
-                       row_version = nextval('services_row_version')
+                       service_down_time = $7, row_version = nextval('services_row_version')
                    WHERE host = $5 AND "binary" = $6
                    RETURNING id"#,
             )
@@ -547,6 +551,7 @@ impl Store for PostgresStore {
             .bind(&new.version)
             .bind(&new.host)
             .bind(&new.binary)
+            .bind(new.service_down_time)
             .fetch_optional(&mut *tx)
             .await?;
             match updated {

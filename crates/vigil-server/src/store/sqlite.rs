@@ -47,6 +47,7 @@ struct ServiceRow {
     stopped_at: Option<i64>,
     health: Option<String>,
     health_message: Option<String>,
+    service_down_time: Option<f64>,
 }
 
 impl From<ServiceRow> for ServiceRecord {
@@ -70,6 +71,7 @@ impl From<ServiceRow> for ServiceRecord {
             stopped_at: row.stopped_at.map(from_micros),
             health: row.health.as_deref().and_then(Health::parse),
             health_message: row.health_message,
+            service_down_time: row.service_down_time,
             row_version: 0,
         }
     }
@@ -97,6 +99,7 @@ struct PackedService(
     Option<i64>,
     Option<String>,
     Option<String>,
+    Option<f64>,
 );
 
 impl PackedService {
@@ -120,6 +123,7 @@ impl PackedService {
             stopped_at: self.15.map(from_micros),
             health: self.16.as_deref().and_then(Health::parse),
             health_message: self.17,
+            service_down_time: self.18,
             row_version: 0,
         }
     }
@@ -269,7 +273,7 @@ impl EventRow {
 
 const SERVICE_COLUMNS: &str = r#"id, host, "binary", topic, zone, disabled, disabled_reason,
     forced_down, frozen, report_count, report_interval, version, created_at, updated_at, modified_at,
-    stopped_at, health, health_message"#;
+    stopped_at, health, health_message, service_down_time"#;
 
 /// Rows per multi-row INSERT: 7 parameters each stays under SQLite's limit of 32,766 bound
 /// parameters per statement.
@@ -388,7 +392,7 @@ impl Store for SqliteStore {
                 r#"SELECT json_group_array(json_array(id, host, "binary", topic, zone, disabled,
                            disabled_reason, forced_down, frozen, report_count, report_interval,
                            version, created_at, updated_at, modified_at, stopped_at,
-                           health, health_message)), MAX(id)
+                           health, health_message, service_down_time)), MAX(id)
                    FROM (SELECT * FROM service_rows WHERE id > ? ORDER BY id LIMIT ?)"#,
             )
             .bind(after)
@@ -445,8 +449,9 @@ impl Store for SqliteStore {
     ) -> StoreResult<(ServiceRecord, bool)> {
         let mut tx = WriteTx::begin(&self.pool).await?;
         let inserted: Option<i64> = sqlx::query_scalar(
-            r#"INSERT INTO services (host, "binary", topic, zone, report_interval, version, created_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?)
+            r#"INSERT INTO services (host, "binary", topic, zone, report_interval, version, created_at,
+                   service_down_time)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (host, "binary") DO NOTHING
                RETURNING id"#,
         )
@@ -457,6 +462,7 @@ impl Store for SqliteStore {
         .bind(new.report_interval)
         .bind(&new.version)
         .bind(micros(at))
+        .bind(new.service_down_time)
         .fetch_optional(tx.conn())
         .await?;
         let (id, created) = match inserted {
@@ -465,7 +471,8 @@ impl Store for SqliteStore {
                 let id: i64 = sqlx::query_scalar(
                     r#"UPDATE services SET topic = COALESCE(?, topic), zone = ?,
                            report_interval = ?, version = COALESCE(?, version),
-                           stopped_at = NULL, health = NULL, health_message = NULL
+                           stopped_at = NULL, health = NULL, health_message = NULL,
+                           service_down_time = ?
                        WHERE host = ? AND "binary" = ?
                        RETURNING id"#,
                 )
@@ -473,6 +480,7 @@ impl Store for SqliteStore {
                 .bind(&new.zone)
                 .bind(new.report_interval)
                 .bind(&new.version)
+                .bind(new.service_down_time)
                 .bind(&new.host)
                 .bind(&new.binary)
                 .fetch_one(tx.conn())
@@ -754,6 +762,7 @@ mod tests {
             zone: "az-1".into(),
             report_interval: 2.5,
             version: None,
+            service_down_time: None,
         }
     }
 

@@ -1,5 +1,5 @@
 //! The states beside `up` and `down` (issue 15), told against every backend: a clean stop,
-//! health beside liveness.
+//! health beside liveness, per-service down time.
 
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use crate::harness::{eventually, temp_dir, Backend, EventStream, TestServer};
 crate::each_backend!(
     a_clean_stop_is_stopped_at_once_until_the_next_beat,
     health_is_shown_beside_liveness_and_each_change_is_an_event,
+    a_service_is_judged_by_its_own_down_time,
 );
 
 /// The kinds of a service's events, oldest first.
@@ -268,4 +269,115 @@ async fn health_is_shown_beside_liveness_and_each_change_is_an_event(backend: Ba
     // Registering again is a new start: no health until its beats say.
     server.register("node-1", "cinder-volume").await;
     assert_eq!(show(&server, id).await.1, Value::Null);
+}
+
+async fn a_service_is_judged_by_its_own_down_time(backend: Backend) {
+    let dir = temp_dir();
+    let mut config = backend.config(dir.path());
+    config.service_down_time_min = 0.5;
+    config.service_down_time_max = 10.0;
+    config.service_down_time_by_binary = vec![vigil_server::config::DownTimePattern {
+        binary: "slow-*".into(),
+        service_down_time: 2.0,
+    }];
+    let mut server = TestServer::start_with_cinder(config).await;
+    let register = |body: Value| {
+        let server = &server;
+        async move { server.post("/v1/services", body).await }
+    };
+    // Outside the bounds, or under twice report_interval: refused.
+    for (declared, interval) in [(0.4, 0.1), (11.0, 0.1), (0.7, 0.4)] {
+        let (status, body) = register(json!({"host": "h", "binary": "own",
+            "report_interval": interval, "service_down_time": declared}))
+        .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_service_down_time")),
+            "{declared} {body}"
+        );
+    }
+    let (status, own) = register(json!({"host": "h", "binary": "own",
+        "report_interval": 0.2, "service_down_time": 3.0}))
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{own}");
+    assert_eq!(own["service_down_time"], 3.0);
+    let own = own["id"].as_i64().unwrap();
+    let slow = server.register("h", "slow-worker").await;
+    let plain = server.register("h", "plain").await;
+    assert_eq!(server.service(slow).await["service_down_time"], 2.0);
+    assert_eq!(server.service(plain).await["service_down_time"], 1.0);
+    let (_, answer) = server.beat(own).await;
+    assert_eq!(
+        answer["service_down_time"], 3.0,
+        "the beat's answer is its own"
+    );
+    for id in [own, slow, plain] {
+        server.beat(id).await;
+    }
+
+    // Each goes down after its own time, and its down event says which.
+    eventually("plain down", Duration::from_secs(5), || async {
+        state(&server, plain).await == "down"
+    })
+    .await;
+    assert_eq!(state(&server, slow).await, "up");
+    assert_eq!(state(&server, own).await, "up");
+    eventually("slow down", Duration::from_secs(5), || async {
+        state(&server, slow).await == "down"
+    })
+    .await;
+    assert_eq!(state(&server, own).await, "up");
+    let cinder = format!(
+        "{}/v3/os-services?binary=own",
+        server.cinder_url.as_ref().unwrap()
+    );
+    let rows: Value = server
+        .http
+        .get(&cinder)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        rows["services"][0]["state"], "up",
+        "Cinder's API too: {rows}"
+    );
+    let (_, diagnosis) = server.get(&format!("/v1/services/{own}/diagnosis")).await;
+    let interval = diagnosis["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "interval")
+        .unwrap()
+        .clone();
+    assert!(
+        interval["summary"]
+            .as_str()
+            .unwrap()
+            .contains("service_down_time 3 s"),
+        "the doctor judges with its own: {interval}"
+    );
+    eventually("own down", Duration::from_secs(5), || async {
+        state(&server, own).await == "down"
+    })
+    .await;
+    let down = || async {
+        let (_, events) = server
+            .get(&format!("/v1/events?kind=down&service={own}"))
+            .await;
+        events["events"][0].clone()
+    };
+    eventually("its down event", Duration::from_secs(5), || async {
+        down().await.is_object()
+    })
+    .await;
+    assert_eq!(down().await["threshold_s"], 3.0);
+
+    // Durable, and replaced when it registers again.
+    server.restart().await;
+    assert_eq!(server.service(own).await["service_down_time"], 3.0);
+    server.register("h", "own").await;
+    assert_eq!(server.service(own).await["service_down_time"], 1.0);
 }

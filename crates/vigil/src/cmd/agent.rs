@@ -63,6 +63,10 @@ pub struct AgentArgs {
         default_value_t = vigil_proto::DEFAULT_REPORT_INTERVAL
     )]
     pub report_interval: f64,
+    /// The services' own service_down_time, in seconds (within the server's bounds, and at
+    /// least twice --report-interval). Unset: the server's.
+    #[arg(long, value_name = "S")]
+    pub service_down_time: Option<f64>,
     /// The service's software version, shown by the server.
     #[arg(long, value_name = "V")]
     pub service_version: Option<String>,
@@ -83,6 +87,11 @@ pub struct AgentArgs {
 pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
     let interval = Duration::try_from_secs_f64(args.report_interval)
         .map_err(|_| anyhow!("--report-interval must be a positive number of seconds"))?;
+    let down_time = args
+        .service_down_time
+        .map(Duration::try_from_secs_f64)
+        .transpose()
+        .map_err(|_| anyhow!("--service-down-time must be a positive number of seconds"))?;
     let host = match args.host {
         Some(host) => host,
         None => hostname::get()
@@ -105,6 +114,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
         }
         if let Some(version) = &args.service_version {
             builder = builder.version(version);
+        }
+        if let Some(down_time) = down_time {
+            builder = builder.service_down_time(down_time);
         }
         if let Some(token) = &args.token {
             builder = builder.token(token);

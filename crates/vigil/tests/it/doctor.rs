@@ -125,7 +125,7 @@ async fn doctor_exit_codes_text_and_json() {
     let shown: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown.as_array().unwrap().len(), 1);
     let findings = shown[0]["findings"].as_array().unwrap();
-    assert_eq!(findings.len(), 8);
+    assert_eq!(findings.len(), 9);
     assert!(findings.iter().all(|f| f["severity"] == "ok"), "{out}");
 
     server
