@@ -351,6 +351,13 @@ pub struct Service {
     /// pattern's, or the server's.
     #[serde(default)]
     pub service_down_time: Option<f64>,
+    /// It went up and down at least the server's `flapping.transitions` times within
+    /// `flapping.window` (as the leader of detection counted them).
+    #[serde(default)]
+    pub flapping: bool,
+    /// Its up/down transitions within `flapping.window`.
+    #[serde(default)]
+    pub recent_transitions: u64,
 }
 
 /// The `source` of services registered with Vigil.

@@ -127,8 +127,7 @@ impl App {
         self.metrics.beat(outcome.lateness_s);
         if outcome.revived {
             if let Some(entry) = self.registry.get(id) {
-                let event = NewEvent::about(&entry.lock().record, EventKind::Up, now);
-                self.events.emit(event);
+                self.revived(&mut entry.lock(), now);
                 self.detector.file(&self.registry.liveness, &entry, now);
             }
         }
@@ -232,8 +231,7 @@ impl App {
                 && self.registry.liveness.is_up(&slot.record, now)
             {
                 slot.declared_down = false;
-                self.events
-                    .emit(NewEvent::about(&slot.record, EventKind::Up, now));
+                self.revived(&mut slot, now);
             }
             if crate::liveness::is_stopped(&slot.record) && self.detector.is_leader() {
                 // It said it stops: never `down`; its next heartbeat is an `up`.
@@ -241,6 +239,18 @@ impl App {
             }
         }
         self.detector.file(&self.registry.liveness, entry, now);
+    }
+
+    /// The `up` event of a service declared down that beat again, and its transition counted
+    /// for flapping.
+    fn revived(&self, slot: &mut crate::registry::Slot, now: chrono::DateTime<chrono::Utc>) {
+        self.events
+            .emit(NewEvent::about(&slot.record, EventKind::Up, now));
+        let rule = &self.registry.liveness.flapping;
+        if let Some(count) = slot.flaps.record(now, rule) {
+            self.events
+                .emit(crate::flapping::event(&slot.record, true, count, rule, now));
+        }
     }
 
     /// Whether a write can commit now: `None`, or why not (see [`DatabaseHealth::check`]).

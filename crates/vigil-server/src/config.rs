@@ -55,6 +55,8 @@ pub struct Config {
     pub watch: Vec<crate::watch::WatchConfig>,
     /// `GET /metrics` for Prometheus.
     pub metrics: MetricsConfig,
+    /// When a service counts as flapping.
+    pub flapping: FlappingConfig,
     /// How log lines are written: `text` or `json` (one object per line).
     pub log_format: LogFormat,
     /// Mounts `POST /v1/bench/reference/{id}/heartbeat`, the baseline `vigil bench` compares
@@ -70,6 +72,25 @@ pub struct DownTimePattern {
     /// A binary name, `*` standing for any text (`cinder-*`).
     pub binary: String,
     pub service_down_time: f64,
+}
+
+/// `[flapping]`: a service with at least `transitions` up/down transitions within `window`
+/// seconds is flagged `flapping`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlappingConfig {
+    /// 0 turns flapping detection off.
+    pub transitions: usize,
+    pub window: f64,
+}
+
+impl Default for FlappingConfig {
+    fn default() -> Self {
+        FlappingConfig {
+            transitions: 4,
+            window: 600.0,
+        }
+    }
 }
 
 /// `[http]`: limits that keep the API reachable when clients hold connections open.
@@ -180,6 +201,7 @@ impl Default for Config {
             cinder_api: CinderApiConfig::default(),
             watch: Vec::new(),
             metrics: MetricsConfig::default(),
+            flapping: FlappingConfig::default(),
             log_format: LogFormat::Text,
             bench_reference: false,
         }
@@ -278,6 +300,7 @@ impl Config {
             3600.0,
         )?;
         within("http.idle_timeout", self.http.idle_timeout, 0.01, 86_400.0)?;
+        within("flapping.window", self.flapping.window, 0.01, 1e6)?;
         if self.http.max_connections == Some(0) {
             return Err(ConfigError(
                 "http.max_connections must be at least 1".into(),
@@ -381,6 +404,12 @@ require_token = false
 # One series per service and metric (vigil_service_*): on unless the fleet is very large
 # (--metrics-per-service, VIGIL_METRICS_PER_SERVICE).
 per_service = true
+
+# A service with at least `transitions` up/down transitions within `window` seconds is flagged
+# `flapping` (events `flapping` and `flapping_ended`). transitions = 0 turns it off.
+[flapping]
+transitions = 4
+window = 600.0
 
 # service_down_time of the services of some binaries, when they declare none: `*` stands for
 # any text; the first match wins.

@@ -230,7 +230,25 @@ impl Detector {
                 event.last_seen = Some(slot.record.updated_at.unwrap_or(slot.record.created_at));
                 event.threshold_s = Some(liveness.down_time_s(&slot.record));
                 events.emit(event);
+                if let Some(count) = slot.flaps.record(now, &liveness.flapping) {
+                    events.emit(crate::flapping::event(
+                        &slot.record,
+                        true,
+                        count,
+                        &liveness.flapping,
+                        now,
+                    ));
+                }
                 continue;
+            }
+            if let Some(count) = slot.flaps.settle(now, &liveness.flapping) {
+                events.emit(crate::flapping::event(
+                    &slot.record,
+                    false,
+                    count,
+                    &liveness.flapping,
+                    now,
+                ));
             }
             if !slot.declared_suspect {
                 // Not past its deadline: up unless forced down, which is never suspect.

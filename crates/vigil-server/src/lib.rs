@@ -44,6 +44,7 @@ mod detector;
 mod doctor;
 mod error;
 mod events;
+mod flapping;
 mod http;
 mod id_table;
 mod liveness;

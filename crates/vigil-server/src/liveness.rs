@@ -35,6 +35,8 @@ pub struct Liveness {
     pub phi_threshold: f64,
     /// `service_down_time` by binary pattern (`*`: any text), first match first.
     patterns: Vec<(String, TimeDelta)>,
+    /// When a service counts as flapping.
+    pub flapping: crate::flapping::FlapRule,
     gap: RwLock<Option<Gap>>,
 }
 
@@ -44,6 +46,7 @@ impl Liveness {
             service_down_time: crate::model::delta(service_down_time_s),
             phi_threshold,
             patterns: Vec::new(),
+            flapping: crate::flapping::FlapRule::new(4, 600.0),
             gap: RwLock::new(None),
         }
     }
@@ -54,6 +57,12 @@ impl Liveness {
             .iter()
             .map(|p| (p.binary.clone(), crate::model::delta(p.service_down_time)))
             .collect();
+        self
+    }
+
+    /// With `rule` deciding when a service counts as flapping.
+    pub fn with_flapping(mut self, rule: crate::flapping::FlapRule) -> Liveness {
+        self.flapping = rule;
         self
     }
 

@@ -130,10 +130,14 @@ pub enum EventKind {
     Stopped,
     /// The health its heartbeats report changed.
     Health,
+    /// It went up and down too often lately.
+    Flapping,
+    /// No longer flapping.
+    FlappingEnded,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::Registered,
         EventKind::Down,
         EventKind::Up,
@@ -147,6 +151,8 @@ impl EventKind {
         EventKind::Thawed,
         EventKind::Stopped,
         EventKind::Health,
+        EventKind::Flapping,
+        EventKind::FlappingEnded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -164,6 +170,8 @@ impl EventKind {
             EventKind::Thawed => "thawed",
             EventKind::Stopped => "stopped",
             EventKind::Health => "health",
+            EventKind::Flapping => "flapping",
+            EventKind::FlappingEnded => "flapping_ended",
         }
     }
 

@@ -44,6 +44,8 @@ pub struct Slot {
     pub filed: bool,
     /// Heartbeat timing, for suspicion and diagnosis.
     pub stats: BeatStats,
+    /// Recent up/down transitions, for flapping (counted by the leader of detection).
+    pub flaps: crate::flapping::Flaps,
     /// A row of a watched OpenStack database (`None`: registered with Vigil). Such a service
     /// lives in memory only: its database is the durable copy, read again at start-up.
     pub watched: Option<Box<Watched>>,
@@ -170,6 +172,7 @@ impl Registry {
                 declared_suspect: false,
                 filed: false,
                 stats: BeatStats::default(),
+                flaps: crate::flapping::Flaps::default(),
                 watched,
             }),
         });
@@ -468,6 +471,8 @@ impl Registry {
             health: record.health.map(health_status),
             health_message: record.health_message.clone(),
             service_down_time: Some(self.liveness.down_time_s(record)),
+            flapping: slot.flaps.flapping(now, &self.liveness.flapping),
+            recent_transitions: slot.flaps.count(now, &self.liveness.flapping) as u64,
         }
     }
 

@@ -68,6 +68,13 @@ pub fn write(out: &mut Vec<u8>, registry: &Registry, slot: &Slot, now: DateTime<
     optional(out, record.health_message.as_deref(), string);
     out.extend_from_slice(br#","service_down_time":"#);
     number(out, registry.liveness.down_time_s(record));
+    out.extend_from_slice(br#","flapping":"#);
+    boolean(out, slot.flaps.flapping(now, &registry.liveness.flapping));
+    out.extend_from_slice(br#","recent_transitions":"#);
+    number(
+        out,
+        slot.flaps.count(now, &registry.liveness.flapping) as u64,
+    );
     out.push(b'}');
 }
 

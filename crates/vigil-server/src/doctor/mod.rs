@@ -18,7 +18,8 @@
 //! - `words`: the findings builder (`ok`, `warning`, `error`, then `because` and `fix`) and
 //!   how numbers and times are written for people.
 //! - one file per check: `interval`, `clock`, `punctuality`, `heartbeat`, `health` (what
-//!   the service says of itself), `admin` (forced down, disabled), `restarts`, `duplicate`.
+//!   the service says of itself), `flapping`, `admin` (forced down, disabled), `restarts`,
+//!   `duplicate`.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use vigil_proto::{Finding, Severity};
@@ -33,6 +34,7 @@ use crate::watch::{rewritten_service_down_time, WatchKind};
 mod admin;
 mod clock;
 mod duplicate;
+mod flapping;
 mod health;
 mod heartbeat;
 mod interval;
@@ -45,6 +47,7 @@ mod words;
 use admin::{disabled, forced_down};
 use clock::clock;
 use duplicate::duplicate;
+use flapping::flapping;
 use health::health;
 use heartbeat::heartbeat;
 pub use interval::interval;
@@ -79,6 +82,9 @@ pub struct Inputs<'a> {
     pub now: DateTime<Utc>,
     /// For a row of a watched OpenStack database: what the checks say in OpenStack's terms.
     pub openstack: Option<Openstack>,
+    /// Its up/down transitions within the flapping window, and the rule.
+    pub recent_transitions: usize,
+    pub flapping: crate::flapping::FlapRule,
 }
 
 /// The watched OpenStack a service is a row of.
@@ -99,6 +105,7 @@ pub fn diagnose(inputs: &Inputs) -> Vec<Finding> {
         punctuality(inputs),
         heartbeat(inputs),
         health(inputs),
+        flapping(inputs),
         forced_down(inputs),
         disabled(inputs),
         restarts(inputs),

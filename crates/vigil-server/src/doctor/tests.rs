@@ -54,6 +54,8 @@ fn run(record: &ServiceRecord, stats: &BeatStats, now: i64) -> Vec<Finding> {
         service_down_time: 60.0,
         now: t(now),
         openstack: None,
+        recent_transitions: 0,
+        flapping: crate::flapping::FlapRule::new(4, 600.0),
     })
 }
 
@@ -79,7 +81,7 @@ fn a_regular_service_is_all_ok() {
     let times = every(10_000, 20);
     let stats = beats(&mut r, &times, &times, 0.0);
     let findings = run(&r, &stats, 200_500);
-    assert_eq!(findings.len(), 9);
+    assert_eq!(findings.len(), 10);
     for f in &findings {
         assert_eq!(f.severity, Severity::Ok, "{f:?}");
     }
@@ -199,6 +201,8 @@ fn restarts_count_only_recent_starts_again() {
             service_down_time: 60.0,
             now,
             openstack: None,
+            recent_transitions: 0,
+            flapping: crate::flapping::FlapRule::new(4, 600.0),
         })
         .severity
     };
@@ -243,6 +247,8 @@ fn a_watched_openstack_is_judged_in_its_own_terms() {
         service_down_time: 10.0,
         now: t(0),
         openstack: Some(cinder),
+        recent_transitions: 0,
+        flapping: crate::flapping::FlapRule::new(4, 600.0),
     });
     assert_eq!(finding.severity, Severity::Error);
     assert_eq!(
@@ -285,5 +291,32 @@ fn alive_but_failing_is_an_error_beside_a_fine_heartbeat() {
     assert_eq!(
         check(&run(&r, &stats, 200_500), "health").severity,
         Severity::Warning
+    );
+}
+
+#[test]
+fn flapping_is_a_warning_with_its_count() {
+    let mut r = record(10.0);
+    let times = every(10_000, 20);
+    let stats = beats(&mut r, &times, &times, 0.0);
+    let findings = diagnose(&Inputs {
+        record: &r,
+        stats: &stats,
+        history: Ok(&[]),
+        service_down_time: 60.0,
+        now: t(200_500),
+        openstack: None,
+        recent_transitions: 5,
+        flapping: crate::flapping::FlapRule::new(4, 600.0),
+    });
+    let found = check(&findings, "flapping");
+    assert_eq!(found.severity, Severity::Warning);
+    assert_eq!(
+        found.summary,
+        "flapping: 5 up/down transitions in the last 600 s"
+    );
+    assert_eq!(
+        check(&run(&r, &stats, 200_500), "flapping").severity,
+        Severity::Ok
     );
 }

@@ -29,12 +29,13 @@ crate::each_backend!(
     an_unknown_service_has_no_diagnosis,
 );
 
-const CHECKS: [&str; 9] = [
+const CHECKS: [&str; 10] = [
     "interval",
     "clock",
     "punctuality",
     "heartbeat",
     "health",
+    "flapping",
     "forced_down",
     "disabled",
     "restarts",

@@ -1,5 +1,5 @@
 //! The states beside `up` and `down` (issue 15), told against every backend: a clean stop,
-//! health beside liveness, per-service down time.
+//! health beside liveness, per-service down time, flapping.
 
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ crate::each_backend!(
     a_clean_stop_is_stopped_at_once_until_the_next_beat,
     health_is_shown_beside_liveness_and_each_change_is_an_event,
     a_service_is_judged_by_its_own_down_time,
+    a_service_up_and_down_too_often_is_flapping_until_it_settles,
 );
 
 /// The kinds of a service's events, oldest first.
@@ -380,4 +381,83 @@ async fn a_service_is_judged_by_its_own_down_time(backend: Backend) {
     assert_eq!(server.service(own).await["service_down_time"], 3.0);
     server.register("h", "own").await;
     assert_eq!(server.service(own).await["service_down_time"], 1.0);
+}
+
+async fn a_service_up_and_down_too_often_is_flapping_until_it_settles(backend: Backend) {
+    let dir = temp_dir();
+    let mut config = backend.config(dir.path());
+    config.service_down_time = 0.5;
+    config.flapping.transitions = 4;
+    config.flapping.window = 5.0;
+    let server = TestServer::start(config).await;
+    let id = server.register("node-f", "cinder-volume").await;
+    // Down, up, down, up: four transitions, each an event.
+    let count = |kind: &'static str| {
+        let server = &server;
+        async move {
+            let (_, events) = server
+                .get(&format!("/v1/services/{id}/events?kind={kind}"))
+                .await;
+            events["events"].as_array().unwrap().len()
+        }
+    };
+    for round in 1..=2 {
+        eventually("down", Duration::from_secs(5), || async {
+            count("down").await == round
+        })
+        .await;
+        server.beat(id).await;
+        assert_eq!(state(&server, id).await, "up");
+        eventually("up", Duration::from_secs(5), || async {
+            count("up").await == round
+        })
+        .await;
+    }
+    let service = server.service(id).await;
+    assert_eq!(
+        (
+            service["flapping"].clone(),
+            service["recent_transitions"].clone()
+        ),
+        (json!(true), json!(4)),
+        "{service}"
+    );
+    let (_, listed) = server.get("/v1/services?host=node-f").await;
+    assert_eq!(listed["services"][0]["flapping"], true, "{listed}");
+    let (_, diagnosis) = server.get(&format!("/v1/services/{id}/diagnosis")).await;
+    let found = diagnosis["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "flapping")
+        .unwrap()
+        .clone();
+    assert_eq!(found["severity"], "warning", "{found}");
+    let kinds = || async {
+        let (_, events) = server.get(&format!("/v1/services/{id}/events")).await;
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .filter(|k| k.starts_with("flapping"))
+            .collect::<Vec<_>>()
+    };
+    eventually("the flapping event", Duration::from_secs(5), || async {
+        kinds().await == ["flapping"]
+    })
+    .await;
+    // Steady beats until the transitions leave the window: it settles, once.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(6500) {
+        server.beat(id).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let service = server.service(id).await;
+    assert_eq!(service["flapping"], false, "{service}");
+    assert_eq!(service["state"], "up", "{service}");
+    eventually("the end of flapping", Duration::from_secs(5), || async {
+        kinds().await == ["flapping_ended", "flapping"]
+    })
+    .await;
 }
