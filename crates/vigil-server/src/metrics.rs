@@ -350,6 +350,9 @@ struct ServiceRow {
     report_count: i64,
     clock_offset: Option<f64>,
     phi: Option<f64>,
+    /// 0 ok, 1 warning, 2 failing; `None` when none was reported.
+    health: Option<i64>,
+    flapping: bool,
 }
 
 /// What the fleet looked like at one scrape, and the server's state read at the same time.
@@ -389,6 +392,12 @@ impl Snapshot {
                     report_count: record.report_count,
                     clock_offset: slot.stats.clock_offset_s,
                     phi: per_service.then_some(judgement.suspicion).flatten(),
+                    health: record.health.map(|h| match h {
+                        crate::model::Health::Ok => 0,
+                        crate::model::Health::Warning => 1,
+                        crate::model::Health::Failing => 2,
+                    }),
+                    flapping: slot.flaps.flapping(now, &registry.liveness.flapping),
                 })
             })
             .collect()
@@ -521,6 +530,20 @@ impl Collector for Snapshot {
             "Phi-accrual suspicion of the service from its recent heartbeat gaps; absent until three gaps are known",
             rows,
             |r| r.phi,
+        )?;
+        per_service_gauge(
+            &mut encoder,
+            "vigil_service_health",
+            "The health the service's heartbeats last reported: 0 ok, 1 warning, 2 failing; absent when none did",
+            rows,
+            |r| r.health,
+        )?;
+        per_service_gauge(
+            &mut encoder,
+            "vigil_service_flapping",
+            "1 when the service went up and down at least flapping.transitions times within flapping.window, else 0",
+            rows,
+            |r| Some(i64::from(r.flapping)),
         )?;
         Ok(())
     }

@@ -213,6 +213,18 @@ async fn health_is_shown_beside_liveness_and_each_change_is_an_event(backend: Ba
     );
     let (_, listed) = server.get("/v1/services?host=node-1").await;
     assert_eq!(listed["services"][0]["health"], "warning", "{listed}");
+    let metrics = server
+        .http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l
+            == r#"vigil_service_health{host="node-1",binary="cinder-volume",zone="nova",source="vigil"} 1"#),
+        "{metrics}"
+    );
 
     // Each change is an event, with what it was; `ok` reported first is none.
     let reasons = || async {
@@ -424,6 +436,18 @@ async fn a_service_up_and_down_too_often_is_flapping_until_it_settles(backend: B
     );
     let (_, listed) = server.get("/v1/services?host=node-f").await;
     assert_eq!(listed["services"][0]["flapping"], true, "{listed}");
+    let metrics = server
+        .http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l
+            == r#"vigil_service_flapping{host="node-f",binary="cinder-volume",zone="nova",source="vigil"} 1"#),
+        "{metrics}"
+    );
     let (_, diagnosis) = server.get(&format!("/v1/services/{id}/diagnosis")).await;
     let found = diagnosis["findings"]
         .as_array()
