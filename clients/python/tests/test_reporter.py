@@ -38,23 +38,33 @@ def test_registers_and_heartbeats(server: VigilServer) -> None:
         reporter.stop()
 
 
-def test_stop_ends_the_beats_and_the_service_goes_down(server: VigilServer) -> None:
+def test_stop_tells_the_server_and_the_service_is_stopped_at_once(server: VigilServer) -> None:
     reporter = Reporter(server.url, "py-node-2", "cinder-backup", report_interval=0.2).start()
     wait_until("two beats", lambda: reporter.report_count >= 2)
     started = time.monotonic()
     reporter.stop()
     assert time.monotonic() - started < 1.0, "stop() returns within one interval"
     reporter.stop()  # again: nothing
-    count = server.service("py-node-2", "cinder-backup")["report_count"]  # type: ignore[index]
+    service = server.service("py-node-2", "cinder-backup")
+    assert service is not None and service["state"] == "stopped", service
+    count = service["report_count"]
+    time.sleep(1.5)
+    service = server.service("py-node-2", "cinder-backup")
+    assert service is not None and service["state"] == "stopped", service
+    assert service["report_count"] == count
+
+
+def test_stop_without_announcing_is_a_crash_and_the_service_goes_down(server: VigilServer) -> None:
+    reporter = Reporter(server.url, "py-node-2b", "cinder-backup", report_interval=0.2).start()
+    wait_until("two beats", lambda: reporter.report_count >= 2)
+    reporter.stop(announce=False)
     wait_until(
         "down after stop",
-        lambda: server.service("py-node-2", "cinder-backup")["state"] == "down",  # type: ignore[index]
+        lambda: server.service("py-node-2b", "cinder-backup")["state"] == "down",  # type: ignore[index]
     )
-    time.sleep(0.3)
-    assert server.service("py-node-2", "cinder-backup")["report_count"] == count  # type: ignore[index]
 
 
-def test_a_failed_health_check_skips_beats_and_is_sent_as_last_error(
+def test_a_failed_health_check_is_sent_with_the_beats(
     server: VigilServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     healthy = {"now": True}
@@ -66,28 +76,31 @@ def test_a_failed_health_check_skips_beats_and_is_sent_as_last_error(
 
     with Reporter(server.url, "py-node-3", "cinder-volume", report_interval=0.2, health_check=check) as reporter:
         wait_until("beats", lambda: reporter.report_count >= 2)
+        assert server.service("py-node-3", "cinder-volume")["health"] == "ok"  # type: ignore[index]
         healthy["now"] = False
         wait_until(
-            "down while unhealthy",
-            lambda: server.service("py-node-3", "cinder-volume")["state"] == "down",  # type: ignore[index]
+            "alive but failing",
+            lambda: server.service("py-node-3", "cinder-volume")["health"] == "failing",  # type: ignore[index]
         )
+        service = server.service("py-node-3", "cinder-volume")
+        assert service is not None
+        assert (service["state"], service["health_message"]) == ("up", "disk unwritable")
         healthy["now"] = True
         wait_until(
-            "up again",
-            lambda: server.service("py-node-3", "cinder-volume")["state"] == "up",  # type: ignore[index]
+            "ok again",
+            lambda: server.service("py-node-3", "cinder-volume")["health"] == "ok",  # type: ignore[index]
         )
-        diagnosis = server.call("GET", f"/v1/services/{reporter.service_id}/diagnosis")
-        details = " ".join(f["detail"] for f in diagnosis["findings"])
-        assert "health check failed: disk unwritable" in details, details
-    assert messages(caplog.records, "health check failed, skipping this heartbeat: disk unwritable")
+    assert messages(caplog.records, "health check fails: disk unwritable")
+    assert messages(caplog.records, "health check passes again")
 
 
-def test_a_health_check_returning_false_counts_as_failed(server: VigilServer) -> None:
+def test_a_health_check_returning_false_counts_as_failing(server: VigilServer) -> None:
     with Reporter(server.url, "py-node-4", "cinder-volume", report_interval=0.2, health_check=lambda: False) as reporter:
-        wait_until("registered", lambda: reporter.service_id is not None)
-        time.sleep(0.7)
+        wait_until("beats", lambda: reporter.report_count >= 2)
         service = server.service("py-node-4", "cinder-volume")
-        assert service is not None and service["report_count"] == 0 and service["updated_at"] is None
+        assert service is not None
+        assert (service["state"], service["health"]) == ("up", "failing")
+        assert service["health_message"] == "the health check returned false"
 
 
 def test_a_deleted_service_is_registered_again(

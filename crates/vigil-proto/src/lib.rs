@@ -77,6 +77,11 @@ pub struct RegisterRequest {
         schema(max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
     )]
     pub version: Option<String>,
+    /// This service's own `service_down_time`, in seconds: within the server's bounds
+    /// (`service_down_time_min`, `service_down_time_max`) and at least twice
+    /// `report_interval`. Absent: the server's, or its pattern for this binary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_down_time: Option<f64>,
 }
 
 /// Body of `POST /v1/services/{id}/heartbeat`. Every field is optional; `{}` is a valid beat.
@@ -106,6 +111,38 @@ pub struct HeartbeatRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(max_length = 4096))]
     pub last_error: Option<String>,
+    /// What the service says of itself beside being alive (Consul's pass, warn, fail); absent:
+    /// as before. A beat with `failing` still keeps the service `up`: alive but failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
+    /// Why, in a few words; kept with `health` (ignored without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
+    pub message: Option<String>,
+}
+
+/// Longest accepted heartbeat `message`, in characters.
+pub const MAX_HEALTH_MESSAGE: usize = 1024;
+
+/// A service's own word on its health, sent with its heartbeats: `ok`, `warning` (working,
+/// degraded) or `failing` (alive but not doing its work).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+    Warning,
+    Failing,
+}
+
+impl HealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Ok => "ok",
+            HealthStatus::Warning => "warning",
+            HealthStatus::Failing => "failing",
+        }
+    }
 }
 
 /// Answer to a heartbeat.
@@ -197,6 +234,9 @@ pub enum State {
     Up,
     Down,
     Unknown,
+    /// The service said it exits (`POST /v1/services/{id}/stop`): not running, and not a
+    /// failure. Its next heartbeat makes it `up` again.
+    Stopped,
 }
 
 impl State {
@@ -205,6 +245,7 @@ impl State {
             State::Up => "up",
             State::Down => "down",
             State::Unknown => "unknown",
+            State::Stopped => "stopped",
         }
     }
 }
@@ -216,7 +257,10 @@ impl std::str::FromStr for State {
             "up" => Ok(State::Up),
             "down" => Ok(State::Down),
             "unknown" => Ok(State::Unknown),
-            other => Err(format!("state must be up, down or unknown, not {other:?}")),
+            "stopped" => Ok(State::Stopped),
+            other => Err(format!(
+                "state must be up, down, unknown or stopped, not {other:?}"
+            )),
         }
     }
 }
@@ -253,7 +297,7 @@ impl std::str::FromStr for Status {
 /// One service as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "openapi", schema(example = json!({"id": 1, "host": "node-1", "binary": "cinder-volume", "topic": null, "zone": "nova", "disabled": false, "disabled_reason": null, "forced_down": false, "frozen": false, "report_count": 42, "report_interval": 10.0, "version": "1.4.2", "created_at": "2026-11-25T11:00:00.000000Z", "updated_at": "2026-11-25T11:07:00.120000Z", "modified_at": null, "state": "up", "status": "enabled", "last_heartbeat_age_s": 3.2, "suspect": false, "suspicion": 0.41, "source": "vigil"})))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"id": 1, "host": "node-1", "binary": "cinder-volume", "topic": null, "zone": "nova", "disabled": false, "disabled_reason": null, "forced_down": false, "frozen": false, "report_count": 42, "report_interval": 10.0, "version": "1.4.2", "created_at": "2026-11-25T11:00:00.000000Z", "updated_at": "2026-11-25T11:07:00.120000Z", "modified_at": null, "state": "up", "status": "enabled", "last_heartbeat_age_s": 3.2, "suspect": false, "suspicion": 0.41, "source": "vigil", "health": "ok", "health_message": null})))]
 pub struct Service {
     pub id: i64,
     pub host: String,
@@ -297,6 +341,23 @@ pub struct Service {
     /// clock); absent for Vigil's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub openstack_state: Option<State>,
+    /// The health its heartbeats last reported; `null` when none did since it registered.
+    #[serde(default)]
+    pub health: Option<HealthStatus>,
+    /// The `message` that came with that health.
+    #[serde(default)]
+    pub health_message: Option<String>,
+    /// The `service_down_time` that judges this service, in seconds: its own, its binary's
+    /// pattern's, or the server's.
+    #[serde(default)]
+    pub service_down_time: Option<f64>,
+    /// It went up and down at least the server's `flapping.transitions` times within
+    /// `flapping.window` (as the leader of detection counted them).
+    #[serde(default)]
+    pub flapping: bool,
+    /// Its up/down transitions within `flapping.window`.
+    #[serde(default)]
+    pub recent_transitions: u64,
 }
 
 /// The `source` of services registered with Vigil.

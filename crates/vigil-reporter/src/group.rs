@@ -2,7 +2,7 @@
 //! sent together in one `POST /v1/heartbeats` per tick.
 
 use std::fmt;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,10 +185,10 @@ impl PreparedGroup {
                 span,
             });
         }
-        let (handle, stopped, done) = ReporterHandle::create(statuses[0].clone());
+        let (handle, stopped, silent, done) = ReporterHandle::create(statuses[0].clone());
         let span =
             tracing::info_span!("vigil_reporter_group", url = %base_url, services = members.len());
-        let drive = drive(members, base_url, fuzzy, stopped)
+        let drive = drive(members, base_url, fuzzy, stopped, silent)
             .instrument(span)
             .with_current_subscriber();
         (ReporterGroupHandle { statuses, handle }, drive, done)
@@ -207,14 +207,32 @@ struct Member {
     span: tracing::Span,
 }
 
-/// Registers every service, then beats each at its interval, those due together in one batch.
+/// Registers every service, then beats each at its interval, those due together in one batch;
+/// once stopped, tells the server each service stops, unless stopped silently.
 async fn drive(
     mut members: Vec<Member>,
     base_url: String,
     fuzzy: Duration,
+    stopped: watch::Receiver<bool>,
+    silent: Arc<AtomicBool>,
+) {
+    beat(&mut members, base_url, fuzzy, stopped).await;
+    if !silent.load(Ordering::Relaxed) {
+        for member in &mut members {
+            let span = member.span.clone();
+            member.session.announce_stop().instrument(span).await;
+        }
+    }
+}
+
+/// Registers every service, then beats each at its interval until stopped.
+async fn beat(
+    members: &mut [Member],
+    base_url: String,
+    fuzzy: Duration,
     mut stopped: watch::Receiver<bool>,
 ) {
-    for member in &mut members {
+    for member in members.iter_mut() {
         let span = member.span.clone();
         tokio::select! {
             biased;
@@ -224,7 +242,7 @@ async fn drive(
     }
     // As a lone reporter (and Cinder): the first beat comes one interval after the start.
     let start = Instant::now() + fuzzy.mul_f64(rand::random_range(0.0..=1.0));
-    for member in &mut members {
+    for member in members.iter_mut() {
         member.next_due = start + member.interval;
     }
     let url = format!("{base_url}/v1/heartbeats");
@@ -247,7 +265,7 @@ async fn drive(
         tokio::select! {
             biased;
             () = stop_requested(&mut stopped) => return,
-            () = run(&mut members, &due, &url) => {}
+            () = run(members, &due, &url) => {}
         }
         let ended = Instant::now();
         for &index in &due {
@@ -385,6 +403,11 @@ impl ReporterGroupHandle {
     /// Asks the group to stop; see [`ReporterHandle::stop`].
     pub fn stop(&self) {
         self.handle.stop();
+    }
+
+    /// Stops the group without telling the server; see [`ReporterHandle::stop_silently`].
+    pub fn stop_silently(&self) {
+        self.handle.stop_silently();
     }
 
     /// Blocks until the group has ended; see [`ReporterHandle::wait`].

@@ -13,8 +13,10 @@
 //! - an unreachable server is not an error: the reporter logs the outage once, keeps trying to
 //!   register and beat on every tick, and logs the recovery once;
 //! - a service deleted on the server is registered again on the next beat;
-//! - an optional health check ([`ReporterBuilder::health_check`]) skips the beats of a service
-//!   that is alive but not working, so that it goes down.
+//! - an optional health check ([`ReporterBuilder::health_check`], [`ReporterBuilder::health`])
+//!   is sent with every beat (`ok`, `warning`, `failing` and a message), so a service that is
+//!   alive but not working shows so, told apart from a dead one;
+//! - [`ReporterHandle::stop`] tells the server the service stops (`stopped` at once).
 //!
 //! # Layout
 //! - [`Reporter`], [`ReporterBuilder`], [`ReporterHandle`] (module `reporter`): configuring,
@@ -77,3 +79,4 @@ pub use error::ReporterError;
 pub use group::{ReporterGroup, ReporterGroupBuilder, ReporterGroupHandle};
 pub use looping::{FixedIntervalLoop, LoopHandle, Tick};
 pub use reporter::{Reporter, ReporterBuilder, ReporterHandle, AGENT_TOKEN_VAR, CA_FILE_VAR};
+pub use vigil_proto::HealthStatus;

@@ -1,13 +1,14 @@
 //! The reporter's public face: [`Reporter::builder`], [`ReporterBuilder`] and [`ReporterHandle`].
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 use tracing::instrument::WithSubscriber;
 use tracing::Instrument;
-use vigil_proto::{RegisterRequest, MAX_FIELD_LEN, REPORT_INTERVAL_RANGE};
+use vigil_proto::{HealthStatus, RegisterRequest, MAX_FIELD_LEN, REPORT_INTERVAL_RANGE};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::ReporterError;
@@ -125,6 +126,14 @@ impl ReporterBuilder {
         self
     }
 
+    /// This service's own `service_down_time` (the server refuses the registration, and the
+    /// reporter logs why, when it is outside the server's bounds or under twice the
+    /// report interval). Unset: the server's.
+    pub fn service_down_time(mut self, down_time: Duration) -> Self {
+        self.register.service_down_time = Some(down_time.as_secs_f64());
+        self
+    }
+
     /// A bearer token sent as `Authorization: Bearer <token>` on every request: an agent
     /// token whose host patterns cover this host. Default: the `VIGIL_AGENT_TOKEN`
     /// environment variable, if set.
@@ -148,13 +157,27 @@ impl ReporterBuilder {
         self
     }
 
-    /// Called before each heartbeat (Cinder's `manager.is_working()`). When it returns `Err`,
-    /// that tick's heartbeat is skipped, a warning is logged, and the error is sent as
-    /// `last_error` with the next beat: a service that is alive but not working should go down.
-    /// It runs on the reporter's thread, so it must be quick; a panic in it counts as an `Err`.
-    pub fn health_check<F>(mut self, check: F) -> Self
+    /// Called before each heartbeat (Cinder's `manager.is_working()`). Each beat carries its
+    /// answer: `Ok` is `health: ok`, `Err(reason)` is `health: failing` with the reason as its
+    /// `message`, so the server shows the service alive but failing (and the doctor says so)
+    /// rather than letting it look dead. A change is logged once. It runs on the reporter's
+    /// thread, so it must be quick; a panic in it counts as failing. See
+    /// [`ReporterBuilder::health`] for `warning`.
+    pub fn health_check<F>(self, check: F) -> Self
     where
         F: Fn() -> Result<(), String> + Send + Sync + 'static,
+    {
+        self.health(move || match check() {
+            Ok(()) => (HealthStatus::Ok, None),
+            Err(reason) => (HealthStatus::Failing, Some(reason)),
+        })
+    }
+
+    /// Like [`ReporterBuilder::health_check`], with the three levels: each beat carries the
+    /// health it returns (`ok`, `warning`: working but degraded, `failing`) and its message.
+    pub fn health<F>(mut self, check: F) -> Self
+    where
+        F: Fn() -> (HealthStatus, Option<String>) + Send + Sync + 'static,
     {
         self.health_check = Some(Arc::new(check));
         self
@@ -336,28 +359,36 @@ impl Prepared {
         Done,
     ) {
         let status = Arc::new(Status::default());
-        let (handle, stopped, done) = ReporterHandle::create(status.clone());
+        let (handle, stopped, silent, done) = ReporterHandle::create(status.clone());
         let span = tracing::info_span!(
             "vigil_reporter",
             host = %self.config.register.host,
             binary = %self.config.register.binary,
         );
         let session = Session::new(self.config.clone(), self.client, status.clone());
-        let drive = drive(session, self.config.interval, self.fuzzy_delay, stopped)
-            .instrument(span)
-            // Log where the caller logs, even from the reporter's own thread (this is what lets a
-            // test capture the reporter's logs with a thread-local subscriber).
-            .with_current_subscriber();
+        let drive = drive(
+            session,
+            self.config.interval,
+            self.fuzzy_delay,
+            stopped,
+            silent,
+        )
+        .instrument(span)
+        // Log where the caller logs, even from the reporter's own thread (this is what lets a
+        // test capture the reporter's logs with a thread-local subscriber).
+        .with_current_subscriber();
         (handle, drive, done)
     }
 }
 
-/// Registers, then beats every interval until stopped.
+/// Registers, then beats every interval until stopped; then tells the server the service
+/// stops, unless stopped silently.
 async fn drive(
     session: Session,
     interval: Duration,
     fuzzy_delay: Option<Duration>,
     mut stopped: watch::Receiver<bool>,
+    silent: Arc<AtomicBool>,
 ) {
     let session = Arc::new(tokio::sync::Mutex::new(session));
     tokio::select! {
@@ -365,9 +396,10 @@ async fn drive(
         () = stop_requested(&mut stopped) => return,
         () = async { session.lock().await.register_at_start().await } => {}
     }
+    let ticking = session.clone();
     // As Cinder: the first beat comes one interval after the start.
     let beats = FixedIntervalLoop::start(interval, interval, fuzzy_delay, move |tick| {
-        let session = session.clone();
+        let session = ticking.clone();
         // Runs never overlap, so this lock is never contended; it only lets each run's future
         // own its access to the session.
         async move { session.lock().await.tick(tick).await }
@@ -375,6 +407,9 @@ async fn drive(
     stop_requested(&mut stopped).await;
     beats.stop();
     beats.wait().await;
+    if !silent.load(Ordering::Relaxed) {
+        session.lock().await.announce_stop().await;
+    }
 }
 
 /// What [`ReporterHandle::wait`] and [`ReporterHandle::shutdown`] wait on.
@@ -395,20 +430,26 @@ struct Waiters {
 pub struct ReporterHandle {
     status: Arc<Status>,
     stop: watch::Sender<bool>,
+    /// Stop without telling the server ([`ReporterHandle::stop_silently`]).
+    silent: Arc<AtomicBool>,
     /// `None` once waited for.
     done: Option<Waiters>,
 }
 
 impl ReporterHandle {
-    /// A handle showing `status`, the receiver its stop is sent on, and the end-of-run signal
-    /// the running reporter drops when it ends.
-    pub(crate) fn create(status: Arc<Status>) -> (ReporterHandle, watch::Receiver<bool>, Done) {
+    /// A handle showing `status`, the receiver its stop is sent on, whether that stop is
+    /// silent, and the end-of-run signal the running reporter drops when it ends.
+    pub(crate) fn create(
+        status: Arc<Status>,
+    ) -> (ReporterHandle, watch::Receiver<bool>, Arc<AtomicBool>, Done) {
         let (stop, stopped) = watch::channel(false);
+        let silent = Arc::new(AtomicBool::new(false));
         let (sync_tx, sync_rx) = mpsc::channel();
         let (async_tx, async_rx) = oneshot::channel();
         let handle = ReporterHandle {
             status,
             stop,
+            silent: silent.clone(),
             done: Some(Waiters {
                 thread: None,
                 sync: Mutex::new(sync_rx),
@@ -419,7 +460,7 @@ impl ReporterHandle {
             _sync: sync_tx,
             _async: async_tx,
         };
-        (handle, stopped, done)
+        (handle, stopped, silent, done)
     }
 
     pub(crate) fn with_thread(mut self, thread: std::thread::JoinHandle<()>) -> Self {
@@ -440,11 +481,21 @@ impl ReporterHandle {
         self.status.report_count()
     }
 
-    /// Asks the reporter to stop: no further heartbeat is sent, and a request in flight is
-    /// abandoned. Calling it again does nothing. It does not wait; see
-    /// [`ReporterHandle::wait`] and [`ReporterHandle::shutdown`].
+    /// Asks the reporter to stop: no further heartbeat is sent, a request in flight is
+    /// abandoned, and the server is told the service stops cleanly (`POST
+    /// /v1/services/{id}/stop`, within the request timeout): it shows `stopped` at once rather
+    /// than `up` for `service_down_time` and then `down`. Calling it again does nothing. It
+    /// does not wait; see [`ReporterHandle::wait`] and [`ReporterHandle::shutdown`], which
+    /// also wait for that last request.
     pub fn stop(&self) {
         self.stop.send_replace(true);
+    }
+
+    /// Stops like [`ReporterHandle::stop`] but without telling the server, as a crash would:
+    /// the service goes `down` once `service_down_time` has passed.
+    pub fn stop_silently(&self) {
+        self.silent.store(true, Ordering::Relaxed);
+        self.stop();
     }
 
     /// Blocks the calling thread until the reporter has ended. The reporter only ends once

@@ -15,14 +15,16 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use tokio::time::Instant;
 use vigil_proto::{
-    BatchBeat, BatchResult, ErrorBody, HeartbeatRequest, HeartbeatResponse, RegisterRequest,
+    BatchBeat, BatchResult, ErrorBody, HealthStatus, HeartbeatRequest, HeartbeatResponse,
+    RegisterRequest,
 };
 
 use crate::clock::Clock;
 use crate::looping::Tick;
 
-/// The application's "am I working?" callback (Cinder's `manager.is_working()`).
-pub(crate) type HealthCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+/// The application's "am I working?" callback (Cinder's `manager.is_working()`): its health
+/// and a message, sent with each beat.
+pub(crate) type HealthCheck = Arc<dyn Fn() -> (HealthStatus, Option<String>) + Send + Sync>;
 
 /// A reporter's fixed settings, validated by the builder.
 pub(crate) struct Config {
@@ -154,6 +156,8 @@ pub(crate) struct Session {
     deadline: Instant,
     /// The last error since the previous successful beat, sent with the next beat.
     last_error: Option<String>,
+    /// This tick's health and message, sent with its beat (`None` without a health check).
+    health: Option<(HealthStatus, Option<String>)>,
 }
 
 impl Session {
@@ -178,6 +182,7 @@ impl Session {
             last_rtt: None,
             deadline: Instant::now(),
             last_error: None,
+            health: None,
         }
     }
 
@@ -191,11 +196,7 @@ impl Session {
     /// One tick of the loop.
     pub async fn tick(&mut self, tick: Tick) {
         self.deadline = Instant::now() + self.config.tick_budget;
-        if let Err(reason) = self.check_health() {
-            tracing::warn!(%reason, "health check failed, skipping this heartbeat");
-            self.last_error = Some(format!("health check failed: {reason}"));
-            return;
-        }
+        self.check_health();
         let mut id = match self.status.service_id() {
             Some(id) => id,
             None => match self.register().await {
@@ -231,14 +232,30 @@ impl Session {
         }
     }
 
-    /// Runs the application's health check; a panic in it counts as a failure rather than
-    /// killing the reporter.
-    fn check_health(&self) -> Result<(), String> {
+    /// Runs the application's health check for this tick's beat, and logs a change of it; a
+    /// panic in it counts as `failing` rather than killing the reporter.
+    fn check_health(&mut self) {
         let Some(check) = &self.config.health_check else {
-            return Ok(());
+            return;
         };
-        catch_unwind(AssertUnwindSafe(|| check()))
-            .unwrap_or_else(|_| Err("health check panicked".to_owned()))
+        let health = catch_unwind(AssertUnwindSafe(|| check())).unwrap_or_else(|_| {
+            (
+                HealthStatus::Failing,
+                Some("health check panicked".to_owned()),
+            )
+        });
+        if self.health.as_ref().map(|(status, _)| *status) != Some(health.0) {
+            let message = health.1.as_deref().unwrap_or("");
+            match health.0 {
+                HealthStatus::Ok if self.health.is_some() => {
+                    tracing::info!("health check passes again")
+                }
+                HealthStatus::Ok => {}
+                HealthStatus::Warning => tracing::warn!(%message, "health check warns"),
+                HealthStatus::Failing => tracing::warn!(%message, "health check fails"),
+            }
+        }
+        self.health = Some(health);
     }
 
     /// Get-or-create; returns the service id, or `None` after logging the failure.
@@ -268,6 +285,11 @@ impl Session {
             last_rtt_s: self.last_rtt.map(|rtt| rtt.as_secs_f64()),
             overrun_s: Some(tick.overrun_s()),
             last_error: self.last_error.clone(),
+            health: self.health.as_ref().map(|(status, _)| *status),
+            message: self
+                .health
+                .as_ref()
+                .and_then(|(_, message)| message.clone()),
         }
     }
 
@@ -280,6 +302,31 @@ impl Session {
             self.last_rtt = Some(started.elapsed());
         }
         answer
+    }
+
+    /// Tells the server the service stops cleanly (it shows `stopped` at once), within one
+    /// tick's budget; a failure is logged, and the service then goes `down` in time as
+    /// without it.
+    pub async fn announce_stop(&mut self) {
+        let Some(id) = self.status.service_id() else {
+            return;
+        };
+        self.deadline = Instant::now() + self.config.tick_budget;
+        let url = format!("{}/v1/services/{id}/stop", self.config.base_url);
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let request = self.client.post(&url).timeout(left);
+        let request = match &self.config.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        match read::<Registered>(request.send().await).await {
+            Ok(_) => tracing::debug!(service_id = id, "told the server the service stops"),
+            Err(err) => tracing::warn!(
+                service_id = id,
+                error = %err,
+                "could not tell the server the service stops; it will show down after service_down_time"
+            ),
+        }
     }
 
     /// A request limited to what is left of the tick's budget.
@@ -341,11 +388,7 @@ impl Session {
     /// with the next beat).
     pub async fn batch_beat(&mut self, tick: Tick, deadline: Instant) -> Option<BatchBeat> {
         self.deadline = deadline;
-        if let Err(reason) = self.check_health() {
-            tracing::warn!(%reason, "health check failed, skipping this heartbeat");
-            self.last_error = Some(format!("health check failed: {reason}"));
-            return None;
-        }
+        self.check_health();
         let id = match self.status.service_id() {
             Some(id) => id,
             None => self.register().await?,

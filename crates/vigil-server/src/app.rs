@@ -17,9 +17,11 @@ use crate::validate;
 
 pub use crate::error::AppError;
 
+mod beat_health;
 mod diagnose;
 mod health;
 mod start;
+mod stop;
 mod stream;
 pub(crate) mod sync;
 mod tokens;
@@ -43,6 +45,7 @@ pub struct Registration {
     pub zone: Option<String>,
     pub report_interval: Option<f64>,
     pub version: Option<String>,
+    pub service_down_time: Option<f64>,
 }
 
 /// The server's shared state.
@@ -92,6 +95,9 @@ impl App {
             .report_interval
             .unwrap_or(vigil_proto::DEFAULT_REPORT_INTERVAL);
         validate::report_interval(report_interval)?;
+        if let Some(own) = input.service_down_time {
+            validate::service_down_time(own, report_interval, &self.config)?;
+        }
         let new = NewService {
             host: input.host.unwrap_or_default(),
             binary: input.binary.unwrap_or_default(),
@@ -102,6 +108,7 @@ impl App {
                 .unwrap_or_else(|| self.config.default_zone.clone()),
             report_interval,
             version: input.version,
+            service_down_time: input.service_down_time,
         };
         if self.registry.find(&new.host, &new.binary).is_none()
             && self.registry.len() >= self.config.limits.max_services
@@ -113,7 +120,7 @@ impl App {
         let registered = self.store.register(&new, now, &caller.actor()).await;
         self.database.record(&registered);
         let (record, created) = registered?;
-        crate::doctor::log_registration(&record, self.config.service_down_time);
+        crate::doctor::log_registration(&record, self.registry.liveness.down_time_s(&record));
         self.metrics.written([EventKind::Registered]);
         self.events.notify();
         let entry = self.absorb(record);
@@ -141,6 +148,7 @@ impl App {
                 });
             }
         }
+        beat_health::validate(&beat)?;
         self.tokens.may_write(caller)?;
         if !self.tokens.may_write_any_host(caller) {
             let entry = self.entry(id).await?;
@@ -160,14 +168,18 @@ impl App {
         self.metrics.beat(outcome.lateness_s);
         if outcome.revived {
             if let Some(entry) = self.registry.get(id) {
-                let event = NewEvent::about(&entry.lock().record, EventKind::Up, now);
-                self.events.emit(event);
+                self.revived(&mut entry.lock(), now);
                 self.detector.file(&self.registry.liveness, &entry, now);
+            }
+        }
+        if let Some((before, _)) = outcome.health_changed {
+            if let Some(entry) = self.registry.get(id) {
+                self.health_changed(&entry, before);
             }
         }
         Ok(HeartbeatResponse {
             report_count: outcome.report_count,
-            service_down_time: self.registry.liveness.service_down_time_s(),
+            service_down_time: outcome.service_down_time_s,
         })
     }
 
@@ -243,7 +255,9 @@ impl App {
     /// detector, and, when this server leads detection, records a revival the row shows (a
     /// heartbeat received by another replica, or forced down lifted from a live service).
     pub fn absorb(&self, record: crate::store::ServiceRecord) -> Arc<crate::registry::Entry> {
+        let before = self.registry.get(record.id).map(|e| e.lock().record.health);
         let entry = self.registry.upsert(record);
+        self.health_absorbed(&entry, before);
         self.recheck(&entry);
         entry
     }
@@ -270,11 +284,26 @@ impl App {
                 && self.registry.liveness.is_up(&slot.record, now)
             {
                 slot.declared_down = false;
-                self.events
-                    .emit(NewEvent::about(&slot.record, EventKind::Up, now));
+                self.revived(&mut slot, now);
+            }
+            if crate::liveness::is_stopped(&slot.record) && self.detector.is_leader() {
+                // It said it stops: never `down`; its next heartbeat is an `up`.
+                slot.declared_down = true;
             }
         }
         self.detector.file(&self.registry.liveness, entry, now);
+    }
+
+    /// The `up` event of a service declared down that beat again, and its transition counted
+    /// for flapping.
+    fn revived(&self, slot: &mut crate::registry::Slot, now: chrono::DateTime<chrono::Utc>) {
+        self.events
+            .emit(NewEvent::about(&slot.record, EventKind::Up, now));
+        let rule = &self.registry.liveness.flapping;
+        if let Some(count) = slot.flaps.record(now, rule) {
+            self.events
+                .emit(crate::flapping::event(&slot.record, true, count, rule, now));
+        }
     }
 
     /// Whether a write can commit now: `None`, or why not (see [`DatabaseHealth::check`]).

@@ -17,8 +17,17 @@ pub struct Config {
     pub database: Option<String>,
     /// Where the embedded database and the generated admin token live.
     pub data_dir: PathBuf,
-    /// A service is down when its newest heartbeat is older than this (Cinder: 60 s).
+    /// A service is down when its newest heartbeat is older than this (Cinder: 60 s), unless
+    /// it declares its own or a `[[service_down_time_by_binary]]` pattern matches it.
     pub service_down_time: f64,
+    /// The shortest `service_down_time` a service may declare when it registers (and never
+    /// less than twice its `report_interval`).
+    pub service_down_time_min: f64,
+    /// The longest `service_down_time` a service may declare.
+    pub service_down_time_max: f64,
+    /// `service_down_time` of the services whose binary matches a pattern (`*` for any text),
+    /// when they declare none; the first match wins.
+    pub service_down_time_by_binary: Vec<DownTimePattern>,
     /// Heartbeats are written to the database in one batch at most this often.
     pub flush_interval: f64,
     /// Zone of services that do not declare one (Cinder's `storage_availability_zone`).
@@ -56,12 +65,42 @@ pub struct Config {
     pub watch: Vec<crate::watch::WatchConfig>,
     /// `GET /metrics` for Prometheus.
     pub metrics: MetricsConfig,
+    /// When a service counts as flapping.
+    pub flapping: FlappingConfig,
     /// How log lines are written: `text` or `json` (one object per line).
     pub log_format: LogFormat,
     /// Mounts `POST /v1/bench/reference/{id}/heartbeat`, the baseline `vigil bench` compares
     /// heartbeats with. Set only by the hidden `--bench-reference` flag, never from a file.
     #[serde(skip)]
     pub bench_reference: bool,
+}
+
+/// `[[service_down_time_by_binary]]`: a `service_down_time` for the services of some binaries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownTimePattern {
+    /// A binary name, `*` standing for any text (`cinder-*`).
+    pub binary: String,
+    pub service_down_time: f64,
+}
+
+/// `[flapping]`: a service with at least `transitions` up/down transitions within `window`
+/// seconds is flagged `flapping`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlappingConfig {
+    /// 0 turns flapping detection off.
+    pub transitions: usize,
+    pub window: f64,
+}
+
+impl Default for FlappingConfig {
+    fn default() -> Self {
+        FlappingConfig {
+            transitions: 4,
+            window: 600.0,
+        }
+    }
 }
 
 /// `[http]`: limits that keep the API reachable when clients hold connections open.
@@ -186,6 +225,9 @@ impl Default for Config {
             database: None,
             data_dir: PathBuf::from("vigil-data"),
             service_down_time: 60.0,
+            service_down_time_min: 1.0,
+            service_down_time_max: 3600.0,
+            service_down_time_by_binary: Vec::new(),
             flush_interval: 1.0,
             default_zone: "nova".into(),
             admin_token: None,
@@ -202,6 +244,7 @@ impl Default for Config {
             cinder_api: CinderApiConfig::default(),
             watch: Vec::new(),
             metrics: MetricsConfig::default(),
+            flapping: FlappingConfig::default(),
             log_format: LogFormat::Text,
             bench_reference: false,
         }
@@ -284,6 +327,31 @@ impl Config {
             }
         };
         within("service_down_time", self.service_down_time, 0.01, 1e6)?;
+        within(
+            "service_down_time_min",
+            self.service_down_time_min,
+            0.0,
+            1e6,
+        )?;
+        within(
+            "service_down_time_max",
+            self.service_down_time_max,
+            self.service_down_time_min.max(0.01),
+            1e6,
+        )?;
+        for pattern in &self.service_down_time_by_binary {
+            if pattern.binary.is_empty() {
+                return Err(ConfigError(
+                    "service_down_time_by_binary: binary must not be empty".into(),
+                ));
+            }
+            within(
+                &format!("service_down_time_by_binary {:?}", pattern.binary),
+                pattern.service_down_time,
+                0.01,
+                1e6,
+            )?;
+        }
         within("flush_interval", self.flush_interval, 0.01, 60.0)?;
         within("event_retention_days", self.event_retention_days, 1e-9, 1e5)?;
         within("phi_threshold", self.phi_threshold, 0.1, 100.0)?;
@@ -295,6 +363,7 @@ impl Config {
             3600.0,
         )?;
         within("http.idle_timeout", self.http.idle_timeout, 0.01, 86_400.0)?;
+        within("flapping.window", self.flapping.window, 0.01, 1e6)?;
         if self.http.max_connections == Some(0) {
             return Err(ConfigError(
                 "http.max_connections must be at least 1".into(),
@@ -334,6 +403,11 @@ data_dir = "vigil-data"
 # A service is down when its newest heartbeat, as received by this server's clock, is older
 # than this (--service-down-time, VIGIL_SERVICE_DOWN_TIME). Cinder's default is 60.
 service_down_time = 60.0
+
+# Bounds of the service_down_time a service may declare when it registers (it must also be at
+# least twice its report_interval).
+service_down_time_min = 1.0
+service_down_time_max = 3600.0
 
 # Heartbeats are applied in memory and written to the database in one batch at most this
 # often, and once more on shutdown (--flush-interval, VIGIL_FLUSH_INTERVAL).
@@ -420,6 +494,18 @@ require_token = false
 # (--metrics-per-service, VIGIL_METRICS_PER_SERVICE).
 per_service = true
 
+# A service with at least `transitions` up/down transitions within `window` seconds is flagged
+# `flapping` (events `flapping` and `flapping_ended`). transitions = 0 turns it off.
+[flapping]
+transitions = 4
+window = 600.0
+
+# service_down_time of the services of some binaries, when they declare none: `*` stands for
+# any text; the first match wins.
+# [[service_down_time_by_binary]]
+# binary = "cinder-backup*"
+# service_down_time = 300.0
+
 # Watch an OpenStack deployment's own services table, read-only (--watch KIND:URL,
 # VIGIL_WATCH; repeat the table for several databases: every Nova cell, several regions).
 # Its rows are listed, judged, streamed and diagnosed like Vigil's own services; Vigil never
@@ -471,6 +557,30 @@ mod tests {
         assert_eq!(config.watch.len(), 1);
         config.validate().unwrap();
         assert_eq!(config.watch[0].name(), "cinder/cinder");
+    }
+
+    #[test]
+    fn the_commented_down_time_table_parses_and_bad_ones_are_refused() {
+        let text: String = Config::default_toml()
+            .lines()
+            .skip_while(|line| !line.starts_with("# [[service_down_time_by_binary]]"))
+            .take(3)
+            .map(|line| line.strip_prefix("# ").unwrap_or(line))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = Config::from_toml(&text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.service_down_time_by_binary[0].service_down_time,
+            300.0
+        );
+        for bad in [
+            "service_down_time_max = 0.5",
+            "[[service_down_time_by_binary]]\nbinary = \"\"\nservice_down_time = 5",
+            "[[service_down_time_by_binary]]\nbinary = \"x\"\nservice_down_time = -1",
+        ] {
+            assert!(Config::from_toml(bad).unwrap().validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -215,6 +215,12 @@ impl Detector {
                 self.watch(entry, now + TimeDelta::from_std(PAUSE).unwrap_or_default());
                 continue;
             }
+            if crate::liveness::is_stopped(&slot.record) {
+                // It said it stops: no `down`, and a heartbeat brings it back with an `up`.
+                slot.declared_down = true;
+                slot.declared_suspect = false;
+                continue;
+            }
             let deadline = liveness.deadline(&slot.record);
             if now > deadline {
                 lags.push(now - deadline);
@@ -222,9 +228,27 @@ impl Detector {
                 slot.declared_suspect = false;
                 let mut event = NewEvent::about(&slot.record, EventKind::Down, now);
                 event.last_seen = Some(slot.record.updated_at.unwrap_or(slot.record.created_at));
-                event.threshold_s = Some(liveness.service_down_time_s());
+                event.threshold_s = Some(liveness.down_time_s(&slot.record));
                 events.emit(event);
+                if let Some(count) = slot.flaps.record(now, &liveness.flapping) {
+                    events.emit(crate::flapping::event(
+                        &slot.record,
+                        true,
+                        count,
+                        &liveness.flapping,
+                        now,
+                    ));
+                }
                 continue;
+            }
+            if let Some(count) = slot.flaps.settle(now, &liveness.flapping) {
+                events.emit(crate::flapping::event(
+                    &slot.record,
+                    false,
+                    count,
+                    &liveness.flapping,
+                    now,
+                ));
             }
             if !slot.declared_suspect {
                 // Not past its deadline: up unless forced down, which is never suspect.

@@ -48,6 +48,7 @@ mod detector;
 mod doctor;
 mod error;
 mod events;
+mod flapping;
 mod http;
 mod id_table;
 mod limits;

@@ -29,8 +29,14 @@ pub struct Gap {
 /// The rule and its parameters.
 #[derive(Debug)]
 pub struct Liveness {
+    /// The server's `service_down_time`: of the services that declare none and match no
+    /// pattern.
     pub service_down_time: TimeDelta,
     pub phi_threshold: f64,
+    /// `service_down_time` by binary pattern (`*`: any text), first match first.
+    patterns: Vec<(String, TimeDelta)>,
+    /// When a service counts as flapping.
+    pub flapping: crate::flapping::FlapRule,
     gap: RwLock<Option<Gap>>,
 }
 
@@ -39,8 +45,42 @@ impl Liveness {
         Liveness {
             service_down_time: crate::model::delta(service_down_time_s),
             phi_threshold,
+            patterns: Vec::new(),
+            flapping: crate::flapping::FlapRule::new(4, 600.0),
             gap: RwLock::new(None),
         }
+    }
+
+    /// With `service_down_time` by binary pattern (`*`: any text), first match first.
+    pub fn with_patterns(mut self, patterns: &[crate::config::DownTimePattern]) -> Liveness {
+        self.patterns = patterns
+            .iter()
+            .map(|p| (p.binary.clone(), crate::model::delta(p.service_down_time)))
+            .collect();
+        self
+    }
+
+    /// With `rule` deciding when a service counts as flapping.
+    pub fn with_flapping(mut self, rule: crate::flapping::FlapRule) -> Liveness {
+        self.flapping = rule;
+        self
+    }
+
+    /// The `service_down_time` that judges `record`: its own, its binary's pattern's, or the
+    /// server's.
+    pub fn down_time(&self, record: &ServiceRecord) -> TimeDelta {
+        if let Some(own) = record.service_down_time {
+            return crate::model::delta(own);
+        }
+        self.patterns
+            .iter()
+            .find(|(pattern, _)| glob(pattern, &record.binary))
+            .map_or(self.service_down_time, |(_, time)| *time)
+    }
+
+    /// [`Liveness::down_time`] in seconds.
+    pub fn down_time_s(&self, record: &ServiceRecord) -> f64 {
+        crate::model::seconds(self.down_time(record))
     }
 
     pub fn service_down_time_s(&self) -> f64 {
@@ -71,19 +111,46 @@ impl Liveness {
     /// The time at which `record` counts as down if it does not beat again.
     pub fn deadline(&self, record: &ServiceRecord) -> DateTime<Utc> {
         let last_seen = record.updated_at.unwrap_or(record.created_at);
-        let deadline = last_seen + self.service_down_time;
+        let down_time = self.down_time(record);
+        let deadline = last_seen + down_time;
         match self.gap() {
-            Some(gap) if last_seen + self.service_down_time >= gap.last_alive => {
-                deadline.max(gap.resumed_at + self.service_down_time)
-            }
+            Some(gap) if deadline >= gap.last_alive => deadline.max(gap.resumed_at + down_time),
             _ => deadline,
         }
     }
 
-    /// The rule itself.
+    /// The rule itself. A stopped service is not up (nor down: see [`is_stopped`]).
     pub fn is_up(&self, record: &ServiceRecord, now: DateTime<Utc>) -> bool {
-        !record.forced_down && now <= self.deadline(record)
+        !record.forced_down && !is_stopped(record) && now <= self.deadline(record)
     }
+}
+
+/// Whether `text` matches `pattern`, in which `*` stands for any text (none included).
+fn glob(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Whether `record` said it stops and has not heartbeated since: its stop is newer than its
+/// newest heartbeat (both stamped by the server's clock).
+pub fn is_stopped(record: &ServiceRecord) -> bool {
+    record
+        .stopped_at
+        .is_some_and(|stopped| record.updated_at.is_none_or(|beat| beat <= stopped))
 }
 
 #[cfg(test)]
@@ -107,6 +174,10 @@ mod tests {
             created_at,
             updated_at,
             modified_at: None,
+            stopped_at: None,
+            health: None,
+            health_message: None,
+            service_down_time: None,
             row_version: 0,
         }
     }
@@ -135,6 +206,49 @@ mod tests {
     fn a_stamp_in_the_future_is_up() {
         let rule = Liveness::new(60.0, 8.0);
         assert!(rule.is_up(&record(t(0), Some(t(500))), t(100)));
+    }
+
+    #[test]
+    fn a_stop_holds_until_the_next_beat() {
+        let rule = Liveness::new(60.0, 8.0);
+        let mut r = record(t(0), Some(t(100)));
+        r.stopped_at = Some(t(101));
+        assert!(is_stopped(&r) && !rule.is_up(&r, t(102)));
+        r.updated_at = Some(t(103));
+        assert!(!is_stopped(&r) && rule.is_up(&r, t(104)));
+    }
+
+    #[test]
+    fn globs() {
+        for (pattern, text, matches) in [
+            ("cinder-*", "cinder-volume", true),
+            ("cinder-*", "nova-compute", false),
+            ("*", "x", true),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXc", false),
+            ("*-backup", "cinder-backup", true),
+            ("ab*ba", "aba", false),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+        ] {
+            assert_eq!(glob(pattern, text), matches, "{pattern} {text}");
+        }
+    }
+
+    #[test]
+    fn a_service_is_judged_by_its_own_then_its_binary_s_then_the_server_s_down_time() {
+        let patterns = [crate::config::DownTimePattern {
+            binary: "slow-*".into(),
+            service_down_time: 120.0,
+        }];
+        let rule = Liveness::new(60.0, 8.0).with_patterns(&patterns);
+        let mut r = record(t(0), Some(t(100)));
+        assert!(!rule.is_up(&r, t(161)));
+        r.binary = "slow-worker".into();
+        assert!(rule.is_up(&r, t(219)) && !rule.is_up(&r, t(221)));
+        r.service_down_time = Some(10.0);
+        assert!(!rule.is_up(&r, t(111)));
+        assert_eq!(rule.down_time_s(&r), 10.0);
     }
 
     #[test]

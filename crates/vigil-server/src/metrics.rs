@@ -350,6 +350,9 @@ struct ServiceRow {
     report_count: i64,
     clock_offset: Option<f64>,
     phi: Option<f64>,
+    /// 0 ok, 1 warning, 2 failing; `None` when none was reported.
+    health: Option<i64>,
+    flapping: bool,
 }
 
 /// What the fleet looked like at one scrape, and the server's state read at the same time.
@@ -389,6 +392,12 @@ impl Snapshot {
                     report_count: record.report_count,
                     clock_offset: slot.stats.clock_offset_s,
                     phi: per_service.then_some(judgement.suspicion).flatten(),
+                    health: record.health.map(|h| match h {
+                        crate::model::Health::Ok => 0,
+                        crate::model::Health::Warning => 1,
+                        crate::model::Health::Failing => 2,
+                    }),
+                    flapping: slot.flaps.flapping(now, &registry.liveness.flapping),
                 })
             })
             .collect()
@@ -422,12 +431,13 @@ impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         // Counts by (state, status) of every (zone, source) present, so that a count that drops
         // to zero shows 0 rather than vanishing.
-        const STATES: [vigil_proto::State; 3] = [
+        const STATES: [vigil_proto::State; 4] = [
             vigil_proto::State::Down,
             vigil_proto::State::Up,
             vigil_proto::State::Unknown,
+            vigil_proto::State::Stopped,
         ];
-        let mut counts: std::collections::BTreeMap<(&str, &str), [[u64; 2]; 3]> =
+        let mut counts: std::collections::BTreeMap<(&str, &str), [[u64; 2]; 4]> =
             Default::default();
         for row in &self.rows {
             let state = STATES.iter().position(|s| *s == row.state).unwrap_or(0);
@@ -438,15 +448,17 @@ impl Collector for Snapshot {
         {
             let mut fleet = encoder.encode_descriptor(
                 "vigil_services",
-                "Services known to this server, by state (up, down), status (enabled, disabled), zone and source",
+                "Services known to this server, by state (up, down, stopped; unknown for watched services), status (enabled, disabled), zone and source",
                 None,
                 ConstGauge::<i64>::TYPE,
             )?;
             for ((zone, source), by_state) in &counts {
                 for (state, by_status) in by_state.iter().enumerate() {
-                    // Only watched services can be unknown: no zeros of it for the rest.
-                    if STATES[state] == vigil_proto::State::Unknown
-                        && *source == vigil_proto::VIGIL_SOURCE
+                    // Only watched services can be unknown, and only Vigil's own stopped: no
+                    // zeros of those for the rest.
+                    let own = *source == vigil_proto::VIGIL_SOURCE;
+                    if (STATES[state] == vigil_proto::State::Unknown && own)
+                        || (STATES[state] == vigil_proto::State::Stopped && !own)
                     {
                         continue;
                     }
@@ -483,11 +495,12 @@ impl Collector for Snapshot {
             "vigil_service_up",
             "1 when the service is up (its last heartbeat, by this server's clock, is at most service_down_time old and it is not forced down), else 0",
             rows,
-            // A watched service whose database cannot be read is neither: no sample.
+            // A watched service whose database cannot be read is neither, and one that stopped
+            // cleanly is not a failure: no sample, so `VigilServiceDown` does not fire.
             |r| match r.state {
                 vigil_proto::State::Up => Some(1),
                 vigil_proto::State::Down => Some(0),
-                vigil_proto::State::Unknown => None,
+                vigil_proto::State::Unknown | vigil_proto::State::Stopped => None,
             },
         )?;
         per_service_gauge(
@@ -517,6 +530,20 @@ impl Collector for Snapshot {
             "Phi-accrual suspicion of the service from its recent heartbeat gaps; absent until three gaps are known",
             rows,
             |r| r.phi,
+        )?;
+        per_service_gauge(
+            &mut encoder,
+            "vigil_service_health",
+            "The health the service's heartbeats last reported: 0 ok, 1 warning, 2 failing; absent when none did",
+            rows,
+            |r| r.health,
+        )?;
+        per_service_gauge(
+            &mut encoder,
+            "vigil_service_flapping",
+            "1 when the service went up and down at least flapping.transitions times within flapping.window, else 0",
+            rows,
+            |r| Some(i64::from(r.flapping)),
         )?;
         Ok(())
     }
@@ -590,6 +617,10 @@ mod tests {
                 now
             }),
             modified_at: None,
+            stopped_at: None,
+            health: None,
+            health_message: None,
+            service_down_time: None,
             row_version: 0,
         }
     }

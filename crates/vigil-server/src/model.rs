@@ -28,6 +28,15 @@ pub struct ServiceRecord {
     /// Server receipt time of the newest heartbeat (Cinder's `updated_at`).
     pub updated_at: Option<DateTime<Utc>>,
     pub modified_at: Option<DateTime<Utc>>,
+    /// When the service last said it stops (`POST /v1/services/{id}/stop`); it is `stopped`
+    /// while no heartbeat came after this. Cleared when it registers again.
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// What its heartbeats last reported of its health (`None`: none did since it registered),
+    /// and the message that came with it.
+    pub health: Option<Health>,
+    pub health_message: Option<String>,
+    /// The `service_down_time` it declared when it registered (`None`: the server's).
+    pub service_down_time: Option<f64>,
     /// Position of this row's last write in the change feed of a shared database (0 on an
     /// unshared one): a replica never lets an older read undo a newer write.
     pub row_version: i64,
@@ -42,6 +51,8 @@ pub struct NewService {
     pub zone: String,
     pub report_interval: f64,
     pub version: Option<String>,
+    /// Its own `service_down_time`, validated.
+    pub service_down_time: Option<f64>,
 }
 
 /// An admin change; `None` leaves a field as it is.
@@ -64,6 +75,32 @@ pub struct BeatFlush {
     /// Heartbeats counted since the last flush; added to the stored `report_count`.
     pub report_count_delta: i64,
     pub zone: Option<String>,
+    /// A health (and message) received since the last flush that differs from the stored one.
+    pub health: Option<(Health, Option<String>)>,
+}
+
+/// A service's own word on its health, beside liveness (the wire's `HealthStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Health {
+    Ok,
+    Warning,
+    Failing,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Ok => "ok",
+            Health::Warning => "warning",
+            Health::Failing => "failing",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Health> {
+        [Health::Ok, Health::Warning, Health::Failing]
+            .into_iter()
+            .find(|h| h.as_str() == text)
+    }
 }
 
 /// A service's heartbeat fields as a database holds them, read back by other replicas.
@@ -89,10 +126,18 @@ pub enum EventKind {
     Suspect,
     Frozen,
     Thawed,
+    /// The service said it exits cleanly.
+    Stopped,
+    /// The health its heartbeats report changed.
+    Health,
+    /// It went up and down too often lately.
+    Flapping,
+    /// No longer flapping.
+    FlappingEnded,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::Registered,
         EventKind::Down,
         EventKind::Up,
@@ -104,6 +149,10 @@ impl EventKind {
         EventKind::Suspect,
         EventKind::Frozen,
         EventKind::Thawed,
+        EventKind::Stopped,
+        EventKind::Health,
+        EventKind::Flapping,
+        EventKind::FlappingEnded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -119,6 +168,10 @@ impl EventKind {
             EventKind::Suspect => "suspect",
             EventKind::Frozen => "frozen",
             EventKind::Thawed => "thawed",
+            EventKind::Stopped => "stopped",
+            EventKind::Health => "health",
+            EventKind::Flapping => "flapping",
+            EventKind::FlappingEnded => "flapping_ended",
         }
     }
 
@@ -235,6 +288,8 @@ pub struct Beat {
     pub last_rtt_s: Option<f64>,
     pub overrun_s: Option<f64>,
     pub last_error: Option<String>,
+    pub health: Option<Health>,
+    pub message: Option<String>,
 }
 
 /// An event of the history, as stored.

@@ -13,7 +13,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::id_table::IdTable;
 use crate::liveness::Liveness;
-use crate::model::{BeatFlush, Name, ServiceRecord};
+use crate::model::{BeatFlush, Health, Name, ServiceRecord};
 use crate::stats::BeatStats;
 use crate::watch::{OpenstackState, WatchKind};
 
@@ -30,6 +30,8 @@ pub struct Slot {
     pub pending_beats: i64,
     /// Zone change received since the last flush.
     pub pending_zone: Option<String>,
+    /// Health change (with its message) received since the last flush.
+    pub pending_health: Option<(Health, Option<String>)>,
     /// Queued for the flusher.
     pub dirty: bool,
     /// Removed from the table; a late flush must skip it.
@@ -42,6 +44,8 @@ pub struct Slot {
     pub filed: bool,
     /// Heartbeat timing, for suspicion and diagnosis.
     pub stats: BeatStats,
+    /// Recent up/down transitions, for flapping (counted by the leader of detection).
+    pub flaps: crate::flapping::Flaps,
     /// A row of a watched OpenStack database (`None`: registered with Vigil). Such a service
     /// lives in memory only: its database is the durable copy, read again at start-up.
     pub watched: Option<Box<Watched>>,
@@ -80,6 +84,10 @@ pub struct BeatOutcome {
     pub revived: bool,
     /// Gap since the previous beat minus `report_interval`, seconds (`None` for the first).
     pub lateness_s: Option<f64>,
+    /// The beat changed the service's health: from what (`None`: never reported) to what.
+    pub health_changed: Option<(Option<Health>, Health)>,
+    /// The `service_down_time` that judges the service, seconds.
+    pub service_down_time_s: f64,
 }
 
 /// Filters of a list; all are ANDed.
@@ -160,12 +168,14 @@ impl Registry {
                 record,
                 pending_beats: 0,
                 pending_zone: None,
+                pending_health: None,
                 dirty: false,
                 deleted: false,
                 declared_down: false,
                 declared_suspect: false,
                 filed: false,
                 stats: BeatStats::default(),
+                flaps: crate::flapping::Flaps::default(),
                 watched,
             }),
         });
@@ -272,12 +282,25 @@ impl Registry {
                 slot.pending_zone = Some(zone.clone());
             }
         }
+        let mut health_changed = None;
+        if let Some(health) = beat.health {
+            let message = beat.message.clone();
+            if slot.record.health != Some(health) {
+                health_changed = Some((slot.record.health, health));
+            }
+            if slot.record.health != Some(health) || slot.record.health_message != message {
+                slot.record.health = Some(health);
+                slot.record.health_message = message.clone();
+                slot.pending_health = Some((health, message));
+            }
+        }
         slot.declared_suspect = false;
         let revived = slot.declared_down && !slot.record.forced_down;
         if revived {
             slot.declared_down = false;
         }
         let report_count = slot.record.report_count;
+        let service_down_time_s = self.liveness.down_time_s(&slot.record);
         // A watched service's heartbeats are its own database's to keep.
         if !slot.dirty && slot.watched.is_none() {
             slot.dirty = true;
@@ -288,6 +311,8 @@ impl Registry {
             report_count,
             revived,
             lateness_s,
+            health_changed,
+            service_down_time_s,
         })
     }
 
@@ -309,6 +334,7 @@ impl Registry {
                 updated_at,
                 report_count_delta: std::mem::take(&mut slot.pending_beats),
                 zone: slot.pending_zone.take(),
+                health: slot.pending_health.take(),
             });
         }
         // In id order, the database walks its primary key once from left to right instead of
@@ -327,6 +353,9 @@ impl Registry {
             slot.pending_beats += beat.report_count_delta;
             if slot.pending_zone.is_none() {
                 slot.pending_zone = beat.zone;
+            }
+            if slot.pending_health.is_none() {
+                slot.pending_health = beat.health;
             }
             if !slot.dirty {
                 slot.dirty = true;
@@ -404,6 +433,7 @@ impl Registry {
         let suspicion = slot.stats.phi(now, last_seen);
         Judgement {
             unknown: slot.watched.as_ref().is_some_and(|w| w.unreachable),
+            stopped: !record.forced_down && crate::liveness::is_stopped(record),
             up,
             suspect: up && suspicion.is_some_and(|phi| phi >= self.liveness.phi_threshold),
             suspicion,
@@ -442,6 +472,11 @@ impl Registry {
                 OpenstackState::Up => vigil_proto::State::Up,
                 OpenstackState::Down => vigil_proto::State::Down,
             }),
+            health: record.health.map(health_status),
+            health_message: record.health_message.clone(),
+            service_down_time: Some(self.liveness.down_time_s(record)),
+            flapping: slot.flaps.flapping(now, &self.liveness.flapping),
+            recent_transitions: slot.flaps.count(now, &self.liveness.flapping) as u64,
         }
     }
 
@@ -463,6 +498,11 @@ impl Slot {
         }
         let memory_zone = std::mem::take(&mut self.record.zone);
         let pending_zone = self.pending_zone.is_some();
+        let memory_health = (
+            self.record.health,
+            std::mem::take(&mut self.record.health_message),
+        );
+        let pending_health = self.pending_health.is_some();
         let (memory_updated, memory_count) = (self.record.updated_at, self.record.report_count);
         let (stored_updated, stored_count) = (stored.updated_at, stored.report_count);
         self.record = stored;
@@ -471,6 +511,9 @@ impl Slot {
         self.merge_flushed(stored_updated, stored_count);
         if pending_zone {
             self.record.zone = memory_zone;
+        }
+        if pending_health {
+            (self.record.health, self.record.health_message) = memory_health;
         }
     }
 
@@ -492,6 +535,9 @@ pub use crate::model::seconds;
 pub struct Judgement {
     /// A watched service whose database cannot be read now: neither up nor down.
     pub unknown: bool,
+    /// Said it stops, and has not heartbeated since (never when forced down: an admin's
+    /// word wins).
+    pub stopped: bool,
     /// The liveness rule ([`Liveness::is_up`]).
     pub up: bool,
     /// Up, but its suspicion crossed the threshold: likely down soon.
@@ -508,6 +554,8 @@ impl Judgement {
     pub fn state(&self) -> vigil_proto::State {
         if self.unknown {
             vigil_proto::State::Unknown
+        } else if self.stopped {
+            vigil_proto::State::Stopped
         } else if self.up {
             vigil_proto::State::Up
         } else {
@@ -530,6 +578,15 @@ pub fn source(slot: &Slot) -> &str {
     slot.watched
         .as_ref()
         .map_or(vigil_proto::VIGIL_SOURCE, |w| &w.source)
+}
+
+/// A health as the wire writes it.
+pub fn health_status(health: Health) -> vigil_proto::HealthStatus {
+    match health {
+        Health::Ok => vigil_proto::HealthStatus::Ok,
+        Health::Warning => vigil_proto::HealthStatus::Warning,
+        Health::Failing => vigil_proto::HealthStatus::Failing,
+    }
 }
 
 /// A service's admin status.

@@ -57,6 +57,28 @@ pub fn report_interval(value: f64) -> Result<(), AppError> {
     }
 }
 
+/// A `service_down_time` a service declares: within the server's bounds, and at least twice
+/// its `report_interval` (one late beat must not make it down).
+pub fn service_down_time(
+    value: f64,
+    report_interval: f64,
+    config: &crate::config::Config,
+) -> Result<(), AppError> {
+    let low = config.service_down_time_min.max(2.0 * report_interval);
+    let high = config.service_down_time_max;
+    if value.is_finite() && (low..=high).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            "service_down_time",
+            format!(
+                "service_down_time must be between {low} and {high} seconds (the server's \
+                 bounds, and at least twice report_interval {report_interval} s), not {value}"
+            ),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

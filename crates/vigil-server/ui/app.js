@@ -14,7 +14,7 @@
   const TOKEN_KEY = "vigil.adminToken";
   const PAGE_SIZE = 50;
   const KINDS = ["registered", "down", "up", "suspect", "disabled", "enabled", "forced_down",
-    "unforced", "deleted", "frozen", "thawed"];
+    "unforced", "deleted", "frozen", "thawed", "stopped", "health", "flapping", "flapping_ended"];
   const main = document.getElementById("main");
   const banner = document.getElementById("banner");
   const liveLabel = document.getElementById("live");
@@ -407,7 +407,7 @@
     if (!row) return;
     const cell = (name) => row.querySelector("td." + name);
     if (event.kind === "down" || event.kind === "up") {
-      row.classList.remove("state-up", "state-down", "state-unknown");
+      row.classList.remove("state-up", "state-down", "state-unknown", "state-stopped");
       row.classList.add("state-" + event.kind);
       if (event.kind === "down") row.classList.remove("suspect");
       cell("state").textContent = event.kind;
@@ -434,6 +434,7 @@
       card("disabled", all.disabled, "disabled"),
       card("forced", all.forced_down, "forced down"),
       all.unknown ? card("unknown", all.unknown, "unknown") : null,
+      all.stopped ? card("stopped", all.stopped, "stopped") : null,
     ];
   }
 
@@ -491,7 +492,7 @@
     const form = h("form", { class: "filters", role: "search", "aria-label": "Filter the services", onsubmit: (e) => e.preventDefault() },
       h("label", {}, "Search", h("input", { name: "q", id: "filter-q", type: "search", value: filters.q, placeholder: "host, binary, zone, reason…" })),
       field("host", "Host"), field("binary", "Binary"), field("zone", "Zone", { list: "zone-list" }),
-      choice("state", "State", ["up", "down", "unknown"]), choice("status", "Status", ["enabled", "disabled"]),
+      choice("state", "State", ["up", "down", "stopped", "unknown"]), choice("status", "Status", ["enabled", "disabled"]),
       field("source", "Source", { list: "source-list" }),
       h("button", { type: "button", class: "quiet", onclick: () => { for (const el of form.elements) if (el.name) el.value = ""; changed(); } }, "Clear"),
       zoneList, sourceList);

@@ -26,11 +26,17 @@ pub fn services(services: &[Service]) -> String {
         .set_content_arrangement(ContentArrangement::Disabled)
         .set_header(header);
     for s in services {
-        let state = if s.forced_down {
+        let mut state = if s.forced_down {
             "down (forced)".to_string()
         } else {
             s.state.as_str().to_string()
         };
+        // What the service says of itself, when it is not plain ok: alive but failing shows.
+        match s.health {
+            Some(vigil_proto::HealthStatus::Warning) => state.push_str(" (warning)"),
+            Some(vigil_proto::HealthStatus::Failing) => state.push_str(" (failing)"),
+            _ => {}
+        }
         let mut row = vec![
             s.binary.clone(),
             s.host.clone(),
@@ -170,5 +176,16 @@ mod tests {
         assert!(line("sched-b").contains("down (disagrees)"), "{mixed}");
         assert!(!line("sched-a").contains("disagrees"), "{mixed}");
         assert!(line("node-1").contains("| vigil"), "{mixed}");
+    }
+
+    #[test]
+    fn a_failing_health_shows_beside_the_state() {
+        let mut failing = service("node-1", "vigil", None);
+        failing.health = Some(vigil_proto::HealthStatus::Failing);
+        let mut fine = service("node-2", "vigil", None);
+        fine.health = Some(vigil_proto::HealthStatus::Ok);
+        let table = services(&[failing, fine]);
+        assert!(table.contains("| up (failing) |"), "{table}");
+        assert!(!table.contains("(ok)"), "{table}");
     }
 }

@@ -35,6 +35,7 @@ REPORT_INTERVAL_RANGE = (0.1, 3600.0)
 MAX_FIELD_LEN = 255
 #: Longest ``last_error`` the server accepts, in characters.
 MAX_LAST_ERROR_LEN = 4096
+MAX_HEALTH_MESSAGE_LEN = 1024
 #: The largest share of the interval a tick's requests may take, so a tick whose request times
 #: out still ends before the next one is due.
 TICK_SHARE = 0.95
@@ -113,10 +114,14 @@ class Reporter:
     deleted on the server is registered again, and every failure is sent as ``last_error`` with
     the next beat that goes through.
 
-    ``health_check`` is called before each beat; when it returns ``False`` or raises, that beat
-    is skipped (so a service that is alive but not working goes down) and the reason is sent as
-    ``last_error`` ("health check failed: ...") with the next beat. It runs on the reporter's
-    thread, so it must be quick.
+    ``health_check`` is called before each beat, and the beat carries its answer: ``health``
+    ``ok``, or ``failing`` with the reason as ``message`` when it returns ``False`` or raises, so
+    the server shows a service that is alive but not working as such rather than as dead. It
+    runs on the reporter's thread, so it must be quick.
+
+    :meth:`stop` tells the server the service stops (``POST /v1/services/{id}/stop``): it
+    shows ``stopped`` at once rather than ``up`` and then ``down``; ``stop(announce=False)``
+    stops as a crash would.
 
     ``token`` (an agent token; default: the ``VIGIL_AGENT_TOKEN`` variable) is sent as
     ``Authorization: Bearer <token>``; ``ca_file`` is a PEM file of the
@@ -196,6 +201,9 @@ class Reporter:
         self._last_rtt: Optional[float] = None
         self._last_error: Optional[str] = None
         self._deadline = 0.0
+        self._health: Optional[str] = None
+        self._health_message: Optional[str] = None
+        self._announce = True
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._loop: Optional[FixedIntervalLoop] = None
@@ -225,9 +233,13 @@ class Reporter:
             self._thread.start()
         return self
 
-    def stop(self, timeout: Optional[float] = None) -> None:
+    def stop(self, timeout: Optional[float] = None, announce: bool = True) -> None:
         """Stops the reporter: no beat is sent after this returns, unless ``timeout`` (seconds)
-        ran out first while a request was in flight. Calling it again does nothing."""
+        ran out first while a request was in flight. With ``announce`` (the default) the server
+        is told the service stops, within one tick's time limit, before this returns. Calling
+        it again does nothing."""
+        if not self._stopping.is_set():
+            self._announce = announce
         self._stopping.set()
         loop = self._loop
         if loop is not None:
@@ -265,6 +277,8 @@ class Reporter:
             self._stopping.wait()
             loop.stop()
             loop.wait()
+            if self._announce:
+                self._announce_stop()
         except Exception:  # never into the host program
             self._log.exception("vigil reporter stopped by an unexpected error")
 
@@ -272,11 +286,16 @@ class Reporter:
         if self._stopping.is_set():
             return
         self._deadline = time.monotonic() + self._budget
-        reason = self._check_health()
-        if reason is not None:
-            self._log.warning("health check failed, skipping this heartbeat: %s", reason)
-            self._last_error = f"health check failed: {reason}"
-            return
+        if self._health_check is not None:
+            reason = self._check_health()
+            health = "ok" if reason is None else "failing"
+            if health != self._health:
+                if reason is not None:
+                    self._log.warning("health check fails: %s", reason)
+                elif self._health is not None:
+                    self._log.info("health check passes again")
+            self._health = health
+            self._health_message = None if reason is None else reason[:MAX_HEALTH_MESSAGE_LEN]
         service_id = self.service_id
         if service_id is None:
             service_id = self._register()
@@ -345,10 +364,31 @@ class Reporter:
             beat["last_rtt_s"] = self._last_rtt
         if self._last_error is not None:
             beat["last_error"] = self._last_error[:MAX_LAST_ERROR_LEN]
+        if self._health is not None:
+            beat["health"] = self._health
+            if self._health_message is not None:
+                beat["message"] = self._health_message
         started = time.monotonic()
         answer = self._post(f"/v1/services/{service_id}/heartbeat", beat)
         self._last_rtt = time.monotonic() - started
         return answer
+
+    def _announce_stop(self) -> None:
+        """Tells the server the service stops; a failure is logged (it then goes down)."""
+        service_id = self.service_id
+        if service_id is None:
+            return
+        self._deadline = time.monotonic() + self._budget
+        try:
+            self._post(f"/v1/services/{service_id}/stop", {})
+        except _CallError as err:
+            self._log.warning(
+                "could not tell the server the service stops; it will show down after "
+                "service_down_time: %s",
+                err,
+            )
+            return
+        self._log.debug("told the server service %d stops", service_id)
 
     def _acknowledged(self, answer: Mapping[str, Any]) -> None:
         self._reachable()

@@ -183,6 +183,7 @@ async fn registers_then_beats_with_token_and_the_reporter_clock() {
         .zone("az-1")
         .version("1.2.3")
         .report_interval(FAST)
+        .service_down_time(Duration::from_secs(5))
         .token("s3cret")
         .clock(Arc::new(OffsetClock(chrono::Duration::seconds(90))))
         .start()
@@ -203,6 +204,7 @@ async fn registers_then_beats_with_token_and_the_reporter_clock() {
             zone: Some("az-1".into()),
             report_interval: Some(0.1),
             version: Some("1.2.3".into()),
+            service_down_time: Some(5.0),
         }
     );
     assert!(requests
@@ -329,7 +331,7 @@ async fn a_server_that_never_answers_costs_one_log_line_and_no_overrun() {
 }
 
 #[tokio::test]
-async fn a_failing_health_check_skips_beats_and_reports_why() {
+async fn a_failing_health_check_is_sent_with_the_beats() {
     let (logs, _guard) = Logs::capture();
     let (listener, url) = listener().await;
     let stub = Stub::serve(listener, healthy_server(1)).await;
@@ -346,20 +348,29 @@ async fn a_failing_health_check_skips_beats_and_reports_why() {
         })
         .start_on(&tokio::runtime::Handle::current())
         .unwrap();
-    eventually("two skipped beats", || {
-        logs.count("health check failed, skipping this heartbeat") >= 2
+    eventually("two beats", || reporter.report_count() >= 2).await;
+    working.store(true, Ordering::SeqCst);
+    eventually("a healthy beat", || {
+        stub.heartbeats()
+            .iter()
+            .any(|r| r.heartbeat().health == Some(vigil_reporter::HealthStatus::Ok))
     })
     .await;
-    assert!(stub.heartbeats().is_empty());
-    assert_eq!(reporter.service_id(), Some(1));
-
-    working.store(true, Ordering::SeqCst);
-    eventually("a beat", || reporter.report_count() >= 1).await;
     reporter.shutdown().await;
-    let beat = stub.heartbeats()[0].heartbeat();
+    let beats: Vec<_> = stub.heartbeats().iter().map(|r| r.heartbeat()).collect();
+    assert_eq!(beats[0].health, Some(vigil_reporter::HealthStatus::Failing));
+    assert_eq!(beats[0].message.as_deref(), Some("backend unreachable"));
+    assert_eq!(beats[0].last_error, None, "a health is not an error");
+    let ok = beats
+        .iter()
+        .find(|b| b.health == Some(vigil_reporter::HealthStatus::Ok));
+    assert_eq!(ok.unwrap().message, None);
+    assert_eq!(logs.count("health check fails"), 1, "{}", logs.text());
     assert_eq!(
-        beat.last_error.as_deref(),
-        Some("health check failed: backend unreachable")
+        logs.count("health check passes again"),
+        1,
+        "{}",
+        logs.text()
     );
 }
 

@@ -27,6 +27,7 @@ pub(crate) mod metrics;
 mod openapi;
 mod service_json;
 mod services;
+mod stop;
 mod tokens;
 mod ui;
 
@@ -60,6 +61,7 @@ pub fn router(app: Arc<App>) -> Router {
                 .delete(services::delete),
         )
         .route("/v1/services/{id}/heartbeat", post(services::heartbeat))
+        .route("/v1/services/{id}/stop", post(stop::stop))
         .route(
             "/v1/heartbeats",
             post(services::heartbeat_batch)

@@ -43,6 +43,7 @@ the server that serves it and shows which.",
         super::services::delete,
         super::services::heartbeat,
         super::services::heartbeat_batch,
+        super::stop::stop,
         super::events::for_service,
         super::events::list,
         super::events::stream,
@@ -260,7 +261,7 @@ fn loose_batch_beat() -> serde_json::Value {
         "description": "One service's beat: its `id` and the fields of a single heartbeat. \
             Each beat's values are checked on their own: a bad one fails only that beat, \
             answered in its result with the code the single heartbeat would give \
-            (`invalid_zone`, `invalid_sent_at`, ...).",
+            (`invalid_zone`, `invalid_sent_at`, `invalid_message`, ...).",
         "required": ["id"],
         "properties": {
             "id": {"type": "integer", "format": "int64"},
@@ -269,6 +270,8 @@ fn loose_batch_beat() -> serde_json::Value {
             "last_rtt_s": number,
             "overrun_s": number,
             "last_error": text,
+            "health": {"type": ["string", "null"], "enum": ["ok", "warning", "failing", null]},
+            "message": text,
         },
     })
 }
@@ -281,7 +284,7 @@ pub(crate) fn document_for(auth: &crate::config::AuthConfig) -> utoipa::openapi:
         let probe = matches!(path.as_str(), "/healthz" | "/readyz" | "/openapi.json");
         let write = matches!(
             operation.operation_id.as_deref(),
-            Some("register" | "heartbeat" | "heartbeat_batch")
+            Some("register" | "heartbeat" | "heartbeat_batch" | "stop")
         );
         if (method == "get" && !probe && !auth.anonymous_read) || (write && !auth.open_registration)
         {
@@ -439,7 +442,7 @@ mod tests {
                     .any(|s| s.as_object().unwrap().is_empty());
                 let write = matches!(
                     op["operationId"].as_str(),
-                    Some("register" | "heartbeat" | "heartbeat_batch")
+                    Some("register" | "heartbeat" | "heartbeat_batch" | "stop")
                 );
                 match method.as_str() {
                     _ if write => {

@@ -62,6 +62,19 @@ pub fn write(out: &mut Vec<u8>, registry: &Registry, slot: &Slot, now: DateTime<
         out.extend_from_slice(br#","openstack_state":"#);
         string(out, watched.openstack_state.as_str());
     }
+    out.extend_from_slice(br#","health":"#);
+    optional(out, record.health.map(crate::model::Health::as_str), string);
+    out.extend_from_slice(br#","health_message":"#);
+    optional(out, record.health_message.as_deref(), string);
+    out.extend_from_slice(br#","service_down_time":"#);
+    number(out, registry.liveness.down_time_s(record));
+    out.extend_from_slice(br#","flapping":"#);
+    boolean(out, slot.flaps.flapping(now, &registry.liveness.flapping));
+    out.extend_from_slice(br#","recent_transitions":"#);
+    number(
+        out,
+        slot.flaps.count(now, &registry.liveness.flapping) as u64,
+    );
     out.push(b'}');
 }
 
@@ -151,6 +164,10 @@ mod tests {
             created_at: DateTime::from_timestamp_micros(1_700_000_000_000_001).unwrap(),
             updated_at: None,
             modified_at: None,
+            stopped_at: None,
+            health: None,
+            health_message: None,
+            service_down_time: None,
             row_version: 0,
         }
     }
@@ -170,6 +187,8 @@ mod tests {
         odd.version = Some("2025.1".into());
         odd.updated_at = Some(t0 + TimeDelta::microseconds(999_999));
         odd.modified_at = Some(DateTime::from_timestamp(0, 0).unwrap());
+        odd.health = Some(crate::model::Health::Failing);
+        odd.health_message = Some("pool \"a\" full".into());
         let mut far = record(3, "far");
         far.created_at = DateTime::from_timestamp(300_000_000_000, 0).unwrap();
         let registry = Registry::new(

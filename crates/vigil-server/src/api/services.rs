@@ -29,6 +29,7 @@ pub struct RegisterBody {
     zone: Option<String>,
     report_interval: Option<f64>,
     version: Option<String>,
+    service_down_time: Option<f64>,
 }
 
 #[utoipa::path(
@@ -41,7 +42,7 @@ pub struct RegisterBody {
     responses(
         (status = 201, description = "A new service, registered", body = vigil_proto::Service),
         (status = 200, description = "The service (host, binary) already existed: it as it is (get-or-create, as Cinder's `Service.start()`)", body = vigil_proto::Service),
-        (status = 400, description = "`invalid_host`, `invalid_binary` (missing, empty, over 255 characters or with control characters), `invalid_topic`, `invalid_zone`, `invalid_version`, `invalid_report_interval` (outside 0.1-3600 s), `invalid_json`, `invalid_body`", body = vigil_proto::ErrorBody),
+        (status = 400, description = "`invalid_host`, `invalid_binary` (missing, empty, over 255 characters or with control characters), `invalid_topic`, `invalid_zone`, `invalid_version`, `invalid_report_interval` (outside 0.1-3600 s), `invalid_service_down_time` (outside the server's `service_down_time_min`-`service_down_time_max`, or less than twice `report_interval`), `invalid_json`, `invalid_body`", body = vigil_proto::ErrorBody),
         (status = 401, description = "`unauthorized`: no token (unless `auth.open_registration`), or one that is not valid (unknown, revoked, expired)", body = vigil_proto::ErrorBody),
         (status = 403, description = "`forbidden`: a reader token; `host_not_allowed`: an agent token whose host patterns do not match the service's host", body = vigil_proto::ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = vigil_proto::ErrorBody),
@@ -67,6 +68,7 @@ pub async fn register(
                 zone: body.zone,
                 report_interval: body.report_interval,
                 version: body.version,
+                service_down_time: body.service_down_time,
             },
             &caller,
         )
@@ -86,6 +88,12 @@ fn beat(body: HeartbeatRequest) -> Beat {
         last_rtt_s: body.last_rtt_s,
         overrun_s: body.overrun_s,
         last_error: body.last_error,
+        health: body.health.map(|h| match h {
+            vigil_proto::HealthStatus::Ok => crate::model::Health::Ok,
+            vigil_proto::HealthStatus::Warning => crate::model::Health::Warning,
+            vigil_proto::HealthStatus::Failing => crate::model::Health::Failing,
+        }),
+        message: body.message,
     }
 }
 
@@ -101,7 +109,7 @@ fn beat(body: HeartbeatRequest) -> Beat {
     request_body(content = vigil_proto::HeartbeatRequest, content_type = "application/json", description = "Every field is optional: `{}` or an empty body is a beat"),
     responses(
         (status = 200, description = "The beat is taken (in memory; flushed every `flush_interval`)", body = vigil_proto::HeartbeatResponse),
-        (status = 400, description = "`invalid_id`, `invalid_zone`, `invalid_last_error` (over 4096 characters), `invalid_json`, `invalid_body`", body = vigil_proto::ErrorBody),
+        (status = 400, description = "`invalid_id`, `invalid_zone`, `invalid_last_error` (over 4096 characters), `invalid_message` (over 1024 characters), `invalid_json`, `invalid_body`", body = vigil_proto::ErrorBody),
         (status = 401, description = "`unauthorized`: no token (unless `auth.open_registration`), or one that is not valid (unknown, revoked, expired)", body = vigil_proto::ErrorBody),
         (status = 403, description = "`forbidden`: a reader token; `host_not_allowed`: an agent token whose host patterns do not match the service's host", body = vigil_proto::ErrorBody),
         (status = 404, description = "`service_not_found`: no service has this id (or it was deleted): register again, then beat", body = vigil_proto::ErrorBody),
@@ -130,7 +138,7 @@ pub async fn heartbeat(
     security((), ("token" = [])),
     request_body(content = vigil_proto::BatchHeartbeatRequest, content_type = "application/json", description = "At most 10,000 beats, at most 8 MiB; each beat is a single heartbeat's body plus the service's `id`"),
     responses(
-        (status = 200, description = "One result per beat, in the order of the request: its `report_count`, or the `error` the single heartbeat would have answered (`service_not_found`, `host_not_allowed`, `invalid_zone`, `invalid_last_error`, `database_unavailable`)", body = vigil_proto::BatchHeartbeatResponse),
+        (status = 200, description = "One result per beat, in the order of the request: its `report_count`, or the `error` the single heartbeat would have answered (`service_not_found`, `host_not_allowed`, `invalid_zone`, `invalid_last_error`, `invalid_message`, `database_unavailable`)", body = vigil_proto::BatchHeartbeatResponse),
         (status = 400, description = "`invalid_json` (not a batch: not JSON, no `beats`, an item without an integer `id`, a field of the wrong type), `batch_too_large` (more than 10,000 beats: nothing applied), `invalid_body`", body = vigil_proto::ErrorBody),
         (status = 401, description = "`unauthorized`: no token (unless `auth.open_registration`), or one that is not valid (unknown, revoked, expired)", body = vigil_proto::ErrorBody),
         (status = 403, description = "`forbidden`: a reader token; `host_not_allowed`: an agent token whose host patterns do not match the service's host", body = vigil_proto::ErrorBody),

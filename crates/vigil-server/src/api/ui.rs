@@ -101,6 +101,7 @@ struct Counts {
     up: u64,
     down: u64,
     unknown: u64,
+    stopped: u64,
     suspect: u64,
     disabled: u64,
     forced_down: u64,
@@ -135,6 +136,7 @@ async fn overview(State(app): State<Arc<App>>) -> axum::Json<Overview> {
                 vigil_proto::State::Up => counts.up += 1,
                 vigil_proto::State::Down => counts.down += 1,
                 vigil_proto::State::Unknown => counts.unknown += 1,
+                vigil_proto::State::Stopped => counts.stopped += 1,
             }
             counts.suspect += u64::from(judgement.suspect);
             counts.disabled += u64::from(record.disabled);

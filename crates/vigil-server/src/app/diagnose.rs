@@ -16,7 +16,8 @@ impl App {
     pub async fn diagnose(&self, id: i64) -> Result<Diagnosis, AppError> {
         let entry = self.entry(id).await?;
         let now = self.clock.now();
-        let (service, record, stats, openstack) = {
+        let rule = self.registry.liveness.flapping;
+        let (service, record, stats, openstack, recent_transitions) = {
             let slot = entry.lock();
             let openstack = slot.watched.as_ref().map(|watched| Openstack {
                 kind: watched.kind,
@@ -33,6 +34,7 @@ impl App {
                 slot.record.clone(),
                 slot.stats.clone(),
                 openstack,
+                slot.flaps.count(now, &rule),
             )
         };
         let history = self.doctor_history(&record, now).await;
@@ -42,11 +44,13 @@ impl App {
             history: history.as_deref().map_err(String::as_str),
             service_down_time: openstack
                 .as_ref()
-                .map_or(self.registry.liveness.service_down_time_s(), |o| {
+                .map_or(self.registry.liveness.down_time_s(&record), |o| {
                     o.service_down_time
                 }),
             now,
             openstack,
+            recent_transitions,
+            flapping: rule,
         });
         Ok(Diagnosis { service, findings })
     }

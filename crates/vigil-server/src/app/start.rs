@@ -58,7 +58,12 @@ pub(crate) async fn build(
     let event_cursor = newest_event.first().map_or(0, |e| e.id);
     let records = store.load_services().await.map_err(fail)?;
     tokens.replace(&store.list_tokens().await.map_err(fail)?, 0);
-    let liveness = Liveness::new(config.service_down_time, config.phi_threshold);
+    let liveness = Liveness::new(config.service_down_time, config.phi_threshold)
+        .with_patterns(&config.service_down_time_by_binary)
+        .with_flapping(crate::flapping::FlapRule::new(
+            config.flapping.transitions,
+            config.flapping.window,
+        ));
     let now = clock.now();
     open_grace(&config, store.as_ref(), &liveness, now)
         .await

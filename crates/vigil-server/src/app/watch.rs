@@ -312,6 +312,10 @@ impl App {
             created_at: row.created_at.map_or(now, |at| (at + shift).min(now)),
             updated_at: stamp.map(|_| now - age),
             modified_at: row.modified_at.map(|at| at + shift),
+            stopped_at: None,
+            health: None,
+            health_message: None,
+            service_down_time: None,
             row_version: 0,
         };
         let watched = Watched {

@@ -56,10 +56,13 @@ impl Row {
     fn new(service: Service, version: Microversion) -> Row {
         let volume = service.binary == VOLUME_BINARY;
         // Cinder knows up and down only: a watched service whose database cannot be read
-        // (`unknown`) is not shown up.
+        // (`unknown`) is not shown up, nor one that stopped cleanly (`stopped`): neither takes
+        // work.
         let state = match service.state {
             vigil_proto::State::Up => "up",
-            vigil_proto::State::Down | vigil_proto::State::Unknown => "down",
+            vigil_proto::State::Down
+            | vigil_proto::State::Unknown
+            | vigil_proto::State::Stopped => "down",
         };
         Row {
             updated_at: shown_updated_at(&service).map(cinder_time),

@@ -1,4 +1,4 @@
-//! Beats that stopped, or never started.
+//! Beats that stopped, or never started; or a service that said it stops.
 
 use super::*;
 
@@ -7,6 +7,18 @@ use super::*;
 pub(super) fn heartbeat(inputs: &Inputs) -> Finding {
     let record = inputs.record;
     let sdt = inputs.service_down_time;
+    if let Some(at) = record
+        .stopped_at
+        .filter(|_| crate::liveness::is_stopped(record))
+    {
+        return ok(
+            "heartbeat",
+            format!(
+                "stopped cleanly at {} (the service said it exits): no heartbeat is expected until it starts again",
+                stamp(at)
+            ),
+        );
+    }
     let Some(last) = record.updated_at else {
         let age = seconds(inputs.now - record.created_at);
         if age <= sdt {

@@ -17,14 +17,15 @@
 //!   start-up and registration logs of the interval check.
 //! - `words`: the findings builder (`ok`, `warning`, `error`, then `because` and `fix`) and
 //!   how numbers and times are written for people.
-//! - one file per check: `interval`, `clock`, `punctuality`, `heartbeat`, `admin` (forced
-//!   down, disabled), `restarts`, `duplicate`.
+//! - one file per check: `interval`, `clock`, `punctuality`, `heartbeat`, `health` (what
+//!   the service says of itself), `flapping`, `admin` (forced down, disabled), `restarts`,
+//!   `duplicate`.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use vigil_proto::{Finding, Severity};
 
 use crate::config::Config;
-use crate::model::{Event, RegistrationReason};
+use crate::model::{Event, Health, RegistrationReason};
 use crate::registry::seconds;
 use crate::stats::BeatStats;
 use crate::store::{EventKind, ServiceRecord};
@@ -33,6 +34,8 @@ use crate::watch::{rewritten_service_down_time, WatchKind};
 mod admin;
 mod clock;
 mod duplicate;
+mod flapping;
+mod health;
 mod heartbeat;
 mod interval;
 mod punctuality;
@@ -44,6 +47,8 @@ mod words;
 use admin::{disabled, forced_down};
 use clock::clock;
 use duplicate::duplicate;
+use flapping::flapping;
+use health::health;
 use heartbeat::heartbeat;
 pub use interval::interval;
 use interval::openstack_interval;
@@ -77,6 +82,9 @@ pub struct Inputs<'a> {
     pub now: DateTime<Utc>,
     /// For a row of a watched OpenStack database: what the checks say in OpenStack's terms.
     pub openstack: Option<Openstack>,
+    /// Its up/down transitions within the flapping window, and the rule.
+    pub recent_transitions: usize,
+    pub flapping: crate::flapping::FlapRule,
 }
 
 /// The watched OpenStack a service is a row of.
@@ -96,6 +104,8 @@ pub fn diagnose(inputs: &Inputs) -> Vec<Finding> {
         clock(inputs),
         punctuality(inputs),
         heartbeat(inputs),
+        health(inputs),
+        flapping(inputs),
         forced_down(inputs),
         disabled(inputs),
         restarts(inputs),

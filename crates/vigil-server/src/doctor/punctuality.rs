@@ -74,10 +74,9 @@ pub(super) fn punctuality(inputs: &Inputs) -> Finding {
             secs(stats.max_overrun_s)
         ));
     }
-    let health_failed = stats
-        .last_error
-        .as_ref()
-        .is_some_and(|(error, _)| error.starts_with("health check failed"));
+    // A reporter older than health in heartbeats skips the beats its health check fails and
+    // says so in its last error; a current one sends them with `health` (the health finding).
+    let reporter_error = stats.last_error.is_some();
     if let Some((error, at)) = &stats.last_error {
         detail.push(format!(
             "the reporter's last error ({} s ago): {error}",
@@ -86,8 +85,9 @@ pub(super) fn punctuality(inputs: &Inputs) -> Finding {
     }
     let cause = if overran {
         "agent overloaded or blocked: the reporter's own loop ran late"
-    } else if health_failed {
-        "the service's health check failed, so the reporter skipped beats"
+    } else if reporter_error {
+        "the reporter met an error (below): an older reporter skips the beats its health check \
+         fails"
     } else {
         "the reporter says it ran on time, so beats were delayed or lost on the way (network, \
          proxy) or the server was slow to take them"
@@ -97,8 +97,9 @@ pub(super) fn punctuality(inputs: &Inputs) -> Finding {
         secs(p99),
         secs(ri)
     );
-    let remedy = if health_failed {
-        "find out why the service's health check fails (see the reporter's last error)"
+    let remedy = if reporter_error && !overran {
+        "find out what the reporter's last error says (a failing health check, a timeout); \
+         a reporter of this version sends every beat with its health instead of skipping it"
     } else if overran {
         "find what blocks or starves the service's process (a long blocking call, CPU \
          starvation, a slow health check); run the reporter on its own thread (its default \

@@ -22,6 +22,10 @@ fn record(report_interval: f64) -> ServiceRecord {
         created_at: t(0),
         updated_at: None,
         modified_at: None,
+        stopped_at: None,
+        health: None,
+        health_message: None,
+        service_down_time: None,
         row_version: 0,
     }
 }
@@ -50,6 +54,8 @@ fn run(record: &ServiceRecord, stats: &BeatStats, now: i64) -> Vec<Finding> {
         service_down_time: 60.0,
         now: t(now),
         openstack: None,
+        recent_transitions: 0,
+        flapping: crate::flapping::FlapRule::new(4, 600.0),
     })
 }
 
@@ -75,7 +81,7 @@ fn a_regular_service_is_all_ok() {
     let times = every(10_000, 20);
     let stats = beats(&mut r, &times, &times, 0.0);
     let findings = run(&r, &stats, 200_500);
-    assert_eq!(findings.len(), 8);
+    assert_eq!(findings.len(), 10);
     for f in &findings {
         assert_eq!(f.severity, Severity::Ok, "{f:?}");
     }
@@ -197,6 +203,8 @@ fn restarts_count_only_recent_starts_again() {
             service_down_time: 60.0,
             now,
             openstack: None,
+            recent_transitions: 0,
+            flapping: crate::flapping::FlapRule::new(4, 600.0),
         })
         .severity
     };
@@ -241,11 +249,76 @@ fn a_watched_openstack_is_judged_in_its_own_terms() {
         service_down_time: 10.0,
         now: t(0),
         openstack: Some(cinder),
+        recent_transitions: 0,
+        flapping: crate::flapping::FlapRule::new(4, 600.0),
     });
     assert_eq!(finding.severity, Severity::Error);
     assert_eq!(
         finding.summary,
         "Cinder shows cinder-scheduler on sched-b down because its clock is 76 s ahead of the \
          database; it reports every 2 s"
+    );
+}
+
+#[test]
+fn a_clean_stop_is_not_a_silent_service() {
+    let mut r = record(10.0);
+    let stats = beats(&mut r, &[10_000, 20_000], &[10_000, 20_000], 0.0);
+    r.stopped_at = Some(t(21_000));
+    let findings = run(&r, &stats, 500_000);
+    let found = check(&findings, "heartbeat");
+    assert_eq!(found.severity, Severity::Ok, "{found:?}");
+    assert!(
+        found.summary.starts_with("stopped cleanly at "),
+        "{found:?}"
+    );
+    r.updated_at = Some(t(22_000));
+    let findings = run(&r, &stats, 500_000);
+    assert_eq!(check(&findings, "heartbeat").severity, Severity::Error);
+}
+
+#[test]
+fn alive_but_failing_is_an_error_beside_a_fine_heartbeat() {
+    let mut r = record(10.0);
+    let times = every(10_000, 20);
+    let stats = beats(&mut r, &times, &times, 0.0);
+    r.health = Some(Health::Failing);
+    r.health_message = Some("pool a full".into());
+    let findings = run(&r, &stats, 200_500);
+    let health = check(&findings, "health");
+    assert_eq!(health.severity, Severity::Error);
+    assert_eq!(health.summary, "alive but failing: pool a full");
+    assert_eq!(check(&findings, "heartbeat").severity, Severity::Ok);
+    r.health = Some(Health::Warning);
+    assert_eq!(
+        check(&run(&r, &stats, 200_500), "health").severity,
+        Severity::Warning
+    );
+}
+
+#[test]
+fn flapping_is_a_warning_with_its_count() {
+    let mut r = record(10.0);
+    let times = every(10_000, 20);
+    let stats = beats(&mut r, &times, &times, 0.0);
+    let findings = diagnose(&Inputs {
+        record: &r,
+        stats: &stats,
+        history: Ok(&[]),
+        service_down_time: 60.0,
+        now: t(200_500),
+        openstack: None,
+        recent_transitions: 5,
+        flapping: crate::flapping::FlapRule::new(4, 600.0),
+    });
+    let found = check(&findings, "flapping");
+    assert_eq!(found.severity, Severity::Warning);
+    assert_eq!(
+        found.summary,
+        "flapping: 5 up/down transitions in the last 600 s"
+    );
+    assert_eq!(
+        check(&run(&r, &stats, 200_500), "flapping").severity,
+        Severity::Ok
     );
 }

@@ -16,8 +16,8 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 pub use crate::model::{
-    Actor, AdminChange, BeatFlush, BeatState, ClockSample, Event, EventKind, Name, NewEvent,
-    NewService, RegistrationReason, Role, ServiceRecord, TokenRecord,
+    Actor, AdminChange, BeatFlush, BeatState, ClockSample, Event, EventKind, Health, Name,
+    NewEvent, NewService, RegistrationReason, Role, ServiceRecord, TokenRecord,
 };
 
 /// Derives the events of an admin change from the row as it was before the change.
@@ -192,6 +192,10 @@ pub trait Store: Send + Sync + 'static {
         events_for: &EventsFor<'_>,
     ) -> StoreResult<Option<ServiceRecord>>;
 
+    /// Marks a service stopped at `event.at` (a clean exit it announced) and appends its
+    /// `stopped` event in one transaction. `None` when the service does not exist.
+    async fn stop(&self, id: i64, event: &NewEvent) -> StoreResult<Option<ServiceRecord>>;
+
     /// Deletes a service and appends its `deleted` event in one transaction. `false` when it
     /// did not exist.
     async fn delete(&self, id: i64, event: &NewEvent) -> StoreResult<bool>;
@@ -268,7 +272,7 @@ pub trait Store: Send + Sync + 'static {
     /// An unshared database has one server, which always leads.
     async fn try_lead(&self) -> StoreResult<Option<Box<dyn Lease>>>;
 
-    /// The latest `down` or `up` event of every service that has one: where the history left
+    /// The latest `down`, `up` or `stopped` event of every service that has one: where the history left
     /// each service, so a new detector neither repeats nor misses a transition.
     async fn last_transitions(&self) -> StoreResult<Vec<(i64, EventKind)>>;
 

@@ -107,6 +107,10 @@ struct ServiceRow {
     updated_at: Option<DateTime<Utc>>,
     modified_at: Option<DateTime<Utc>>,
     row_version: i64,
+    stopped_at: Option<DateTime<Utc>>,
+    health: Option<String>,
+    health_message: Option<String>,
+    service_down_time: Option<f64>,
 }
 
 impl From<ServiceRow> for ServiceRecord {
@@ -127,6 +131,10 @@ impl From<ServiceRow> for ServiceRecord {
             created_at: row.created_at,
             updated_at: row.updated_at,
             modified_at: row.modified_at,
+            stopped_at: row.stopped_at,
+            health: row.health.as_deref().and_then(super::Health::parse),
+            health_message: row.health_message,
+            service_down_time: row.service_down_time,
             row_version: row.row_version,
         }
     }
@@ -220,7 +228,7 @@ impl super::Lease for PgLease {
 
 const SERVICE_COLUMNS: &str = r#"id, host, "binary", topic, zone, disabled, disabled_reason,
     forced_down, frozen, report_count, report_interval, version, created_at, updated_at, modified_at,
-    row_version"#;
+    row_version, stopped_at, health, health_message, service_down_time"#;
 
 /// A schema name is spliced into SQL (DDL takes no parameters), so only `[a-z0-9_]` passes.
 fn check_identifier(name: &str) -> StoreResult<()> {
@@ -523,8 +531,9 @@ impl Store for PostgresStore {
         let (id, created) = loop {
             attempts += 1;
             let inserted: Option<i64> = sqlx::query_scalar(
-                r#"INSERT INTO services (host, "binary", topic, zone, report_interval, version, created_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)
+                r#"INSERT INTO services (host, "binary", topic, zone, report_interval, version, created_at,
+                       service_down_time)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                    ON CONFLICT (host, "binary") DO NOTHING
                    RETURNING id"#,
             )
@@ -535,6 +544,7 @@ impl Store for PostgresStore {
             .bind(new.report_interval)
             .bind(&new.version)
             .bind(at)
+            .bind(new.service_down_time)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(id) = inserted {
@@ -543,7 +553,8 @@ impl Store for PostgresStore {
             let updated: Option<i64> = sqlx::query_scalar(
                 r#"UPDATE services SET topic = COALESCE($1, topic), zone = $2,
                        report_interval = $3, version = COALESCE($4, version),
-                       row_version = nextval('services_row_version')
+                       stopped_at = NULL, health = NULL, health_message = NULL,
+                       service_down_time = $7, row_version = nextval('services_row_version')
                    WHERE host = $5 AND "binary" = $6
                    RETURNING id"#,
             )
@@ -553,6 +564,7 @@ impl Store for PostgresStore {
             .bind(&new.version)
             .bind(&new.host)
             .bind(&new.binary)
+            .bind(new.service_down_time)
             .fetch_optional(&mut *tx)
             .await?;
             match updated {
@@ -621,6 +633,30 @@ impl Store for PostgresStore {
         Ok(Some(after))
     }
 
+    async fn stop(&self, id: i64, event: &NewEvent) -> StoreResult<Option<ServiceRecord>> {
+        let mut tx = self.pool.begin().await?;
+        lock_writes(&mut tx, self.keys.write).await?;
+        let stopped = sqlx::query(
+            "UPDATE services SET stopped_at = $1, row_version = nextval('services_row_version')
+             WHERE id = $2",
+        )
+        .bind(event.at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if !stopped {
+            return Ok(None);
+        }
+        let Some(after) = fetch_service(&mut tx, id).await? else {
+            return Ok(None);
+        };
+        insert_events(&mut tx, self.keys.write, std::slice::from_ref(event)).await?;
+        tx.commit().await?;
+        Ok(Some(after))
+    }
+
     async fn delete(&self, id: i64, event: &NewEvent) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
         lock_writes(&mut tx, self.keys.write).await?;
@@ -657,6 +693,30 @@ impl Store for PostgresStore {
             )
             .bind(ids)
             .bind(zones)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // So does health (a service degraded or recovered).
+        let mut ids = Vec::new();
+        let mut healths = Vec::new();
+        let mut messages = Vec::new();
+        for beat in beats {
+            if let Some((health, message)) = &beat.health {
+                ids.push(beat.id);
+                healths.push(health.as_str());
+                messages.push(message.as_deref());
+            }
+        }
+        if !ids.is_empty() {
+            sqlx::query(
+                "UPDATE services s SET health = v.health, health_message = v.message,
+                     row_version = nextval('services_row_version')
+                 FROM UNNEST($1::bigint[], $2::text[], $3::text[]) AS v(id, health, message)
+                 WHERE s.id = v.id",
+            )
+            .bind(ids)
+            .bind(healths)
+            .bind(messages)
             .execute(&mut *tx)
             .await?;
         }
@@ -743,7 +803,7 @@ impl Store for PostgresStore {
         // fresh `down` at the next restart.
         let result = sqlx::query(
             "DELETE FROM events WHERE at < $1 AND id NOT IN (
-                 SELECT MAX(id) FROM events WHERE kind IN ('down', 'up') GROUP BY service_id
+                 SELECT MAX(id) FROM events WHERE kind IN ('down', 'up', 'stopped') GROUP BY service_id
              )",
         )
         .bind(before)
@@ -939,7 +999,7 @@ impl Store for PostgresStore {
     async fn last_transitions(&self) -> StoreResult<Vec<(i64, EventKind)>> {
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT DISTINCT ON (service_id) service_id, kind FROM events
-             WHERE kind IN ('down', 'up') ORDER BY service_id, id DESC",
+             WHERE kind IN ('down', 'up', 'stopped') ORDER BY service_id, id DESC",
         )
         .fetch_all(&self.pool)
         .await?;

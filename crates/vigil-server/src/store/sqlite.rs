@@ -17,9 +17,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use super::{
-    Actor, AdminChange, BeatFlush, Event, EventFilter, EventKind, EventsFor, Name, NewEvent,
-    NewService, RegistrationReason, ServiceRecord, Store, StoreError, StoreResult, TokenRecord,
-    TokenRow,
+    Actor, AdminChange, BeatFlush, Event, EventFilter, EventKind, EventsFor, Health, Name,
+    NewEvent, NewService, RegistrationReason, ServiceRecord, Store, StoreError, StoreResult,
+    TokenRecord, TokenRow,
 };
 
 /// SQLite implementation of [`Store`].
@@ -45,6 +45,10 @@ struct ServiceRow {
     created_at: i64,
     updated_at: Option<i64>,
     modified_at: Option<i64>,
+    stopped_at: Option<i64>,
+    health: Option<String>,
+    health_message: Option<String>,
+    service_down_time: Option<f64>,
 }
 
 impl From<ServiceRow> for ServiceRecord {
@@ -65,6 +69,10 @@ impl From<ServiceRow> for ServiceRecord {
             created_at: from_micros(row.created_at),
             updated_at: row.updated_at.map(from_micros),
             modified_at: row.modified_at.map(from_micros),
+            stopped_at: row.stopped_at.map(from_micros),
+            health: row.health.as_deref().and_then(Health::parse),
+            health_message: row.health_message,
+            service_down_time: row.service_down_time,
             row_version: 0,
         }
     }
@@ -89,6 +97,10 @@ struct PackedService(
     i64,
     Option<i64>,
     Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<f64>,
 );
 
 impl PackedService {
@@ -109,6 +121,10 @@ impl PackedService {
             created_at: from_micros(self.12),
             updated_at: self.13.map(from_micros),
             modified_at: self.14.map(from_micros),
+            stopped_at: self.15.map(from_micros),
+            health: self.16.as_deref().and_then(Health::parse),
+            health_message: self.17,
+            service_down_time: self.18,
             row_version: 0,
         }
     }
@@ -261,7 +277,8 @@ impl EventRow {
 }
 
 const SERVICE_COLUMNS: &str = r#"id, host, "binary", topic, zone, disabled, disabled_reason,
-    forced_down, frozen, report_count, report_interval, version, created_at, updated_at, modified_at"#;
+    forced_down, frozen, report_count, report_interval, version, created_at, updated_at, modified_at,
+    stopped_at, health, health_message, service_down_time"#;
 
 /// Rows per multi-row INSERT: 7 parameters each stays under SQLite's limit of 32,766 bound
 /// parameters per statement.
@@ -382,7 +399,8 @@ impl Store for SqliteStore {
             let (page, last): (Option<String>, Option<i64>) = sqlx::query_as(
                 r#"SELECT json_group_array(json_array(id, host, "binary", topic, zone, disabled,
                            disabled_reason, forced_down, frozen, report_count, report_interval,
-                           version, created_at, updated_at, modified_at)), MAX(id)
+                           version, created_at, updated_at, modified_at, stopped_at,
+                           health, health_message, service_down_time)), MAX(id)
                    FROM (SELECT * FROM service_rows WHERE id > ? ORDER BY id LIMIT ?)"#,
             )
             .bind(after)
@@ -440,8 +458,9 @@ impl Store for SqliteStore {
     ) -> StoreResult<(ServiceRecord, bool)> {
         let mut tx = WriteTx::begin(&self.pool).await?;
         let inserted: Option<i64> = sqlx::query_scalar(
-            r#"INSERT INTO services (host, "binary", topic, zone, report_interval, version, created_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?)
+            r#"INSERT INTO services (host, "binary", topic, zone, report_interval, version, created_at,
+                   service_down_time)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (host, "binary") DO NOTHING
                RETURNING id"#,
         )
@@ -452,6 +471,7 @@ impl Store for SqliteStore {
         .bind(new.report_interval)
         .bind(&new.version)
         .bind(micros(at))
+        .bind(new.service_down_time)
         .fetch_optional(tx.conn())
         .await?;
         let (id, created) = match inserted {
@@ -459,7 +479,9 @@ impl Store for SqliteStore {
             None => {
                 let id: i64 = sqlx::query_scalar(
                     r#"UPDATE services SET topic = COALESCE(?, topic), zone = ?,
-                           report_interval = ?, version = COALESCE(?, version)
+                           report_interval = ?, version = COALESCE(?, version),
+                           stopped_at = NULL, health = NULL, health_message = NULL,
+                           service_down_time = ?
                        WHERE host = ? AND "binary" = ?
                        RETURNING id"#,
                 )
@@ -467,6 +489,7 @@ impl Store for SqliteStore {
                 .bind(&new.zone)
                 .bind(new.report_interval)
                 .bind(&new.version)
+                .bind(new.service_down_time)
                 .bind(&new.host)
                 .bind(&new.binary)
                 .fetch_one(tx.conn())
@@ -530,6 +553,28 @@ impl Store for SqliteStore {
         Ok(Some(after))
     }
 
+    async fn stop(&self, id: i64, event: &NewEvent) -> StoreResult<Option<ServiceRecord>> {
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        let stopped = sqlx::query("UPDATE services SET stopped_at = ? WHERE id = ?")
+            .bind(micros(event.at))
+            .bind(id)
+            .execute(tx.conn())
+            .await?
+            .rows_affected()
+            > 0;
+        let after = match stopped {
+            true => Self::fetch_service(tx.conn(), id).await?,
+            false => None,
+        };
+        let Some(after) = after else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        Self::insert_events(tx.conn(), std::slice::from_ref(event)).await?;
+        tx.commit().await?;
+        Ok(Some(after))
+    }
+
     async fn delete(&self, id: i64, event: &NewEvent) -> StoreResult<bool> {
         let mut tx = WriteTx::begin(&self.pool).await?;
         let deleted = sqlx::query("DELETE FROM services WHERE id = ?")
@@ -550,11 +595,20 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = WriteTx::begin(&self.pool).await?;
-        // Zones change rarely (a reporter moved); they go to the wide row, one by one.
+        // Zones and health change rarely (a reporter moved, a service degraded); they go to
+        // the wide row, one by one.
         for beat in beats {
             if let Some(zone) = &beat.zone {
                 sqlx::query("UPDATE services SET zone = ? WHERE id = ?")
                     .bind(zone)
+                    .bind(beat.id)
+                    .execute(tx.conn())
+                    .await?;
+            }
+            if let Some((health, message)) = &beat.health {
+                sqlx::query("UPDATE services SET health = ?, health_message = ? WHERE id = ?")
+                    .bind(health.as_str())
+                    .bind(message)
                     .bind(beat.id)
                     .execute(tx.conn())
                     .await?;
@@ -639,7 +693,7 @@ impl Store for SqliteStore {
         // fresh `down` at the next restart.
         let query = sqlx::query(
             "DELETE FROM events WHERE at < ? AND id NOT IN (
-                 SELECT MAX(id) FROM events WHERE kind IN ('down', 'up') GROUP BY service_id
+                 SELECT MAX(id) FROM events WHERE kind IN ('down', 'up', 'stopped') GROUP BY service_id
              )",
         )
         .bind(micros(before));
@@ -698,7 +752,7 @@ impl Store for SqliteStore {
     async fn last_transitions(&self) -> StoreResult<Vec<(i64, EventKind)>> {
         // SQLite returns the bare column `kind` from the row holding MAX(id).
         let rows: Vec<(i64, String, i64)> = sqlx::query_as(
-            "SELECT service_id, kind, MAX(id) FROM events WHERE kind IN ('down', 'up') GROUP BY service_id",
+            "SELECT service_id, kind, MAX(id) FROM events WHERE kind IN ('down', 'up', 'stopped') GROUP BY service_id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -751,6 +805,7 @@ mod tests {
             zone: "az-1".into(),
             report_interval: 2.5,
             version: None,
+            service_down_time: None,
         }
     }
 
@@ -830,6 +885,7 @@ mod tests {
             updated_at: at,
             report_count_delta: 3,
             zone: Some("az-2".into()),
+            health: None,
         };
         store.flush_beats(&[beat]).await.unwrap();
         let mut expected = Vec::new();

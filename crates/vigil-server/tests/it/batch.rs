@@ -263,6 +263,7 @@ async fn a_group_keeps_each_services_interval(backend: Backend) {
         assert_eq!(service["state"], "up", "{service}");
         assert!(service["report_count"].as_i64().unwrap() >= 4, "{service}");
     }
+    handle.stop_silently();
     handle.shutdown().await;
     eventually(
         "all down once the group stops",

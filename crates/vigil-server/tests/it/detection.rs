@@ -348,6 +348,7 @@ async fn suspicion_rises_before_the_deadline(backend: Backend) {
     );
     assert_eq!(detail["suspect"], false);
     let mut stream = EventStream::connect(&server, &format!("?service={id}"), None).await;
+    handle.stop_silently();
     handle.shutdown().await;
     let seen = stream.until("down", Duration::from_secs(10)).await;
     assert_eq!(

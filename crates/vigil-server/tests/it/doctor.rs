@@ -18,7 +18,7 @@ crate::each_backend!(
     an_interval_close_to_service_down_time_is_a_warning,
     a_skewed_reporter_clock_is_judged_against_cinders_tolerance,
     late_beats_from_an_overrunning_reporter_are_a_warning,
-    beats_skipped_by_a_failing_health_check_are_late_not_stopped,
+    a_failing_health_check_is_alive_but_failing_not_late,
     stopped_beats_are_an_error_apart_from_late_ones,
     a_service_that_never_beat_is_named,
     disabled_names_when_and_why,
@@ -29,11 +29,13 @@ crate::each_backend!(
     an_unknown_service_has_no_diagnosis,
 );
 
-const CHECKS: [&str; 8] = [
+const CHECKS: [&str; 10] = [
     "interval",
     "clock",
     "punctuality",
     "heartbeat",
+    "health",
+    "flapping",
     "forced_down",
     "disabled",
     "restarts",
@@ -236,34 +238,61 @@ async fn late_beats_from_an_overrunning_reporter_are_a_warning(backend: Backend)
     assert_eq!(finding(&body, "heartbeat")["severity"], "ok");
 }
 
-/// The real reporter with a health check failing every other tick: beats arrive every two
-/// intervals, and the reporter's `last_error` says why.
-async fn beats_skipped_by_a_failing_health_check_are_late_not_stopped(backend: Backend) {
+/// The real reporter with a failing health check: it sends every beat with `health: failing`
+/// and the reason instead of skipping it, so the service is up, on time, and alive but failing;
+/// when the check passes again, the health is ok again. Each change is an event.
+async fn a_failing_health_check_is_alive_but_failing_not_late(backend: Backend) {
     let dir = temp_dir();
     let server = start(&backend, dir.path(), 1.0).await;
-    let healthy = AtomicBool::new(false);
+    let healthy = Arc::new(AtomicBool::new(false));
+    let check = healthy.clone();
     let handle = reporter(&server, 200)
         .health_check(move || {
-            if !healthy.fetch_xor(true, Ordering::Relaxed) {
-                Err("volume backend not responding".into())
-            } else {
+            if check.load(Ordering::Relaxed) {
                 Ok(())
+            } else {
+                Err("volume backend not responding".into())
             }
         })
         .start()
         .unwrap();
-    let id = started(&handle, 1).await;
-    let late = wait_for(&server, id, "punctuality", "warning").await;
-    assert!(
-        text(&late, "summary").contains("health check failed, so the reporter skipped beats"),
-        "{late}"
+    let id = started(&handle, 4).await;
+    let body = diagnosis(&server, id).await;
+    let failing = finding(&body, "health");
+    assert_eq!(failing["severity"], "error", "{failing}");
+    assert_eq!(
+        text(&failing, "summary"),
+        "alive but failing: volume backend not responding"
     );
-    assert!(
-        text(&late, "detail").contains("volume backend not responding"),
-        "{late}"
+    assert_eq!(body["service"]["state"], "up");
+    assert_eq!(body["service"]["health"], "failing");
+    assert_eq!(finding(&body, "heartbeat")["severity"], "ok");
+    assert_eq!(finding(&body, "punctuality")["severity"], "ok");
+    healthy.store(true, Ordering::Relaxed);
+    wait_for(&server, id, "health", "ok").await;
+    let reasons = || async {
+        let (_, events) = server
+            .get(&format!("/v1/services/{id}/events?kind=health"))
+            .await;
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|e| e["reason"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    eventually("two health events", Duration::from_secs(5), || async {
+        reasons().await.len() >= 2
+    })
+    .await;
+    assert_eq!(
+        reasons().await,
+        [
+            "failing: volume backend not responding (first reported)",
+            "ok (was failing)"
+        ]
     );
-    assert!(text(&late, "remedy").contains("health check"), "{late}");
-    assert_eq!(severity_of(&server, id, "heartbeat").await, "ok");
     handle.shutdown().await;
 }
 
@@ -272,6 +301,7 @@ async fn stopped_beats_are_an_error_apart_from_late_ones(backend: Backend) {
     let server = start(&backend, dir.path(), 1.0).await;
     let handle = reporter(&server, 200).start().unwrap();
     let id = started(&handle, 4).await;
+    handle.stop_silently();
     handle.shutdown().await;
     let silent = wait_for(&server, id, "heartbeat", "error").await;
     let summary = text(&silent, "summary");

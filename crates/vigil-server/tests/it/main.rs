@@ -13,6 +13,7 @@ mod metrics;
 mod openstack;
 mod postgres;
 mod replicas;
+mod states;
 mod storage_faults;
 mod story;
 mod tls;

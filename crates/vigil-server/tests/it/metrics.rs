@@ -106,8 +106,9 @@ fn labels_of(sample: &Sample) -> BTreeSet<&str> {
     sample.labels.keys().map(String::as_str).collect()
 }
 
-const PER_SERVICE: [&str; 5] = [
+const PER_SERVICE: [&str; 6] = [
     "vigil_service_up",
+    "vigil_service_flapping",
     "vigil_service_last_heartbeat_timestamp_seconds",
     "vigil_service_report_count",
     "vigil_service_clock_offset_seconds",

@@ -156,6 +156,7 @@ async fn flush_keeps_the_later_time_and_chunks_large_batches() {
                 updated_at: later,
                 report_count_delta: 2,
                 zone: None,
+                health: None,
             })
             .collect();
         let first = ids[0];
@@ -164,6 +165,7 @@ async fn flush_keeps_the_later_time_and_chunks_large_batches() {
             updated_at: later,
             report_count_delta: 1,
             zone: None,
+            health: None,
         });
         beats[0].zone = Some("az-9".into());
         let started = Instant::now();
@@ -174,6 +176,7 @@ async fn flush_keeps_the_later_time_and_chunks_large_batches() {
             updated_at: now,
             report_count_delta: 1,
             zone: None,
+            health: None,
         };
         store.flush_beats(&[older]).await.expect("second flush");
         let (count, total, newest, oldest): (i64, i64, chrono::DateTime<Utc>, chrono::DateTime<Utc>) =
@@ -269,6 +272,7 @@ async fn heartbeats_reach_other_replicas_through_the_log_and_after_pruning() {
             updated_at: at,
             report_count_delta: delta,
             zone: None,
+            health: None,
         };
         a.flush_beats(&[beat(ids[0], 2), beat(ids[1], 1)])
             .await
@@ -340,6 +344,7 @@ async fn replicas_flushing_the_same_services_at_once_neither_deadlock_nor_lose_c
                     updated_at: Utc::now(),
                     report_count_delta: 1,
                     zone: None,
+                    health: None,
                 })
                 .collect();
             if n == 1 {

@@ -52,6 +52,14 @@ async fn down_events(server: &TestServer, id: i64) -> usize {
     body["events"].as_array().unwrap().len()
 }
 
+/// How many events of `kind` `id` has.
+async fn kind_count(server: &TestServer, id: i64, kind: &str) -> usize {
+    let (_, body) = server
+        .get(&format!("/v1/events?service={id}&kind={kind}"))
+        .await;
+    body["events"].as_array().unwrap().len()
+}
+
 macro_rules! postgres_only {
     ($($name:ident),* $(,)?) => {
         $(
@@ -72,10 +80,76 @@ postgres_only!(
     a_replica_with_a_wrong_clock_changes_nothing,
     concurrent_admin_changes_record_each_transition_once,
     a_leader_that_loses_its_lease_hands_over_without_duplicates,
+    health_and_a_stop_taken_by_a_follower_show_everywhere_with_one_event,
 );
 
 mod tests {
     use super::*;
+
+    /// A follower takes a beat with a new health and then a stop: every replica shows them,
+    /// and the leader writes each event once; no `down` ever; a beat through the follower
+    /// brings it back `up`, with one `up` event.
+    pub async fn health_and_a_stop_taken_by_a_follower_show_everywhere_with_one_event(
+        backend: &Backend,
+    ) {
+        let (_dirs, servers) = replicas(backend, 2, &[]).await;
+        eventually("one leader", Duration::from_secs(10), || async {
+            leaders(&servers).await.len() == 1
+        })
+        .await;
+        let follower = &servers[1 - leaders(&servers).await[0]];
+        let id = follower.register("node-h", "cinder-volume").await;
+        let (status, _) = follower
+            .post(
+                &format!("/v1/services/{id}/heartbeat"),
+                json!({"health": "failing", "message": "no quorum"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        eventually("failing everywhere", Duration::from_secs(10), || async {
+            let mut all = true;
+            for server in &servers {
+                all &= server.service(id).await["health"] == "failing";
+            }
+            all
+        })
+        .await;
+        eventually("the health event", Duration::from_secs(10), || async {
+            kind_count(&servers[0], id, "health").await == 1
+        })
+        .await;
+        let (status, body) = follower
+            .post(&format!("/v1/services/{id}/stop"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        for server in &servers {
+            assert_eq!(state(server, id).await, "stopped");
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        for server in &servers {
+            assert_eq!(state(server, id).await, "stopped");
+        }
+        assert_eq!(kind_count(&servers[0], id, "down").await, 0);
+        assert_eq!(kind_count(&servers[0], id, "stopped").await, 1);
+        assert_eq!(
+            kind_count(&servers[0], id, "health").await,
+            1,
+            "written once, by the leader"
+        );
+        follower.beat(id).await;
+        eventually("up everywhere", Duration::from_secs(10), || async {
+            let mut all = true;
+            for server in &servers {
+                all &= state(server, id).await == "up";
+            }
+            all
+        })
+        .await;
+        eventually("the up event", Duration::from_secs(10), || async {
+            kind_count(&servers[0], id, "up").await == 1
+        })
+        .await;
+    }
 
     pub async fn heartbeats_spread_over_replicas_keep_a_service_up_everywhere(backend: &Backend) {
         let (_dirs, servers) = replicas(backend, 3, &[]).await;

@@ -54,6 +54,7 @@ async fn register_then_up_then_down_when_the_reporter_stops(backend: Backend) {
     assert_eq!(body["status"], "enabled");
     assert_eq!(body["report_interval"], 0.2);
     assert!(body["updated_at"].as_str().unwrap().ends_with('Z'));
+    handle.stop_silently();
     handle.shutdown().await;
     eventually(
         "service down after service_down_time",

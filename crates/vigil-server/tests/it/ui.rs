@@ -756,6 +756,7 @@ mod bench {
                 zone: format!("az-{}", i % 3 + 1),
                 report_interval: 10.0,
                 version: Some("2025.1".into()),
+                service_down_time: None,
             })
             .collect();
         store

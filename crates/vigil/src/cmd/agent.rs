@@ -4,8 +4,10 @@
 //! With a command (`vigil agent --binary b -- cmd args...`) the agent runs it as a child,
 //! heartbeats while it runs, forwards SIGINT and SIGTERM to it, and exits with the child's
 //! status, so it can stand in for the command under a supervisor. Without one it heartbeats
-//! until SIGINT or SIGTERM. Either way the heartbeats stop when the agent's work stops, so the
-//! server sees the service go down.
+//! until SIGINT or SIGTERM. Either way the heartbeats stop when the agent's work stops. A clean
+//! end (the command exits 0, or the agent was asked to stop by a signal) is told to the server,
+//! which shows the service `stopped` at once; a command that fails (any other status) is not,
+//! so the server sees the service go `down` and alerts say so.
 //!
 //! `--binary` repeated reports several services of one host (one per binary, same settings)
 //! with a [`ReporterGroup`]: one `POST /v1/heartbeats` per tick carries all their beats.
@@ -20,7 +22,7 @@ use nix::unistd::Pid;
 use tokio::process::Child;
 use tokio::signal::unix::{signal, SignalKind};
 use vigil_reporter::{
-    Reporter, ReporterBuilder, ReporterGroup, ReporterGroupHandle, ReporterHandle,
+    HealthStatus, Reporter, ReporterBuilder, ReporterGroup, ReporterGroupHandle, ReporterHandle,
 };
 
 /// The shell's exit code for a command that was not found.
@@ -61,6 +63,10 @@ pub struct AgentArgs {
         default_value_t = vigil_proto::DEFAULT_REPORT_INTERVAL
     )]
     pub report_interval: f64,
+    /// The services' own service_down_time, in seconds (within the server's bounds, and at
+    /// least twice --report-interval). Unset: the server's.
+    #[arg(long, value_name = "S")]
+    pub service_down_time: Option<f64>,
     /// The service's software version, shown by the server.
     #[arg(long, value_name = "V")]
     pub service_version: Option<String>,
@@ -74,6 +80,11 @@ pub struct AgentArgs {
     /// Data directory of a server on this machine, where its agent token is.
     #[arg(long, env = "VIGIL_DATA_DIR", default_value = "vigil-data")]
     pub data_dir: std::path::PathBuf,
+    /// A shell command run before each heartbeat (with `sh -c`) whose exit status is the
+    /// service's health: 0 ok, 1 warning, 2 failing (anything else, or no answer within half
+    /// the report interval, is failing); the first line it prints is the message.
+    #[arg(long, value_name = "CMD")]
+    pub health_cmd: Option<String>,
     /// The command to run and watch, after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -83,6 +94,11 @@ pub struct AgentArgs {
 pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
     let interval = Duration::try_from_secs_f64(args.report_interval)
         .map_err(|_| anyhow!("--report-interval must be a positive number of seconds"))?;
+    let down_time = args
+        .service_down_time
+        .map(Duration::try_from_secs_f64)
+        .transpose()
+        .map_err(|_| anyhow!("--service-down-time must be a positive number of seconds"))?;
     let host = match args.host {
         Some(host) => host,
         None => hostname::get()
@@ -114,11 +130,19 @@ pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
         if let Some(version) = &args.service_version {
             builder = builder.version(version);
         }
+        if let Some(down_time) = down_time {
+            builder = builder.service_down_time(down_time);
+        }
         if let Some(token) = &token {
             builder = builder.token(token);
         }
         if let Some(path) = &args.ca_file {
             builder = builder.ca_file(path);
+        }
+        if let Some(command) = &args.health_cmd {
+            let command = command.clone();
+            let limit = interval / 2;
+            builder = builder.health(move || health_of(&command, limit));
         }
         builder
     };
@@ -166,9 +190,18 @@ pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
         "agent reporting heartbeats"
     );
     let outcome = runtime.block_on(supervise(signals, child));
-    // Whatever happened to the child, its heartbeats end with it.
-    reporter.stop_and_wait();
-    outcome
+    // Whatever happened to the child, its heartbeats end with it; only a clean end is a stop.
+    let clean = outcome.as_ref().is_ok_and(|end| end.clean);
+    reporter.stop_and_wait(clean);
+    outcome.map(|end| end.code)
+}
+
+/// How the agent's work ended.
+struct End {
+    /// The exit code to exit with.
+    code: i32,
+    /// The command exited 0, or the agent was asked to stop: a stop, not a failure.
+    clean: bool,
 }
 
 /// One service reports alone (single heartbeats, which every server takes); several report as
@@ -194,14 +227,23 @@ impl Running {
             .map(Running::Group)
     }
 
-    fn stop_and_wait(self) {
+    /// Stops the heartbeats; `announce`: tells the server the services stop.
+    fn stop_and_wait(self, announce: bool) {
         match self {
             Running::One(reporter) => {
-                reporter.stop();
+                if announce {
+                    reporter.stop();
+                } else {
+                    reporter.stop_silently();
+                }
                 reporter.wait();
             }
             Running::Group(group) => {
-                group.stop();
+                if announce {
+                    group.stop();
+                } else {
+                    group.stop_silently();
+                }
                 group.wait();
             }
         }
@@ -235,19 +277,25 @@ impl Signals {
 }
 
 /// Runs the command until it exits (forwarding signals), or without one waits for a signal.
-async fn supervise(mut signals: Signals, child: Option<(String, Child)>) -> anyhow::Result<i32> {
+async fn supervise(mut signals: Signals, child: Option<(String, Child)>) -> anyhow::Result<End> {
     let Some((program, mut child)) = child else {
         let signal = signals.next().await;
         tracing::info!(%signal, "stopping on signal");
-        return Ok(0);
+        return Ok(End {
+            code: 0,
+            clean: true,
+        });
     };
+    let mut signalled = false;
     loop {
         tokio::select! {
             status = child.wait() => {
                 let status = status.with_context(|| format!("could not wait for {program:?}"))?;
-                return exit_code(status);
+                let code = exit_code(status)?;
+                return Ok(End { code, clean: code == 0 || signalled });
             }
             signal = signals.next() => {
+                signalled = true;
                 // A terminal's Ctrl-C reaches the child directly too (same process group); a
                 // second SIGINT is the usual request to stop, so it is forwarded regardless, as
                 // `kill` or a supervisor signals only the agent.
@@ -272,6 +320,78 @@ fn forward(signal: Signal, pid: u32) {
             %signal,
             pid,
             "could not forward signal to the command: {err}"
+        ),
+    }
+}
+
+/// Runs the health command `command` (with `sh -c`) for at most `limit`: its exit status is
+/// the health (0 ok, 1 warning, 2 failing), the first line it printed the message.
+fn health_of(command: &str, limit: Duration) -> (HealthStatus, Option<String>) {
+    use std::io::Read;
+    let spawned = std::process::Command::new("sh")
+        .args(["-c", command])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(err) => {
+            return (
+                HealthStatus::Failing,
+                Some(format!("cannot run the health command: {err}")),
+            )
+        }
+    };
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return (
+                    HealthStatus::Failing,
+                    Some(format!(
+                        "the health command gave no answer within {:.2} s",
+                        limit.as_secs_f64()
+                    )),
+                );
+            }
+            Err(err) => {
+                return (
+                    HealthStatus::Failing,
+                    Some(format!("cannot wait for the health command: {err}")),
+                )
+            }
+        }
+    };
+    let mut said = String::new();
+    for pipe in [
+        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read>),
+        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let mut text = String::new();
+        let _ = pipe.take(64 * 1024).read_to_string(&mut text);
+        if let Some(line) = text.lines().map(str::trim).find(|l| !l.is_empty()) {
+            said = line.chars().take(vigil_proto::MAX_HEALTH_MESSAGE).collect();
+            break;
+        }
+    }
+    let message = (!said.is_empty()).then_some(said);
+    match status.code() {
+        Some(0) => (HealthStatus::Ok, message),
+        Some(1) => (HealthStatus::Warning, message),
+        Some(2) => (HealthStatus::Failing, message),
+        _ => (
+            HealthStatus::Failing,
+            Some(message.unwrap_or_else(|| format!("the health command ended with {status}"))),
         ),
     }
 }

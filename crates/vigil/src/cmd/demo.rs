@@ -104,6 +104,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         let elapsed = started.elapsed().as_secs_f64();
         if elapsed >= args.stop_after {
             if let Some(handle) = fleet.get_mut(victim).and_then(|f| f.2.take()) {
+                // Killed, not stopped cleanly: the demo shows a failure being detected.
+                handle.stop_silently();
                 handle.shutdown().await;
                 note = format!(
                     "stopped {} on {} at {:.0} s; it shows down once {} s pass without a heartbeat",

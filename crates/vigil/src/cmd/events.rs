@@ -13,7 +13,7 @@ use crate::table;
 const ALL_PAGE: i64 = 1000;
 
 /// Every kind of event, for `--kind`.
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 15] = [
     "registered",
     "down",
     "up",
@@ -25,6 +25,10 @@ pub const KINDS: [&str; 11] = [
     "frozen",
     "thawed",
     "deleted",
+    "stopped",
+    "health",
+    "flapping",
+    "flapping_ended",
 ];
 
 /// Parses `--since`: an RFC 3339 time, or a duration meaning that long ago (`30m`, `1h`,

@@ -428,6 +428,67 @@ fn the_agent_heartbeats_for_its_child_and_exits_with_its_status() {
     );
 }
 
+/// A command that exits 0 ends cleanly: the agent tells the server, which shows its services
+/// `stopped` at once (a failing command, above, goes `down` instead). Alone and as a group.
+#[test]
+fn the_agent_tells_the_server_when_its_child_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    for binaries in [&["worker"][..], &["worker-a", "worker-b"][..]] {
+        let mut args = vec!["agent", "--server", &server.url, "--host", "clean-host"];
+        for binary in binaries {
+            args.extend(["--binary", binary]);
+        }
+        args.extend(["--report-interval", "0.2", "--", "sh", "-c", "sleep 0.6"]);
+        let out = Command::new(VIGIL)
+            .args(&args)
+            .env("VIGIL_LOG", "warn")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let listed = vigil(
+            &["service", "list", "--host", "clean-host", "--json"],
+            dir.path(),
+            &server.url,
+        );
+        let services: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+        for binary in binaries {
+            let service = services
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["binary"] == *binary)
+                .unwrap_or_else(|| panic!("no {binary} in {services}"));
+            assert_eq!(service["state"], "stopped", "{service}");
+        }
+    }
+}
+
+/// `--health-cmd`: its exit status is the health each beat carries (1: warning), the first
+/// line it prints the message.
+#[test]
+fn the_agent_sends_the_health_its_command_tells() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let out = Command::new(VIGIL)
+        .args(["agent", "--server", &server.url, "--host", "health-host"])
+        .args(["--binary", "worker", "--report-interval", "0.2"])
+        .args(["--health-cmd", "echo; echo 'disk 91 %'; exit 1"])
+        .args(["--", "sleep", "0.7"])
+        .env("VIGIL_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let listed = vigil(
+        &["service", "list", "--host", "health-host", "--json"],
+        dir.path(),
+        &server.url,
+    );
+    let services: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(services[0]["health"], "warning", "{services}");
+    assert_eq!(services[0]["health_message"], "disk 91 %", "{services}");
+}
+
 /// `--binary` repeated: one service per binary on the host, their beats in one batch per tick
 /// (a `ReporterGroup`), while the command runs; a binary given twice is refused.
 #[test]

@@ -45,6 +45,7 @@ pub fn fleet_service(i: usize) -> NewService {
         zone: zone_of(i as i64 + 1).to_string(),
         report_interval: vigil_proto::DEFAULT_REPORT_INTERVAL,
         version: Some("2025.1".into()),
+        service_down_time: None,
     }
 }
 
