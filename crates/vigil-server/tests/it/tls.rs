@@ -11,7 +11,7 @@ use vigil_reporter::Reporter;
 
 use crate::harness::{eventually, temp_dir, Backend, TestServer, AGENT_TOKEN};
 
-crate::each_backend!(a_service_lives_and_dies_over_https);
+crate::each_backend!(a_service_lives_and_stops_over_https);
 
 /// A certificate authority and a server certificate it signed for 127.0.0.1 (and
 /// `localhost`): the CA's PEM, written with the server's chain and key into `dir`.
@@ -42,7 +42,7 @@ fn tls_config(backend: &Backend, dir: &Path) -> vigil_server::Config {
     config
 }
 
-async fn a_service_lives_and_dies_over_https(backend: Backend) {
+async fn a_service_lives_and_stops_over_https(backend: Backend) {
     let dir = temp_dir();
     let ca = certificates(dir.path(), "vigil test ca");
     std::fs::write(dir.path().join("ca.pem"), &ca).unwrap();
@@ -61,25 +61,22 @@ async fn a_service_lives_and_dies_over_https(backend: Backend) {
     .await;
     let id = handle.service_id().unwrap();
     assert_eq!(server.service(id).await["state"], "up");
+    // A clean stop, announced over TLS with the agent token: `stopped` at once, with its event.
     handle.shutdown().await;
     eventually(
-        "down after service_down_time",
+        "stopped, announced over https",
         Duration::from_secs(10),
-        || async { server.service(id).await["state"] == "down" },
+        || async { server.service(id).await["state"] == "stopped" },
     )
     .await;
-    eventually(
-        "the down event, streamed over https",
-        Duration::from_secs(10),
-        || async {
-            let (_, events) = server.get(&format!("/v1/services/{id}/events")).await;
-            events["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|e| e["kind"] == "down")
-        },
-    )
+    eventually("the stopped event", Duration::from_secs(10), || async {
+        let (_, events) = server.get(&format!("/v1/services/{id}/events")).await;
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "stopped" && e["actor"] == "agent")
+    })
     .await;
     // The admin token crosses the wire encrypted; the change is made.
     let (status, _) = server
