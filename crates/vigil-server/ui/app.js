@@ -374,6 +374,10 @@
     if (service.suspect) out.push(" ", h("span", { class: "badge suspect" }, "suspect"));
     if (service.disabled) out.push(" ", h("span", { class: "badge disabled" }, "disabled"));
     if (service.forced_down) out.push(" ", h("span", { class: "badge forced" }, "forced down"));
+    if (service.health && service.health !== "ok") {
+      out.push(" ", h("span", { class: "badge health-" + service.health, title: service.health_message || "" }, service.health));
+    }
+    if (service.flapping) out.push(" ", h("span", { class: "badge suspect" }, "flapping"));
     return out;
   }
 
@@ -382,7 +386,8 @@
     ["host", "Host", "host", (sv) => h("a", { href: "/ui/services/" + sv.id }, sv.host)],
     ["zone", "Zone", "zone", (sv) => sv.zone],
     ["status", "Status", "status", (sv) => sv.status],
-    ["state", "State", "state", (sv) => sv.state + (sv.forced_down ? " (forced)" : "") + (sv.suspect ? " · suspect" : "")],
+    ["state", "State", "state", (sv) => sv.state + (sv.forced_down ? " (forced)" : "") + (sv.suspect ? " · suspect" : "")
+      + (sv.health && sv.health !== "ok" ? " · " + sv.health : "") + (sv.flapping ? " · flapping" : "")],
     ["updated_at", "Updated at", "updated_at", (sv) => when(sv.updated_at)],
     ["disabled_reason", "Disabled reason", "disabled_reason", (sv) => sv.disabled_reason || ""],
     ["age", "Last heartbeat", "last_heartbeat_age_s", (sv) => age(sv.last_heartbeat_age_s) + " ago", "num"],

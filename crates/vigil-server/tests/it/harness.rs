@@ -143,6 +143,8 @@ pub struct TestServer {
     pub config: Config,
     /// Base URL of the Cinder-compatible API, when started with [`TestServer::start_with_cinder`].
     pub cinder_url: Option<String>,
+    /// Base URL of the metrics listener, when started with one by [`TestServer::start_tls`].
+    pub metrics_url: Option<String>,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), vigil_server::ServerError>>>,
@@ -181,16 +183,23 @@ impl TestServer {
 
     /// Starts a server with `config.tls_cert` and `tls_key` set, reached at
     /// `https://127.0.0.1:PORT` by a client that trusts the CA certificate `ca_pem` only.
+    /// The Cinder-compatible API and a metrics listener are served too, over TLS as well:
+    /// `cinder_url` and `metrics_url`.
     pub async fn start_tls(config: Config, ca_pem: &str) -> TestServer {
+        let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .expect("bind a test port");
         let addr = listener.local_addr().unwrap();
+        let cinder = bind().await.expect("bind a cinder port");
+        let metrics = bind().await.expect("bind a metrics port");
+        let cinder_url = format!("https://{}", cinder.local_addr().unwrap());
+        let metrics_url = format!("https://{}", metrics.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(vigil_server::serve_listeners(
             listener,
-            None,
-            None,
+            Some(cinder),
+            Some(metrics),
             config.clone(),
             async {
                 let _ = stopped.await;
@@ -205,7 +214,8 @@ impl TestServer {
             url: format!("https://{addr}"),
             addr,
             config,
-            cinder_url: None,
+            cinder_url: Some(cinder_url),
+            metrics_url: Some(metrics_url),
             http,
             stop: Some(stop),
             task: Some(task),
@@ -245,6 +255,7 @@ impl TestServer {
             addr,
             config,
             cinder_url,
+            metrics_url: None,
             http: reqwest::Client::new(),
             stop: Some(stop),
             task: Some(task),

@@ -116,6 +116,15 @@ async fn a_service_lives_and_stops_over_https(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    // The Cinder-compatible API and the metrics listener speak TLS with the same certificate.
+    for url in [
+        format!("{}/v3/os-services", server.cinder_url.as_ref().unwrap()),
+        format!("{}/metrics", server.metrics_url.as_ref().unwrap()),
+    ] {
+        let response = h2.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{url}");
+        assert!(strict.get(&url).send().await.is_err(), "{url}");
+    }
 }
 
 /// SIGHUP reloads the certificate: new connections get the new one, the connection already
