@@ -442,6 +442,7 @@ fn the_agent_tells_the_server_when_its_child_exits_cleanly() {
         args.extend(["--report-interval", "0.2", "--", "sh", "-c", "sleep 0.6"]);
         let out = Command::new(VIGIL)
             .args(&args)
+            .env("VIGIL_AGENT_TOKEN", crate::AGENT_TOKEN)
             .env("VIGIL_LOG", "warn")
             .output()
             .unwrap();
@@ -471,6 +472,7 @@ fn the_agent_sends_the_health_its_command_tells() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), &[]);
     let out = Command::new(VIGIL)
+        .env("VIGIL_AGENT_TOKEN", crate::AGENT_TOKEN)
         .args(["agent", "--server", &server.url, "--host", "health-host"])
         .args(["--binary", "worker", "--report-interval", "0.2"])
         .args(["--health-cmd", "echo; echo 'disk 91 %'; exit 1"])
