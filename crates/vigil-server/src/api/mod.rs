@@ -50,7 +50,7 @@ pub fn router(app: Arc<App>) -> Router {
         router
     };
     // The dashboard's pages (not in the document: they are not part of the API).
-    router
+    let router = router
         .merge(ui::router())
         .route("/v1/services", post(services::register).get(services::list))
         .route(
@@ -89,8 +89,16 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             metrics::track,
-        ))
-        .with_state(app)
+        ));
+    // Added after the layers, so none of Vigil's middleware (metrics, NUL check, token
+    // check of reads) runs for it: the "bare axum endpoint".
+    #[cfg(feature = "bench")]
+    let router = if app.config.bench_reference {
+        router.route("/v1/bench/bare/{id}/heartbeat", post(bench::bare_heartbeat))
+    } else {
+        router
+    };
+    router.with_state(app)
 }
 
 /// Whether a request's URI carries an encoded NUL, which no field may hold and PostgreSQL
