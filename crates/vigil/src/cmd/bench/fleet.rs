@@ -39,6 +39,7 @@ pub async fn run(args: &BenchArgs, database: Option<&str>) -> anyhow::Result<Vec
                 service_down_time: args.service_down_time,
                 flush_interval: args.flush_interval,
                 bench_reference: false,
+                metrics_per_service: false,
             },
         )
         .await?;
@@ -133,6 +134,7 @@ async fn watch(
         victims.count
     );
     let batch = args.fleet_batch.clamp(1, vigil_proto::MAX_BATCH_BEATS) as u64;
+    let flushed_before = flushes(&http, &server.url()).await?;
     let next = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
@@ -239,6 +241,7 @@ async fn watch(
     stop.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed();
     let cpu = server.cpu_time()?.saturating_sub(cpu_before);
+    let flushed = flushes(&http, &server.url()).await?;
     let mut beats = 0;
     let mut lag = Histogram::default();
     for task in tasks {
@@ -300,6 +303,22 @@ async fn watch(
             ),
         ),
     ];
+    let (rows_written, flush_time, flush_count) = (
+        flushed.0 - flushed_before.0,
+        flushed.1 - flushed_before.1,
+        flushed.2 - flushed_before.2,
+    );
+    rows.push(Row::info(
+        &label,
+        "flushed: rows/s; flushes, mean duration (flush_interval)",
+        format!(
+            "{}; {}, {} ({} s)",
+            count((rows_written / elapsed.as_secs_f64()) as u64),
+            count(flush_count as u64),
+            human(Duration::from_secs_f64(flush_time / flush_count.max(1.0))),
+            args.flush_interval
+        ),
+    ));
     let failed = errors.load(Ordering::Relaxed);
     if failed > 0 {
         rows.push(Row::info(&label, "failed heartbeats", count(failed)));
@@ -398,6 +417,7 @@ async fn restart(args: &BenchArgs, db: &BenchDb, sqlite: bool) -> anyhow::Result
                 service_down_time: args.service_down_time,
                 flush_interval: args.flush_interval,
                 bench_reference: false,
+                metrics_per_service: false,
             },
         )
         .await?;
@@ -420,4 +440,26 @@ async fn restart(args: &BenchArgs, db: &BenchDb, sqlite: bool) -> anyhow::Result
     } else {
         row
     }])
+}
+
+/// The server's flush counters from `/metrics`: rows written, seconds spent flushing, flushes.
+async fn flushes(http: &reqwest::Client, url: &str) -> anyhow::Result<(f64, f64, f64)> {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .context("cannot read /metrics")?
+        .text()
+        .await?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((
+        value("vigil_flush_rows_total"),
+        value("vigil_flush_duration_seconds_sum"),
+        value("vigil_flush_duration_seconds_count"),
+    ))
 }

@@ -209,6 +209,7 @@ pub async fn run(args: &BenchArgs, database: Option<&str>) -> anyhow::Result<Vec
             service_down_time: 60.0,
             flush_interval: args.flush_interval,
             bench_reference: true,
+            metrics_per_service: true,
         },
     )
     .await?;
@@ -277,8 +278,8 @@ async fn single(args: &BenchArgs, server: &ServerChild) -> anyhow::Result<Vec<Ro
     let bare_ratio = vigil.rate() / bare.rate().max(1e-9);
     let cpu_ratio = vigil.cpu_per_request().as_secs_f64()
         / reference.cpu_per_request().as_secs_f64().max(1e-12);
-    let bare_cpu_ratio = vigil.cpu_per_request().as_secs_f64()
-        / bare.cpu_per_request().as_secs_f64().max(1e-12);
+    let bare_cpu_ratio =
+        vigil.cpu_per_request().as_secs_f64() / bare.cpu_per_request().as_secs_f64().max(1e-12);
     let vigil_cpu = vigil.cpu_per_request();
     let mut rows = vec![
         Row::info(
@@ -291,8 +292,12 @@ async fn single(args: &BenchArgs, server: &ServerChild) -> anyhow::Result<Vec<Ro
                 count(bare.rate() as u64)
             ),
         ),
-        Row::info(&label, "beats/s ratio vigil / bare", format!("{bare_ratio:.2} x"))
-            .target(">= 0.9 x", bare_ratio >= 0.9),
+        Row::info(
+            &label,
+            "beats/s ratio vigil / bare",
+            format!("{bare_ratio:.2} x"),
+        )
+        .target(">= 0.9 x", bare_ratio >= 0.9),
         Row::info(
             &label,
             "beats/s ratio vigil / reference",

@@ -169,7 +169,10 @@ pub async fn run(args: &BenchArgs, server: &ServerChild) -> anyhow::Result<Vec<R
         for (protocol, load) in [(Protocol::Http1, &h1), (Protocol::H2c, &h2)] {
             rows.push(Row::info(
                 &label,
-                format!("{}: beats/s; server CPU per beat; latency p50 / p99", protocol.name()),
+                format!(
+                    "{}: beats/s; server CPU per beat; latency p50 / p99",
+                    protocol.name()
+                ),
                 format!(
                     "{}; {}; {} / {}",
                     count(load.rate() as u64),
