@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use vigil_proto::Health;
 
@@ -70,7 +70,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/events/stream", get(events::stream))
         .route("/v1/services/{id}/diagnosis", get(doctor::diagnosis))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
-        .route("/v1/tokens/{name}", axum::routing::delete(tokens::revoke))
+        .route("/v1/tokens/{name}", delete(tokens::revoke))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::handler))
