@@ -69,8 +69,8 @@ pub struct Config {
     pub flapping: FlappingConfig,
     /// How log lines are written: `text` or `json` (one object per line).
     pub log_format: LogFormat,
-    /// Mounts `POST /v1/bench/reference/{id}/heartbeat`, the baseline `vigil bench` compares
-    /// heartbeats with. Set only by the hidden `--bench-reference` flag, never from a file.
+    /// Mounts `POST /v1/bench/reference/{id}/heartbeat` and `POST /v1/bench/bare/{id}/heartbeat`,
+    /// the baselines `vigil bench` compares heartbeats with. Set only by the hidden `--bench-reference` flag, never from a file.
     #[serde(skip)]
     pub bench_reference: bool,
 }

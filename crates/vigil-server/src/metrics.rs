@@ -85,6 +85,11 @@ pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: &'static str,
 }
@@ -114,6 +119,7 @@ pub(crate) struct Metrics {
     streams: Gauge,
     requests: Family<HttpLabels, Counter>,
     request_duration: Family<HttpLabels, Histogram>,
+    protocols: Family<ProtocolLabels, Counter>,
     per_service: bool,
 }
 
@@ -194,6 +200,12 @@ impl Metrics {
             "Time to answer an HTTP request (to its response head), by route template, method and status",
             request_duration.clone(),
         );
+        let protocols = Family::<ProtocolLabels, Counter>::default();
+        registry.register(
+            "vigil_http_requests_by_protocol",
+            "HTTP requests received, by protocol version (HTTP/1.1, HTTP/2)",
+            protocols.clone(),
+        );
         let service_down_time: Gauge<f64, AtomicU64> = Gauge::default();
         service_down_time.set(service_down_time_s);
         registry.register(
@@ -220,6 +232,7 @@ impl Metrics {
             streams,
             requests,
             request_duration,
+            protocols,
             per_service,
         }
     }
@@ -252,6 +265,21 @@ impl Metrics {
                 .get_or_create(&OutcomeLabels { outcome })
                 .inc();
         }
+    }
+
+    /// One HTTP request received over `version` of the protocol.
+    pub(crate) fn protocol(&self, version: axum::http::Version) {
+        let protocol = match version {
+            axum::http::Version::HTTP_09 => "HTTP/0.9",
+            axum::http::Version::HTTP_10 => "HTTP/1.0",
+            axum::http::Version::HTTP_11 => "HTTP/1.1",
+            axum::http::Version::HTTP_2 => "HTTP/2",
+            axum::http::Version::HTTP_3 => "HTTP/3",
+            _ => "other",
+        };
+        self.protocols
+            .get_or_create(&ProtocolLabels { protocol })
+            .inc();
     }
 
     /// A heartbeat applied: `lateness_s` is its gap minus the service's `report_interval`

@@ -136,6 +136,7 @@ pub(crate) async fn track(
             .map(MatchedPath::as_str),
     );
     let method = crate::metrics::method_label(request.method());
+    app.metrics.protocol(request.version());
     let sent_id = request
         .headers()
         .get("x-request-id")

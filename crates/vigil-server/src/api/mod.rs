@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use vigil_proto::Health;
 
@@ -51,7 +51,7 @@ pub fn router(app: Arc<App>) -> Router {
         router
     };
     // The dashboard's pages (not in the document: they are not part of the API).
-    router
+    let router = router
         .merge(ui::router())
         .route("/v1/services", post(services::register).get(services::list))
         .route(
@@ -72,7 +72,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/events/stream", get(events::stream))
         .route("/v1/services/{id}/diagnosis", get(doctor::diagnosis))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
-        .route("/v1/tokens/{name}", axum::routing::delete(tokens::revoke))
+        .route("/v1/tokens/{name}", delete(tokens::revoke))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::handler))
@@ -91,8 +91,16 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             metrics::track,
-        ))
-        .with_state(app)
+        ));
+    // Added after the layers, so none of Vigil's middleware (metrics, NUL check, token
+    // check of reads) runs for it: the "bare axum endpoint".
+    #[cfg(feature = "bench")]
+    let router = if app.config.bench_reference {
+        router.route("/v1/bench/bare/{id}/heartbeat", post(bench::bare_heartbeat))
+    } else {
+        router
+    };
+    router.with_state(app)
 }
 
 /// Whether a request's URI carries an encoded NUL, which no field may hold and PostgreSQL

@@ -334,7 +334,10 @@ mod tests {
 
     /// Routes mounted only by `vigil bench` (the hidden `--bench-reference` flag), never by a
     /// deployed server: not part of the API.
-    const UNDOCUMENTED: &[&str] = &["/v1/bench/reference/{id}/heartbeat"];
+    const UNDOCUMENTED: &[&str] = &[
+        "/v1/bench/reference/{id}/heartbeat",
+        "/v1/bench/bare/{id}/heartbeat",
+    ];
 
     const METHODS: [&str; 8] = [
         "get", "post", "put", "patch", "delete", "head", "options", "trace",

@@ -194,6 +194,7 @@ async fn metrics_show_the_fleet_and_the_server() {
         "vigil_flush_failures",
         "vigil_events_written",
         "vigil_http_requests",
+        "vigil_http_requests_by_protocol",
         "vigil_database_errors",
     ] {
         // Counters' families are named with `_total` in the Prometheus format only.

@@ -1,13 +1,13 @@
 //! TLS on the listeners, with certificates made at run time (`rcgen`): the story of a service
-//! over HTTPS on every backend, HTTP/2 by ALPN, names verified, and a certificate reloaded on
-//! SIGHUP without dropping the connections open.
+//! over HTTPS on every backend, HTTP/2 by ALPN (a reporter group's batches over it), names
+//! verified, and a certificate reloaded on SIGHUP without dropping the connections open.
 
 use std::path::Path;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use vigil_reporter::Reporter;
+use vigil_reporter::{Reporter, ReporterGroup};
 
 use crate::harness::{eventually, temp_dir, Backend, TestServer, AGENT_TOKEN};
 
@@ -125,6 +125,60 @@ async fn a_service_lives_and_stops_over_https(backend: Backend) {
         assert_eq!(response.status(), StatusCode::OK, "{url}");
         assert!(strict.get(&url).send().await.is_err(), "{url}");
     }
+}
+
+/// Requests the server received over `protocol` (`HTTP/1.1`, `HTTP/2`), from `/metrics`.
+async fn requests_over(server: &TestServer, protocol: &str) -> f64 {
+    let text = server
+        .http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("vigil_http_requests_by_protocol_total{{protocol=\"{protocol}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+/// The reporter crate speaks HTTP/2 to a TLS server (ALPN), without being asked: a group's
+/// registrations and batches of beats all arrive over h2, none over HTTP/1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reporter_group_beats_over_h2() {
+    let dir = temp_dir();
+    let ca = certificates(dir.path(), "vigil test ca");
+    std::fs::write(dir.path().join("ca.pem"), &ca).unwrap();
+    let server = TestServer::start_tls(tls_config(&Backend::Sqlite, dir.path()), &ca).await;
+    let group = ["cinder-volume", "cinder-backup", "cinder-scheduler"]
+        .into_iter()
+        .fold(ReporterGroup::builder(), |group, binary| {
+            group.service(
+                Reporter::builder(&server.url, "node-1", binary)
+                    .report_interval(Duration::from_millis(200))
+                    .token(AGENT_TOKEN)
+                    .ca_file(dir.path().join("ca.pem")),
+            )
+        })
+        .start()
+        .expect("the group starts");
+    eventually(
+        "every service of the group beats over https",
+        Duration::from_secs(10),
+        || async { group.report_counts().iter().all(|&n| n >= 3) },
+    )
+    .await;
+    for id in group.service_ids() {
+        let id = id.expect("registered");
+        assert_eq!(server.service(id).await["state"], "up");
+    }
+    group.shutdown().await;
+    // Three registrations and at least three batches (and the test's own reads) over h2.
+    let h2 = requests_over(&server, "HTTP/2").await;
+    assert!(h2 >= 6.0, "{h2} requests over HTTP/2");
+    assert_eq!(requests_over(&server, "HTTP/1.1").await, 0.0);
 }
 
 /// SIGHUP reloads the certificate: new connections get the new one, the connection already

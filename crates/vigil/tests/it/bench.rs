@@ -15,7 +15,9 @@ fn bench_runs_every_scenario_and_prints_a_table() {
             "--connections",
             "2",
             "--duration",
-            "0.5",
+            "0.2",
+            "--batch-sizes",
+            "1,10",
         ])
         .args([
             "--list-sizes",
@@ -32,6 +34,8 @@ fn bench_runs_every_scenario_and_prints_a_table() {
             "4",
             "--report-interval",
             "0.5",
+            "--fleet-batch",
+            "10",
         ])
         .args(["--service-down-time", "1.5", "--flush-interval", "0.2"])
         .env_remove("VIGIL_LOG")
@@ -46,6 +50,10 @@ fn bench_runs_every_scenario_and_prints_a_table() {
     );
     for scenario in [
         "ingest (",
+        "batch (1 beats per request",
+        "batch (10 beats per request",
+        "protocol (1 beats per request",
+        "protocol (100 beats per request",
         "list (",
         "fleet (",
         "detection (",
@@ -54,6 +62,9 @@ fn bench_runs_every_scenario_and_prints_a_table() {
     ] {
         assert!(stdout.contains(scenario), "no {scenario} rows in\n{stdout}");
     }
+    // Every request of every phase was answered 200 with each of its beats applied, and the
+    // protocol scenario's answers came over the protocol asked for.
+    assert!(!stdout.contains("failed"), "{stdout}");
     assert!(
         stdout.contains("4 of 4; 0"),
         "every victim, and only they, went down:\n{stdout}"

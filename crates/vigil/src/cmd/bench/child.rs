@@ -153,6 +153,9 @@ pub struct ServerOptions {
     pub service_down_time: f64,
     pub flush_interval: f64,
     pub bench_reference: bool,
+    /// `vigil_service_*` series in `/metrics` (off: the fleet scenario reads only the server's
+    /// counters, and a scrape of a million services' series would weigh on its RSS).
+    pub metrics_per_service: bool,
 }
 
 /// A `vigil server` child process; killed if dropped without [`ServerChild::stop`].
@@ -187,6 +190,9 @@ impl ServerChild {
             .kill_on_drop(true);
         if options.bench_reference {
             command.arg("--bench-reference");
+        }
+        if !options.metrics_per_service {
+            command.arg("--metrics-per-service=false");
         }
         let spawned_at = Instant::now();
         let mut child = command.spawn().context("cannot start vigil server")?;

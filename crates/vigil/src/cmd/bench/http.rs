@@ -32,6 +32,22 @@ impl Conn {
 
     /// `POST path` with a JSON `body`; returns the status, the answer's body discarded.
     pub async fn post_json(&mut self, path: &str, body: &[u8]) -> io::Result<u16> {
+        self.send_post(path, body).await?;
+        self.read_response(None).await
+    }
+
+    /// `POST path` with a JSON `body`; returns the status, the answer's body in `answer`.
+    pub async fn post_json_answer(
+        &mut self,
+        path: &str,
+        body: &[u8],
+        answer: &mut Vec<u8>,
+    ) -> io::Result<u16> {
+        self.send_post(path, body).await?;
+        self.read_response(Some(answer)).await
+    }
+
+    async fn send_post(&mut self, path: &str, body: &[u8]) -> io::Result<()> {
         use std::io::Write;
         self.request.clear();
         write!(
@@ -41,8 +57,7 @@ impl Conn {
             body.len()
         )?;
         self.request.extend_from_slice(body);
-        self.stream.write_all(&self.request).await?;
-        self.read_response().await
+        self.stream.write_all(&self.request).await
     }
 
     /// `GET path`; returns the status, the answer's body discarded.
@@ -54,11 +69,12 @@ impl Conn {
             "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         )?;
         self.stream.write_all(&self.request).await?;
-        self.read_response().await
+        self.read_response(None).await
     }
 
-    /// Reads one response with a `Content-Length` body (every answer of the heartbeat routes).
-    async fn read_response(&mut self) -> io::Result<u16> {
+    /// Reads one response with a `Content-Length` body (every answer of the heartbeat routes);
+    /// its body into `answer` when given.
+    async fn read_response(&mut self, answer: Option<&mut Vec<u8>>) -> io::Result<u16> {
         loop {
             if let Some(head_end) = find(&self.buf, b"\r\n\r\n") {
                 let head = &self.buf[..head_end];
@@ -68,6 +84,10 @@ impl Conn {
                 while self.buf.len() < total {
                     self.fill().await?;
                 }
+                if let Some(answer) = answer {
+                    answer.clear();
+                    answer.extend_from_slice(&self.buf[head_end + 4..total]);
+                }
                 self.buf.drain(..total);
                 return Ok(status);
             }
@@ -76,7 +96,7 @@ impl Conn {
     }
 
     async fn fill(&mut self) -> io::Result<()> {
-        let mut chunk = [0u8; 4096];
+        let mut chunk = [0u8; 16384];
         let n = self.stream.read(&mut chunk).await?;
         if n == 0 {
             return Err(io::Error::new(

@@ -32,6 +32,7 @@ pub async fn run(args: &BenchArgs, database: Option<&str>) -> anyhow::Result<Vec
                 service_down_time: 60.0,
                 flush_interval: args.flush_interval,
                 bench_reference: false,
+                metrics_per_service: true,
             },
         )
         .await?;

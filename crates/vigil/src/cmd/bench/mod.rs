@@ -5,8 +5,12 @@
 //! time), and prints one Markdown table with each measure beside its target.
 //!
 //! Scenarios:
-//! - `ingest`: heartbeats as fast as C connections can send them, against Vigil and against a
-//!   reference endpoint that parses the same request but leaves the registry out.
+//! - `ingest`: heartbeats as fast as C connections can send them, against Vigil, against a
+//!   reference endpoint that parses the same request but leaves the registry out, and against
+//!   a bare axum endpoint outside Vigil's middleware.
+//! - `batch`: `POST /v1/heartbeats` with 1, 10, 100, 1,000 beats per request: beats/s and the
+//!   server's CPU per beat.
+//! - `protocol`: HTTP/1.1 against HTTP/2 without TLS (h2c), single beats and batches of 100.
 //! - `list`: the full and the host-filtered `GET /v1/services` at several sizes.
 //! - `detection`: a fleet heartbeating on schedule, of which some stop; delay from each
 //!   deadline to its `down` event on the SSE stream.
@@ -18,7 +22,8 @@
 //! # Layout
 //! - `child`: the database and the server process.
 //! - `http`: the load generator's client and latency histogram.
-//! - `ingest`, `list`, `fleet` (detection, memory, restart), `watch`: the scenarios.
+//! - `ingest` (ingest, batch), `protocol`, `list`, `fleet` (detection, memory, restart),
+//!   `watch`: the scenarios.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -28,6 +33,7 @@ mod fleet;
 mod http;
 mod ingest;
 mod list;
+mod protocol;
 mod watch;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -48,6 +54,10 @@ pub struct BenchArgs {
     /// Ingest: seconds of load against each endpoint (after one second of warm-up).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
+    /// Batch: beats per request of `POST /v1/heartbeats`, comma-separated (each size runs for
+    /// `--duration`).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 100, 1000])]
+    pub batch_sizes: Vec<usize>,
     /// List: numbers of services, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [10_000, 100_000, 1_000_000])]
     pub list_sizes: Vec<usize>,
@@ -63,6 +73,10 @@ pub struct BenchArgs {
     /// Detection: seconds between the fleet's heartbeats (each service beats once per interval).
     #[arg(long, default_value_t = 10.0)]
     pub report_interval: f64,
+    /// Detection, memory: beats per request of the fleet (1: single heartbeats; more: `POST
+    /// /v1/heartbeats` carrying that many services' beats, as a host agent would).
+    #[arg(long, default_value_t = 1)]
+    pub fleet_batch: usize,
     /// Detection: the server's service_down_time, seconds.
     #[arg(long, default_value_t = 30.0)]
     pub service_down_time: f64,
@@ -83,6 +97,8 @@ pub struct BenchArgs {
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
     Ingest,
+    Batch,
+    Protocol,
     List,
     Detection,
     Memory,
@@ -91,8 +107,10 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] = [
+    const ALL: [Scenario; 7] = [
         Scenario::Ingest,
+        Scenario::Batch,
+        Scenario::Protocol,
         Scenario::List,
         Scenario::Detection,
         Scenario::Memory,
@@ -104,6 +122,8 @@ impl std::fmt::Display for Scenario {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = match self {
             Scenario::Ingest => "ingest",
+            Scenario::Batch => "batch",
+            Scenario::Protocol => "protocol",
             Scenario::List => "list",
             Scenario::Detection => "detection",
             Scenario::Memory => "memory",
@@ -225,7 +245,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         }
     );
     let mut rows = Vec::new();
-    if has(Scenario::Ingest) {
+    if has(Scenario::Ingest) || has(Scenario::Batch) || has(Scenario::Protocol) {
         rows.extend(ingest::run(&args, database).await?);
     }
     if has(Scenario::List) {
