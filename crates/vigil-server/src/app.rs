@@ -186,12 +186,14 @@ impl App {
     /// Applies many services' beats in order, each exactly as [`App::heartbeat`] does; one
     /// beat's failure never fails the others. Once the database is found unavailable, the
     /// remaining beats of services unknown here get `DatabaseUnavailable` at once rather than
-    /// each waiting for the database in turn.
+    /// each waiting for the database in turn. A caller who may write no service at all is
+    /// refused whole, before any service is looked up.
     pub async fn heartbeat_batch(
         &self,
         beats: Vec<(i64, Beat)>,
         caller: &Caller,
-    ) -> Vec<(i64, Result<HeartbeatResponse, AppError>)> {
+    ) -> Result<Vec<(i64, Result<HeartbeatResponse, AppError>)>, AppError> {
+        self.tokens.may_write(caller)?;
         let mut results = Vec::with_capacity(beats.len());
         let mut unavailable: Option<String> = None;
         let mut misses = 0usize;
@@ -217,7 +219,7 @@ impl App {
             }
             results.push((id, result));
         }
-        results
+        Ok(results)
     }
 
     /// One service, from memory (read through to the database when unknown here).
