@@ -69,15 +69,15 @@ impl StallWatch {
     /// is noticed; a detector that was itself waiting for the database sees the watch's recent
     /// look, not a stall.
     pub fn check(&self, clock: &Clock, liveness: &Liveness) {
+        // The gap is recorded under the same lock: a second checker (the detector's, on
+        // another thread) must not see the watch's fresh look, find no stall, and tick before
+        // the gap is set (a down declared at the resume, without grace).
+        let mut last = self.last.lock();
         let mono = std::time::Instant::now();
         let wall = clock.local_now();
-        let away = {
-            let mut last = self.last.lock();
-            let by_wall = (wall - last.1).to_std().unwrap_or_default();
-            let away = mono.saturating_duration_since(last.0).max(by_wall);
-            *last = (mono, wall);
-            away
-        };
+        let by_wall = (wall - last.1).to_std().unwrap_or_default();
+        let away = mono.saturating_duration_since(last.0).max(by_wall);
+        *last = (mono, wall);
         if away > TICK + PAUSE {
             let now = clock.now();
             let since = now - TimeDelta::from_std(away).unwrap_or_default();
