@@ -237,6 +237,10 @@ pub enum State {
     /// The service said it exits (`POST /v1/services/{id}/stop`): not running, and not a
     /// failure. Its next heartbeat makes it `up` again.
     Stopped,
+    /// Past its deadline while many services went silent together (a `mass_failure`): Vigil
+    /// may be the one cut off, so not `down` until it is confirmed (`vigil confirm-down`), a
+    /// hold passes, or, when it beats again, `up`.
+    Unreachable,
 }
 
 impl State {
@@ -246,6 +250,7 @@ impl State {
             State::Down => "down",
             State::Unknown => "unknown",
             State::Stopped => "stopped",
+            State::Unreachable => "unreachable",
         }
     }
 }
@@ -258,8 +263,9 @@ impl std::str::FromStr for State {
             "down" => Ok(State::Down),
             "unknown" => Ok(State::Unknown),
             "stopped" => Ok(State::Stopped),
+            "unreachable" => Ok(State::Unreachable),
             other => Err(format!(
-                "state must be up, down, unknown or stopped, not {other:?}"
+                "state must be up, down, unknown, stopped or unreachable, not {other:?}"
             )),
         }
     }
@@ -493,6 +499,50 @@ pub struct Health {
     /// Each watched OpenStack database and whether it can be read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub watches: Vec<WatchHealth>,
+    /// A mass failure in progress: services held `unreachable` by the partition guard
+    /// (`status` is then `degraded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mass_failure: Option<MassFailure>,
+}
+
+/// A mass failure in progress, in `/readyz`: many services went silent together, and the
+/// ones past their deadline are held `unreachable`, not `down`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MassFailure {
+    pub since: DateTime<Utc>,
+    /// Services held `unreachable` now.
+    pub unreachable: u64,
+    /// Silent services, of `total` counted, when it began.
+    pub silent: u64,
+    pub total: u64,
+    /// What it may mean, and what to do.
+    pub message: String,
+}
+
+/// Body of `POST /v1/confirm-down`: which services held `unreachable` to declare `down`
+/// (every one when both are absent).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmDownRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+}
+
+/// Answer of `POST /v1/confirm-down`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConfirmDownResponse {
+    /// Services declared `down` (their `down` events name the caller).
+    pub confirmed: u64,
+    /// Services still held `unreachable`.
+    pub unreachable: u64,
+    /// Whether this server leads detection: only the leader holds services, so on a
+    /// follower nothing is confirmed.
+    pub leader: bool,
 }
 
 /// One watch in `/readyz`.

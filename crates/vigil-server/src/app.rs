@@ -19,6 +19,7 @@ pub use crate::error::AppError;
 
 mod beat_health;
 mod diagnose;
+mod guard;
 mod health;
 mod start;
 mod stop;
@@ -166,9 +167,11 @@ impl App {
             }
         };
         self.metrics.beat(outcome.lateness_s);
-        if outcome.revived {
+        if outcome.revived || outcome.reachable_again {
             if let Some(entry) = self.registry.get(id) {
-                self.revived(&mut entry.lock(), now);
+                if outcome.revived {
+                    self.revived(&mut entry.lock(), now);
+                }
                 self.detector.file(&self.registry.liveness, &entry, now);
             }
         }
@@ -281,12 +284,17 @@ impl App {
         let now = self.clock.now();
         {
             let mut slot = entry.lock();
-            if slot.declared_down
-                && !slot.deleted
-                && self.registry.liveness.is_up(&slot.record, now)
-            {
+            let up = self.registry.liveness.is_up(&slot.record, now);
+            // A service coming back through this server's own heartbeats is counted there
+            // (`flapping.up_after_beats`); one beating through another replica comes back here.
+            if slot.declared_down && !slot.deleted && up && slot.recovering == 0 {
                 slot.declared_down = false;
+                slot.recovering = 0;
                 self.revived(&mut slot, now);
+            }
+            if slot.unreachable && up {
+                // Held by the partition guard, and beat through another replica.
+                slot.unreachable = false;
             }
             if crate::liveness::is_stopped(&slot.record) && self.detector.is_leader() {
                 // It said it stops: never `down`; its next heartbeat is an `up`.

@@ -67,6 +67,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// When a service counts as flapping.
     pub flapping: FlappingConfig,
+    /// When many services going silent together are held `unreachable`, not `down`.
+    pub partition_guard: PartitionGuardConfig,
     /// How log lines are written: `text` or `json` (one object per line).
     pub log_format: LogFormat,
     /// Mounts `POST /v1/bench/reference/{id}/heartbeat` and `POST /v1/bench/bare/{id}/heartbeat`,
@@ -92,6 +94,9 @@ pub struct FlappingConfig {
     /// 0 turns flapping detection off.
     pub transitions: usize,
     pub window: f64,
+    /// Hysteresis: after a `down`, this many on-time heartbeats in a row bring a service back
+    /// `up` (1: the first one, as Cinder; at most 100).
+    pub up_after_beats: u32,
 }
 
 impl Default for FlappingConfig {
@@ -99,6 +104,33 @@ impl Default for FlappingConfig {
         FlappingConfig {
             transitions: 4,
             window: 600.0,
+            up_after_beats: 1,
+        }
+    }
+}
+
+/// `[partition_guard]`: when, as a deadline passes, more than `share` of the services (and at
+/// least `min_services`) are silent together, the ones that miss their deadline are held
+/// `unreachable` (one `mass_failure` event) rather than declared `down`, until they beat again,
+/// an admin confirms them down, or `hold` seconds pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PartitionGuardConfig {
+    pub enabled: bool,
+    /// A share of the services, above 0 and at most 1.
+    pub share: f64,
+    pub min_services: usize,
+    /// Seconds a service stays `unreachable` before it counts as `down` after all.
+    pub hold: f64,
+}
+
+impl Default for PartitionGuardConfig {
+    fn default() -> Self {
+        PartitionGuardConfig {
+            enabled: true,
+            share: 0.5,
+            min_services: 10,
+            hold: 600.0,
         }
     }
 }
@@ -245,6 +277,7 @@ impl Default for Config {
             watch: Vec::new(),
             metrics: MetricsConfig::default(),
             flapping: FlappingConfig::default(),
+            partition_guard: PartitionGuardConfig::default(),
             log_format: LogFormat::Text,
             bench_reference: false,
         }
@@ -364,6 +397,24 @@ impl Config {
         )?;
         within("http.idle_timeout", self.http.idle_timeout, 0.01, 86_400.0)?;
         within("flapping.window", self.flapping.window, 0.01, 1e6)?;
+        if !(1..=100).contains(&self.flapping.up_after_beats) {
+            return Err(ConfigError(format!(
+                "flapping.up_after_beats must be between 1 and 100, not {}",
+                self.flapping.up_after_beats
+            )));
+        }
+        within("partition_guard.hold", self.partition_guard.hold, 0.01, 1e7)?;
+        if !(self.partition_guard.share > 0.0 && self.partition_guard.share <= 1.0) {
+            return Err(ConfigError(format!(
+                "partition_guard.share must be above 0 and at most 1, not {}",
+                self.partition_guard.share
+            )));
+        }
+        if self.partition_guard.min_services == 0 {
+            return Err(ConfigError(
+                "partition_guard.min_services must be at least 1".into(),
+            ));
+        }
         if self.http.max_connections == Some(0) {
             return Err(ConfigError(
                 "http.max_connections must be at least 1".into(),
@@ -499,6 +550,20 @@ per_service = true
 [flapping]
 transitions = 4
 window = 600.0
+# Hysteresis: after a `down`, this many on-time heartbeats in a row (each within half a
+# report_interval of its time) bring a service back `up`; 1 is Cinder's behaviour.
+up_after_beats = 1
+
+# The partition guard: when, as a deadline passes, more than `share` of the services (and at
+# least `min_services`) have been silent for half their service_down_time, Vigil may be the one
+# cut off. The services that miss their deadline are held `unreachable`, not `down` (one
+# `mass_failure` event), until they beat again, an admin runs `vigil confirm-down`, or `hold`
+# seconds pass. enabled = false declares them down as usual.
+[partition_guard]
+enabled = true
+share = 0.5
+min_services = 10
+hold = 600.0
 
 # service_down_time of the services of some binaries, when they declare none: `*` stands for
 # any text; the first match wins.

@@ -47,6 +47,8 @@ pub struct Detector {
     /// Leads detection: writes `down`, `up` and `suspect` events.
     leader: AtomicBool,
     pub stalls: StallWatch,
+    /// Holds services back from `down` when many go silent together.
+    pub guard: crate::guard::Guard,
 }
 
 /// When this process was last seen running, on the monotonic and the local wall clock.
@@ -114,7 +116,7 @@ impl Detector {
         }
         let at = {
             let mut slot = entry.lock();
-            if slot.filed || slot.declared_down || slot.deleted {
+            if slot.filed || slot.declared_down || slot.unreachable || slot.deleted {
                 return;
             }
             slot.filed = true;
@@ -128,14 +130,25 @@ impl Detector {
         self.wheel.lock().entry(bucket(at)).or_default().push(entry);
     }
 
+    /// With `guard` holding services back from `down` in a mass failure.
+    pub fn with_guard(guard: crate::guard::GuardRule) -> Detector {
+        Detector {
+            guard: crate::guard::Guard::new(guard),
+            ..Detector::default()
+        }
+    }
+
     /// Forgets every filing and declaration (leadership lost or about to be rebuilt).
     pub fn clear(&self, registry: &Registry) {
         self.wheel.lock().clear();
+        self.guard.clear();
         for entry in registry.entries() {
             let mut slot = entry.lock();
             slot.filed = false;
             slot.declared_down = false;
             slot.declared_suspect = false;
+            slot.unreachable = false;
+            slot.recovering = 0;
         }
     }
 
@@ -201,10 +214,11 @@ impl Detector {
     ) -> Vec<TimeDelta> {
         let liveness = &registry.liveness;
         let mut lags = Vec::new();
+        let mut missed = Vec::new();
         for entry in self.due(now) {
             let mut slot = entry.lock();
             slot.filed = false;
-            if slot.deleted || slot.declared_down {
+            if slot.deleted || slot.declared_down || slot.unreachable {
                 continue;
             }
             if slot.watched.as_ref().is_some_and(|w| w.unreachable) {
@@ -224,21 +238,8 @@ impl Detector {
             let deadline = liveness.deadline(&slot.record);
             if now > deadline {
                 lags.push(now - deadline);
-                slot.declared_down = true;
-                slot.declared_suspect = false;
-                let mut event = NewEvent::about(&slot.record, EventKind::Down, now);
-                event.last_seen = Some(slot.record.updated_at.unwrap_or(slot.record.created_at));
-                event.threshold_s = Some(liveness.down_time_s(&slot.record));
-                events.emit(event);
-                if let Some(count) = slot.flaps.record(now, &liveness.flapping) {
-                    events.emit(crate::flapping::event(
-                        &slot.record,
-                        true,
-                        count,
-                        &liveness.flapping,
-                        now,
-                    ));
-                }
+                drop(slot);
+                missed.push(entry);
                 continue;
             }
             if let Some(count) = slot.flaps.settle(now, &liveness.flapping) {
@@ -270,6 +271,68 @@ impl Detector {
             drop(slot);
             self.watch(entry, at);
         }
+        if !missed.is_empty() {
+            // Measured before any of them is declared: the silence they are part of.
+            let mass = self.guard.mass_silence(registry, now);
+            for entry in missed {
+                let mut slot = entry.lock();
+                if slot.deleted || slot.declared_down || slot.unreachable {
+                    continue;
+                }
+                match mass {
+                    Some(silence) => {
+                        slot.unreachable = true;
+                        slot.declared_suspect = false;
+                        drop(slot);
+                        if let Some(event) = self.guard.hold(entry, silence, now) {
+                            tracing::warn!(
+                                silent = silence.silent,
+                                of = silence.total,
+                                "many services went silent together: holding them unreachable, not down (Vigil may be the one cut off)"
+                            );
+                            events.emit(event);
+                        }
+                    }
+                    None => {
+                        for event in declare_down(registry, &mut slot, now, None) {
+                            events.emit(event);
+                        }
+                    }
+                }
+            }
+        }
+        for event in self.guard.tend(registry, now) {
+            events.emit(event);
+        }
         lags
     }
+}
+
+/// Declares `slot`'s service down at `now`: its `down` event (with `reason`, if any), and a
+/// `flapping` event when that transition makes it flap.
+pub fn declare_down(
+    registry: &Registry,
+    slot: &mut Slot,
+    now: DateTime<Utc>,
+    reason: Option<String>,
+) -> Vec<NewEvent> {
+    let liveness = &registry.liveness;
+    slot.declared_down = true;
+    slot.declared_suspect = false;
+    slot.recovering = 0;
+    let mut event = NewEvent::about(&slot.record, EventKind::Down, now);
+    event.last_seen = Some(slot.record.updated_at.unwrap_or(slot.record.created_at));
+    event.threshold_s = Some(liveness.down_time_s(&slot.record));
+    event.reason = reason;
+    let mut events = vec![event];
+    if let Some(count) = slot.flaps.record(now, &liveness.flapping) {
+        events.push(crate::flapping::event(
+            &slot.record,
+            true,
+            count,
+            &liveness.flapping,
+            now,
+        ));
+    }
+    events
 }

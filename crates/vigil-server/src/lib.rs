@@ -17,6 +17,7 @@
 //! - [`stats`]: per-service heartbeat timing (suspicion, clock offset).
 //! - [`doctor`]: why a service is down (or about to be), one finding per known cause.
 //! - [`detector`]: the timer wheel that finds up→down transitions on time, without scans.
+//! - `guard`: the partition guard, holding services `unreachable` when many go silent together.
 //! - [`events`]: the queue of transitions, watcher notification, the feed's memory.
 //! - `tasks`: the background loops above `App` (flush, detect, replicate, feed, prune), one
 //!   worker convention for all.
@@ -49,6 +50,7 @@ mod doctor;
 mod error;
 mod events;
 mod flapping;
+mod guard;
 mod http;
 mod id_table;
 mod limits;

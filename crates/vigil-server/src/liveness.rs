@@ -37,6 +37,9 @@ pub struct Liveness {
     patterns: Vec<(String, TimeDelta)>,
     /// When a service counts as flapping.
     pub flapping: crate::flapping::FlapRule,
+    /// After a `down`, on-time heartbeats in a row that bring a service back `up` (1: the
+    /// first heartbeat, as Cinder).
+    pub up_after_beats: u32,
     gap: RwLock<Option<Gap>>,
 }
 
@@ -47,6 +50,7 @@ impl Liveness {
             phi_threshold,
             patterns: Vec::new(),
             flapping: crate::flapping::FlapRule::new(4, 600.0),
+            up_after_beats: 1,
             gap: RwLock::new(None),
         }
     }
@@ -63,6 +67,12 @@ impl Liveness {
     /// With `rule` deciding when a service counts as flapping.
     pub fn with_flapping(mut self, rule: crate::flapping::FlapRule) -> Liveness {
         self.flapping = rule;
+        self
+    }
+
+    /// With `beats` on-time heartbeats in a row bringing a service back up after a `down`.
+    pub fn with_up_after_beats(mut self, beats: u32) -> Liveness {
+        self.up_after_beats = beats.max(1);
         self
     }
 

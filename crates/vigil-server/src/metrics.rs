@@ -459,13 +459,14 @@ impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         // Counts by (state, status) of every (zone, source) present, so that a count that drops
         // to zero shows 0 rather than vanishing.
-        const STATES: [vigil_proto::State; 4] = [
+        const STATES: [vigil_proto::State; 5] = [
             vigil_proto::State::Down,
             vigil_proto::State::Up,
             vigil_proto::State::Unknown,
             vigil_proto::State::Stopped,
+            vigil_proto::State::Unreachable,
         ];
-        let mut counts: std::collections::BTreeMap<(&str, &str), [[u64; 2]; 4]> =
+        let mut counts: std::collections::BTreeMap<(&str, &str), [[u64; 2]; 5]> =
             Default::default();
         for row in &self.rows {
             let state = STATES.iter().position(|s| *s == row.state).unwrap_or(0);
@@ -476,7 +477,7 @@ impl Collector for Snapshot {
         {
             let mut fleet = encoder.encode_descriptor(
                 "vigil_services",
-                "Services known to this server, by state (up, down, stopped; unknown for watched services), status (enabled, disabled), zone and source",
+                "Services known to this server, by state (up, down, stopped, unreachable; unknown for watched services), status (enabled, disabled), zone and source",
                 None,
                 ConstGauge::<i64>::TYPE,
             )?;
@@ -486,7 +487,10 @@ impl Collector for Snapshot {
                     // zeros of those for the rest.
                     let own = *source == vigil_proto::VIGIL_SOURCE;
                     if (STATES[state] == vigil_proto::State::Unknown && own)
-                        || (STATES[state] == vigil_proto::State::Stopped && !own)
+                        || (matches!(
+                            STATES[state],
+                            vigil_proto::State::Stopped | vigil_proto::State::Unreachable
+                        ) && !own)
                     {
                         continue;
                     }
@@ -528,7 +532,10 @@ impl Collector for Snapshot {
             |r| match r.state {
                 vigil_proto::State::Up => Some(1),
                 vigil_proto::State::Down => Some(0),
-                vigil_proto::State::Unknown | vigil_proto::State::Stopped => None,
+                // Held by the partition guard: not known down either.
+                vigil_proto::State::Unknown
+                | vigil_proto::State::Stopped
+                | vigil_proto::State::Unreachable => None,
             },
         )?;
         per_service_gauge(

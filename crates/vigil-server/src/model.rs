@@ -134,10 +134,15 @@ pub enum EventKind {
     Flapping,
     /// No longer flapping.
     FlappingEnded,
+    /// Many services went silent together; the partition guard holds them `unreachable`
+    /// (about the whole fleet: service id 0, host and binary `*`).
+    MassFailure,
+    /// Every service the guard held beat again, was confirmed down, or was held too long.
+    MassFailureEnded,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::Registered,
         EventKind::Down,
         EventKind::Up,
@@ -153,6 +158,8 @@ impl EventKind {
         EventKind::Health,
         EventKind::Flapping,
         EventKind::FlappingEnded,
+        EventKind::MassFailure,
+        EventKind::MassFailureEnded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -172,6 +179,8 @@ impl EventKind {
             EventKind::Health => "health",
             EventKind::Flapping => "flapping",
             EventKind::FlappingEnded => "flapping_ended",
+            EventKind::MassFailure => "mass_failure",
+            EventKind::MassFailureEnded => "mass_failure_ended",
         }
     }
 

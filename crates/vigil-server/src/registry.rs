@@ -40,6 +40,12 @@ pub struct Slot {
     pub declared_down: bool,
     /// Crossed the suspicion threshold while up (an event is sent once per crossing).
     pub declared_suspect: bool,
+    /// Past its deadline while many services went silent together: held `unreachable` by the
+    /// partition guard ([`crate::guard`]) rather than declared down, until it beats again.
+    pub unreachable: bool,
+    /// Declared down, and this many on-time heartbeats since, short of the
+    /// `up_after_beats` that bring it back up (0: not recovering).
+    pub recovering: u8,
     /// Filed in the detector's wheel.
     pub filed: bool,
     /// Heartbeat timing, for suspicion and diagnosis.
@@ -82,6 +88,8 @@ pub struct BeatOutcome {
     pub report_count: i64,
     /// The beat revived a service the detector had declared down.
     pub revived: bool,
+    /// The beat came from a service the partition guard held unreachable.
+    pub reachable_again: bool,
     /// Gap since the previous beat minus `report_interval`, seconds (`None` for the first).
     pub lateness_s: Option<f64>,
     /// The beat changed the service's health: from what (`None`: never reported) to what.
@@ -217,6 +225,8 @@ impl Registry {
                 deleted: false,
                 declared_down: false,
                 declared_suspect: false,
+                unreachable: false,
+                recovering: 0,
                 filed: false,
                 stats: BeatStats::default(),
                 flaps: crate::flapping::Flaps::default(),
@@ -313,6 +323,7 @@ impl Registry {
         }
         let previous = slot.record.updated_at;
         let lateness_s = previous.map(|p| seconds(now - p) - slot.record.report_interval);
+        let was_stopped = crate::liveness::is_stopped(&slot.record);
         slot.stats.record_beat(previous, now, beat);
         slot.record.updated_at = Some(now);
         slot.record.report_count += 1;
@@ -336,9 +347,24 @@ impl Registry {
             }
         }
         slot.declared_suspect = false;
-        let revived = slot.declared_down && !slot.record.forced_down;
+        // Held by the partition guard: it was never down, so it is simply up again.
+        let reachable_again = std::mem::take(&mut slot.unreachable);
+        let mut revived = slot.declared_down && !slot.record.forced_down;
+        if revived && !was_stopped && self.liveness.up_after_beats > 1 {
+            // Hysteresis: up again only after `up_after_beats` on-time beats in a row; a beat
+            // later than half an interval starts the count again.
+            let on_time = slot.recovering == 0
+                || lateness_s.is_none_or(|late| late <= slot.record.report_interval / 2.0);
+            slot.recovering = if on_time {
+                slot.recovering.saturating_add(1)
+            } else {
+                1
+            };
+            revived = u32::from(slot.recovering) >= self.liveness.up_after_beats;
+        }
         if revived {
             slot.declared_down = false;
+            slot.recovering = 0;
         }
         let report_count = slot.record.report_count;
         let service_down_time_s = self.liveness.down_time_s(&slot.record);
@@ -351,6 +377,7 @@ impl Registry {
         Some(BeatOutcome {
             report_count,
             revived,
+            reachable_again,
             lateness_s,
             health_changed,
             service_down_time_s,
@@ -467,10 +494,12 @@ impl Registry {
     pub fn judge(&self, slot: &Slot, now: DateTime<Utc>) -> Judgement {
         let record = &slot.record;
         let last_seen = record.updated_at.unwrap_or(record.created_at);
-        let up = self.liveness.is_up(record, now);
+        // Declared down and recovering: down until enough on-time beats came.
+        let up = self.liveness.is_up(record, now) && slot.recovering == 0;
         let suspicion = slot.stats.phi(now, last_seen);
         Judgement {
             unknown: slot.watched.as_ref().is_some_and(|w| w.unreachable),
+            unreachable: slot.unreachable,
             stopped: !record.forced_down && crate::liveness::is_stopped(record),
             up,
             suspect: up && suspicion.is_some_and(|phi| phi >= self.liveness.phi_threshold),
@@ -573,6 +602,9 @@ pub use crate::model::seconds;
 pub struct Judgement {
     /// A watched service whose database cannot be read now: neither up nor down.
     pub unknown: bool,
+    /// Held by the partition guard: past its deadline in a mass failure, neither up nor
+    /// confirmed down.
+    pub unreachable: bool,
     /// Said it stops, and has not heartbeated since (never when forced down: an admin's
     /// word wins).
     pub stopped: bool,
@@ -594,6 +626,8 @@ impl Judgement {
             vigil_proto::State::Unknown
         } else if self.stopped {
             vigil_proto::State::Stopped
+        } else if self.unreachable {
+            vigil_proto::State::Unreachable
         } else if self.up {
             vigil_proto::State::Up
         } else {

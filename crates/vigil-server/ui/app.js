@@ -14,7 +14,8 @@
   const TOKEN_KEY = "vigil.adminToken";
   const PAGE_SIZE = 50;
   const KINDS = ["registered", "down", "up", "suspect", "disabled", "enabled", "forced_down",
-    "unforced", "deleted", "frozen", "thawed", "stopped", "health", "flapping", "flapping_ended"];
+    "unforced", "deleted", "frozen", "thawed", "stopped", "health", "flapping", "flapping_ended",
+    "mass_failure", "mass_failure_ended"];
   const main = document.getElementById("main");
   const banner = document.getElementById("banner");
   const liveLabel = document.getElementById("live");
@@ -412,7 +413,7 @@
     if (!row) return;
     const cell = (name) => row.querySelector("td." + name);
     if (event.kind === "down" || event.kind === "up") {
-      row.classList.remove("state-up", "state-down", "state-unknown", "state-stopped");
+      row.classList.remove("state-up", "state-down", "state-unknown", "state-stopped", "state-unreachable");
       row.classList.add("state-" + event.kind);
       if (event.kind === "down") row.classList.remove("suspect");
       cell("state").textContent = event.kind;
@@ -440,6 +441,7 @@
       card("forced", all.forced_down, "forced down"),
       all.unknown ? card("unknown", all.unknown, "unknown") : null,
       all.stopped ? card("stopped", all.stopped, "stopped") : null,
+      all.unreachable ? card("unreachable", all.unreachable, "unreachable") : null,
     ];
   }
 
@@ -462,7 +464,7 @@
       h("tbody", {}, events.map((e) => h("tr", { class: e.kind === "down" ? "state-down" : "", "data-event": e.id },
         h("td", {}, when(e.at)),
         h("td", {}, h("span", { class: "badge " + kindClass(e.kind) }, e.kind.replace("_", " "))),
-        h("td", {}, e.kind === "deleted" ? `${e.host} / ${e.binary}` : h("a", { href: "/ui/services/" + e.service_id }, `${e.host} / ${e.binary}`)),
+        h("td", {}, e.kind === "deleted" || !e.service_id ? `${e.host} / ${e.binary}` : h("a", { href: "/ui/services/" + e.service_id }, `${e.host} / ${e.binary}`)),
         h("td", { class: "wrap" }, e.reason || ""))))));
   }
 
@@ -479,6 +481,7 @@
     let offset = Number(url.searchParams.get("offset")) || 0;
 
     const cards = h("div", { class: "cards", id: "counts" });
+    const cutOff = h("div", { id: "mass-failure", role: "alert", hidden: true });
     const zones = h("div", {});
     const sources = h("div", {});
     const recent = h("div", {});
@@ -497,7 +500,7 @@
     const form = h("form", { class: "filters", role: "search", "aria-label": "Filter the services", onsubmit: (e) => e.preventDefault() },
       h("label", {}, "Search", h("input", { name: "q", id: "filter-q", type: "search", value: filters.q, placeholder: "host, binary, zone, reason…" })),
       field("host", "Host"), field("binary", "Binary"), field("zone", "Zone", { list: "zone-list" }),
-      choice("state", "State", ["up", "down", "stopped", "unknown"]), choice("status", "Status", ["enabled", "disabled"]),
+      choice("state", "State", ["up", "down", "stopped", "unreachable", "unknown"]), choice("status", "Status", ["enabled", "disabled"]),
       field("source", "Source", { list: "source-list" }),
       h("button", { type: "button", class: "quiet", onclick: () => { for (const el of form.elements) if (el.name) el.value = ""; changed(); } }, "Clear"),
       zoneList, sourceList);
@@ -517,6 +520,7 @@
 
     main.replaceChildren(
       h("h1", {}, "Overview"),
+      cutOff,
       cards,
       h("div", { class: "grid2" },
         h("section", { "aria-labelledby": "zones-h" }, h("h2", { id: "zones-h" }, "By zone"), zones),
@@ -535,6 +539,8 @@
       try {
         const { data } = await api("/ui/api/overview");
         cards.replaceChildren(...countsCards(data.all).filter(Boolean));
+        cutOff.hidden = !data.mass_failure;
+        cutOff.textContent = data.mass_failure || "";
         mark("vigil:counts");
         redraw(zones, groupTable("Services by availability zone", "zones", data.zones, pick("zone")));
         redraw(sources, groupTable("Services by where their heartbeats come from", "sources", data.sources, pick("source")));

@@ -50,6 +50,8 @@ enum Command {
     Events(cmd::events::EventsArgs),
     /// Make, list and revoke tokens (admin, agent bound to hosts, reader).
     Token(cmd::token::TokenArgs),
+    /// After a mass failure, declare down the services held unreachable (all, or a host's).
+    ConfirmDown(cmd::confirm_down::ConfirmDownArgs),
     /// Print events as they happen, until Ctrl-C; survives server restarts.
     Watch(cmd::watch::WatchArgs),
     /// Print the shell completion script for bash, zsh or fish.
@@ -106,6 +108,7 @@ fn quiet_on_closed_pipe(command: &Command) {
             | Command::Doctor(_)
             | Command::Events(_)
             | Command::Token(_)
+            | Command::ConfirmDown(_)
             | Command::Watch(_)
             | Command::Completions(_)
             | Command::Man(_)
@@ -156,6 +159,13 @@ fn main() {
         Command::Token(args) => {
             init_logging("warn");
             runtime().and_then(|rt| rt.block_on(cmd::token::run(args)).map_err(Into::into))
+        }
+        Command::ConfirmDown(args) => {
+            init_logging("warn");
+            runtime().and_then(|rt| {
+                rt.block_on(cmd::confirm_down::run(args))
+                    .map_err(Into::into)
+            })
         }
         Command::Watch(args) => {
             init_logging("warn");

@@ -22,6 +22,7 @@ mod doctor;
 mod error;
 mod events;
 mod extract;
+mod guard;
 mod list_body;
 pub(crate) mod metrics;
 mod openapi;
@@ -71,6 +72,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/events", get(events::list))
         .route("/v1/events/stream", get(events::stream))
         .route("/v1/services/{id}/diagnosis", get(doctor::diagnosis))
+        .route("/v1/confirm-down", post(guard::confirm_down))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{name}", delete(tokens::revoke))
         .route("/healthz", get(healthz))
@@ -161,6 +163,7 @@ async fn healthz(State(app): State<Arc<App>>) -> Json<Health> {
         reason: None,
         role: Some(role(&app)),
         watches: Vec::new(),
+        mass_failure: None,
     })
 }
 
@@ -204,7 +207,7 @@ fn watches(app: &App) -> Vec<vigil_proto::WatchHealth> {
     operation_id = "readyz",
     security(()),
     responses(
-        (status = 200, description = "A write can commit (`status` `ok`, or `degraded` with a `reason` when a watch cannot read its database)", body = vigil_proto::Health),
+        (status = 200, description = "A write can commit (`status` `ok`, or `degraded` with a `reason` when a watch cannot read its database or a mass failure holds services `unreachable`: `mass_failure`)", body = vigil_proto::Health),
         (status = 503, description = "A write cannot commit: `status` `unavailable` and the `reason`", body = vigil_proto::Health,
             example = json!({"status": "unavailable", "reason": "database unavailable: connection refused", "role": "leader"})),
     )
@@ -212,6 +215,16 @@ fn watches(app: &App) -> Vec<vigil_proto::WatchHealth> {
 async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     let problem = app.readiness().await;
     let watches = watches(&app);
+    let mass_failure = app.mass_failure().map(|episode| vigil_proto::MassFailure {
+        since: episode.since,
+        unreachable: episode.unreachable as u64,
+        silent: episode.silence.silent as u64,
+        total: episode.silence.total as u64,
+        message: format!(
+            "{} of {} services went silent together: Vigil may be the one cut off. {} are held unreachable, not down; check this server's network, then `vigil confirm-down` if they are really down",
+            episode.silence.silent, episode.silence.total, episode.unreachable
+        ),
+    });
     match problem {
         None => {
             let failing: Vec<&str> = watches
@@ -219,24 +232,25 @@ async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
                 .filter(|w| w.reason.is_some())
                 .map(|w| w.name.as_str())
                 .collect();
-            let (status, reason) = if failing.is_empty() {
-                ("ok", None)
-            } else {
-                (
-                    "degraded",
-                    Some(format!(
-                        "cannot read watched database(s) {}: their services are unknown",
-                        failing.join(", ")
-                    )),
-                )
-            };
+            let mut reasons = Vec::new();
+            if let Some(mass) = &mass_failure {
+                reasons.push(mass.message.clone());
+            }
+            if !failing.is_empty() {
+                reasons.push(format!(
+                    "cannot read watched database(s) {}: their services are unknown",
+                    failing.join(", ")
+                ));
+            }
+            let status = if reasons.is_empty() { "ok" } else { "degraded" };
             (
                 StatusCode::OK,
                 Json(Health {
                     status: status.into(),
-                    reason,
+                    reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
                     role: Some(role(&app)),
                     watches,
+                    mass_failure,
                 }),
             )
         }
@@ -247,6 +261,7 @@ async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
                 reason: Some(reason),
                 role: Some(role(&app)),
                 watches,
+                mass_failure,
             }),
         ),
     }

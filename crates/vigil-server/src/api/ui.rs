@@ -102,6 +102,7 @@ struct Counts {
     down: u64,
     unknown: u64,
     stopped: u64,
+    unreachable: u64,
     suspect: u64,
     disabled: u64,
     forced_down: u64,
@@ -113,6 +114,8 @@ struct Overview {
     zones: BTreeMap<String, Counts>,
     sources: BTreeMap<String, Counts>,
     service_down_time: f64,
+    /// A mass failure in progress, in words: the banner "Vigil may be the one cut off".
+    mass_failure: Option<String>,
 }
 
 /// `GET /ui/api/overview`: how many services are up, down, suspect, disabled and forced down,
@@ -125,6 +128,15 @@ async fn overview(State(app): State<Arc<App>>) -> axum::Json<Overview> {
         zones: BTreeMap::new(),
         sources: BTreeMap::new(),
         service_down_time: app.registry.liveness.service_down_time_s(),
+        mass_failure: app.mass_failure().map(|episode| {
+            format!(
+                "Vigil may be the one cut off: {} of {} services went silent together at {}. {} are held unreachable, not down, until they beat again or an admin confirms them down.",
+                episode.silence.silent,
+                episode.silence.total,
+                episode.since.format("%H:%M:%S UTC"),
+                episode.unreachable
+            )
+        }),
     };
     for entry in app.registry.entries() {
         let slot = entry.lock();
@@ -137,6 +149,7 @@ async fn overview(State(app): State<Arc<App>>) -> axum::Json<Overview> {
                 vigil_proto::State::Down => counts.down += 1,
                 vigil_proto::State::Unknown => counts.unknown += 1,
                 vigil_proto::State::Stopped => counts.stopped += 1,
+                vigil_proto::State::Unreachable => counts.unreachable += 1,
             }
             counts.suspect += u64::from(judgement.suspect);
             counts.disabled += u64::from(record.disabled);

@@ -17,7 +17,10 @@ impl App {
         let entry = self.entry(id).await?;
         let now = self.clock.now();
         let rule = self.registry.liveness.flapping;
-        let (service, record, stats, openstack, recent_transitions) = {
+        let up_after_beats = self.registry.liveness.up_after_beats;
+        // Before the slot's lock: the episode's view locks the slots it holds.
+        let mass_failure = self.mass_failure();
+        let (service, record, stats, openstack, recent_transitions, reach) = {
             let slot = entry.lock();
             let openstack = slot.watched.as_ref().map(|watched| Openstack {
                 kind: watched.kind,
@@ -35,6 +38,12 @@ impl App {
                 slot.stats.clone(),
                 openstack,
                 slot.flaps.count(now, &rule),
+                crate::doctor::Reach {
+                    unreachable: slot.unreachable,
+                    mass_failure,
+                    recovering: (slot.recovering > 0)
+                        .then_some((u32::from(slot.recovering), up_after_beats)),
+                },
             )
         };
         let history = self.doctor_history(&record, now).await;
@@ -51,6 +60,7 @@ impl App {
             openstack,
             recent_transitions,
             flapping: rule,
+            reach,
         });
         Ok(Diagnosis { service, findings })
     }

@@ -63,7 +63,8 @@ pub(crate) async fn build(
         .with_flapping(crate::flapping::FlapRule::new(
             config.flapping.transitions,
             config.flapping.window,
-        ));
+        ))
+        .with_up_after_beats(config.flapping.up_after_beats);
     let now = clock.now();
     open_grace(&config, store.as_ref(), &liveness, now)
         .await
@@ -90,13 +91,19 @@ pub(crate) async fn build(
     let config_limits = config.limits.clone();
     let metrics =
         crate::metrics::Metrics::new(config.metrics.per_service, config.service_down_time);
+    let guard = crate::guard::GuardRule {
+        enabled: config.partition_guard.enabled,
+        share: config.partition_guard.share,
+        min_services: config.partition_guard.min_services,
+        hold: crate::model::delta(config.partition_guard.hold),
+    };
     let app = Arc::new(App {
         config,
         clock,
         store,
         registry,
         events: Arc::new(events),
-        detector: Detector::default(),
+        detector: Detector::with_guard(guard),
         sync: tokio::sync::Mutex::new(SyncState::new(row_cursor, event_cursor)),
         beat_cursor: tokio::sync::Mutex::new(beat_cursor),
         tokens,

@@ -56,13 +56,15 @@ impl Row {
     fn new(service: Service, version: Microversion) -> Row {
         let volume = service.binary == VOLUME_BINARY;
         // Cinder knows up and down only: a watched service whose database cannot be read
-        // (`unknown`) is not shown up, nor one that stopped cleanly (`stopped`): neither takes
-        // work.
+        // (`unknown`) is not shown up, nor one that stopped cleanly (`stopped`), nor one held
+        // `unreachable` by the partition guard (Cinder itself would show it down by now):
+        // none takes work.
         let state = match service.state {
             vigil_proto::State::Up => "up",
             vigil_proto::State::Down
             | vigil_proto::State::Unknown
-            | vigil_proto::State::Stopped => "down",
+            | vigil_proto::State::Stopped
+            | vigil_proto::State::Unreachable => "down",
         };
         Row {
             updated_at: shown_updated_at(&service).map(cinder_time),

@@ -18,7 +18,8 @@
 //! - `words`: the findings builder (`ok`, `warning`, `error`, then `because` and `fix`) and
 //!   how numbers and times are written for people.
 //! - one file per check: `interval`, `clock`, `punctuality`, `heartbeat`, `health` (what
-//!   the service says of itself), `flapping`, `admin` (forced down, disabled), `restarts`,
+//!   the service says of itself), `flapping`, `reach` (held unreachable in a mass failure,
+//!   or coming back after a down), `admin` (forced down, disabled), `restarts`,
 //!   `duplicate`.
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -39,6 +40,7 @@ mod health;
 mod heartbeat;
 mod interval;
 mod punctuality;
+mod reach;
 mod restarts;
 #[cfg(test)]
 mod tests;
@@ -53,6 +55,8 @@ use heartbeat::heartbeat;
 pub use interval::interval;
 use interval::openstack_interval;
 use punctuality::punctuality;
+use reach::reach;
+pub use reach::Reach;
 use restarts::restarts;
 use words::*;
 
@@ -85,6 +89,8 @@ pub struct Inputs<'a> {
     /// Its up/down transitions within the flapping window, and the rule.
     pub recent_transitions: usize,
     pub flapping: crate::flapping::FlapRule,
+    /// Held `unreachable` in a mass failure, or coming back after a down.
+    pub reach: Reach,
 }
 
 /// The watched OpenStack a service is a row of.
@@ -106,6 +112,7 @@ pub fn diagnose(inputs: &Inputs) -> Vec<Finding> {
         heartbeat(inputs),
         health(inputs),
         flapping(inputs),
+        reach(inputs),
         forced_down(inputs),
         disabled(inputs),
         restarts(inputs),

@@ -56,6 +56,7 @@ fn run(record: &ServiceRecord, stats: &BeatStats, now: i64) -> Vec<Finding> {
         openstack: None,
         recent_transitions: 0,
         flapping: crate::flapping::FlapRule::new(4, 600.0),
+        reach: Default::default(),
     })
 }
 
@@ -205,6 +206,7 @@ fn restarts_count_only_recent_starts_again() {
             openstack: None,
             recent_transitions: 0,
             flapping: crate::flapping::FlapRule::new(4, 600.0),
+            reach: Default::default(),
         })
         .severity
     };
@@ -251,6 +253,7 @@ fn a_watched_openstack_is_judged_in_its_own_terms() {
         openstack: Some(cinder),
         recent_transitions: 0,
         flapping: crate::flapping::FlapRule::new(4, 600.0),
+        reach: Default::default(),
     });
     assert_eq!(finding.severity, Severity::Error);
     assert_eq!(
@@ -310,6 +313,7 @@ fn flapping_is_a_warning_with_its_count() {
         openstack: None,
         recent_transitions: 5,
         flapping: crate::flapping::FlapRule::new(4, 600.0),
+        reach: Default::default(),
     });
     let found = check(&findings, "flapping");
     assert_eq!(found.severity, Severity::Warning);

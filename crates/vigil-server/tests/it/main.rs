@@ -7,6 +7,7 @@ mod cinder;
 mod connections;
 mod detection;
 mod doctor;
+mod guard;
 mod harness;
 mod invariants;
 mod metrics;

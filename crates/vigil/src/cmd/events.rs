@@ -13,7 +13,7 @@ use crate::table;
 const ALL_PAGE: i64 = 1000;
 
 /// Every kind of event, for `--kind`.
-pub const KINDS: [&str; 15] = [
+pub const KINDS: [&str; 17] = [
     "registered",
     "down",
     "up",
@@ -29,6 +29,8 @@ pub const KINDS: [&str; 15] = [
     "health",
     "flapping",
     "flapping_ended",
+    "mass_failure",
+    "mass_failure_ended",
 ];
 
 /// Parses `--since`: an RFC 3339 time, or a duration meaning that long ago (`30m`, `1h`,

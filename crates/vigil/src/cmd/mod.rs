@@ -4,6 +4,7 @@ pub mod agent;
 pub mod bench;
 pub mod completions;
 pub mod config;
+pub mod confirm_down;
 pub mod demo;
 pub mod doctor;
 pub mod events;

@@ -38,7 +38,7 @@ pub struct ListArgs {
     #[arg(long)]
     pub zone: Option<String>,
     /// Only services in this state.
-    #[arg(long, value_parser = ["up", "down", "unknown"])]
+    #[arg(long, value_parser = ["up", "down", "stopped", "unreachable", "unknown"])]
     pub state: Option<String>,
     /// Only services with this status.
     #[arg(long, value_parser = ["enabled", "disabled"])]

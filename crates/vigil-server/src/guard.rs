@@ -1,0 +1,340 @@
+//! The partition guard: when many services go silent together, Vigil may be the one cut off.
+//!
+//! A reporter that dies misses its deadline alone; a network cut between Vigil and its
+//! reporters (or a switch, or a firewall change) silences a whole share of the fleet at once.
+//! When a deadline passes while more than `share` of the services (and at least
+//! `min_services`) are silent, the detector does not declare the ones that miss their deadline
+//! `down`: it records one `mass_failure` event and holds them `unreachable`, until each beats
+//! again (back to `up`, no event: it was never down), an admin confirms them down
+//! (`vigil confirm-down`), or `hold` passes (then `down`, with the reason). When every held
+//! service is resolved, a `mass_failure_ended` event closes the episode. This is Eureka's
+//! self-preservation done per event, not as a global mode that stops all expiry.
+//!
+//! **Silent** means quiet for at least half of its own `service_down_time`: for any interval
+//! the doctor accepts, at least one missed beat, so a fleet cut off at one instant is silent as
+//! a whole when its first deadline passes, though the deadlines themselves spread over one
+//! `report_interval`. Services declared down before (dead already), stopped, forced down, or
+//! watched in an OpenStack database are not counted either way.
+//!
+//! The guard is the leader of detection's: what it holds lives in that server's memory. A
+//! follower replica judges by the liveness rule alone and shows such a service `down`.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use parking_lot::Mutex;
+
+use crate::model::{Actor, EventKind, NewEvent};
+use crate::registry::{Entry, Registry};
+
+/// When the guard holds services back from `down`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GuardRule {
+    pub enabled: bool,
+    /// More than this share of the counted services silent together…
+    pub share: f64,
+    /// …and at least this many.
+    pub min_services: usize,
+    /// How long a service is held `unreachable` before it counts as `down` after all.
+    pub hold: TimeDelta,
+}
+
+impl Default for GuardRule {
+    fn default() -> Self {
+        GuardRule {
+            enabled: true,
+            share: 0.5,
+            min_services: 10,
+            hold: TimeDelta::seconds(600),
+        }
+    }
+}
+
+/// How many services are silent, of how many counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Silence {
+    pub silent: usize,
+    pub total: usize,
+}
+
+/// A mass failure in progress.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpisodeView {
+    pub since: DateTime<Utc>,
+    /// Services held `unreachable` now.
+    pub unreachable: usize,
+    /// The silence measured when it began.
+    pub silence: Silence,
+}
+
+struct Episode {
+    since: DateTime<Utc>,
+    silence: Silence,
+    /// Held services, and when each was held.
+    held: Vec<(Arc<Entry>, DateTime<Utc>)>,
+    returned: usize,
+    confirmed: usize,
+    expired: usize,
+}
+
+#[derive(Default)]
+struct State {
+    /// The latest measure of the silence, and when it was taken: one scan of the registry
+    /// serves every deadline that passes within [`MEASURE_EVERY`].
+    measured: Option<(DateTime<Utc>, Silence)>,
+    episode: Option<Episode>,
+    /// When held services were last looked at.
+    tended: Option<DateTime<Utc>>,
+}
+
+/// How long one measure of the silence stands.
+const MEASURE_EVERY: TimeDelta = TimeDelta::seconds(1);
+
+/// How often the held services are looked at (returned, expired, episode over).
+const TEND_EVERY: TimeDelta = TimeDelta::milliseconds(500);
+
+/// The guard's rule and the episode in progress.
+#[derive(Default)]
+pub struct Guard {
+    pub rule: GuardRule,
+    state: Mutex<State>,
+}
+
+impl Guard {
+    pub fn new(rule: GuardRule) -> Guard {
+        Guard {
+            rule,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Whether a mass silence goes on at `now`: `Some` with its measure when deadlines that
+    /// pass now must be held rather than declared down. An episode already in progress holds
+    /// too while the silence lasts.
+    pub fn mass_silence(&self, registry: &Registry, now: DateTime<Utc>) -> Option<Silence> {
+        if !self.rule.enabled {
+            return None;
+        }
+        let cached = self
+            .state
+            .lock()
+            .measured
+            .filter(|(at, _)| now - *at < MEASURE_EVERY && *at <= now);
+        let silence = match cached {
+            Some((_, silence)) => silence,
+            None => {
+                let silence = measure(registry, now);
+                self.state.lock().measured = Some((now, silence));
+                silence
+            }
+        };
+        (silence.silent >= self.rule.min_services.max(1)
+            && silence.silent as f64 > self.rule.share * silence.total as f64)
+            .then_some(silence)
+    }
+
+    /// Holds `entry` (already marked unreachable in its slot); the `mass_failure` event when
+    /// this starts an episode.
+    pub fn hold(
+        &self,
+        entry: Arc<Entry>,
+        silence: Silence,
+        now: DateTime<Utc>,
+    ) -> Option<NewEvent> {
+        let mut state = self.state.lock();
+        let started = state.episode.is_none();
+        let episode = state.episode.get_or_insert_with(|| Episode {
+            since: now,
+            silence,
+            held: Vec::new(),
+            returned: 0,
+            confirmed: 0,
+            expired: 0,
+        });
+        episode.held.push((entry, now));
+        started.then(|| {
+            let mut event = whole_fleet(EventKind::MassFailure, now);
+            event.reason = Some(format!(
+                "{} of {} services went silent together: Vigil may be the one cut off. They are unreachable, not down, until they beat again, an admin runs `vigil confirm-down`, or {} s pass",
+                silence.silent,
+                silence.total,
+                crate::model::seconds(self.rule.hold)
+            ));
+            event
+        })
+    }
+
+    /// Looks at the held services (at most every [`TEND_EVERY`]): forgets the ones that beat
+    /// again or were deleted, declares down the ones held longer than `hold`, and ends the
+    /// episode once none is left. Returns the events to write.
+    pub fn tend(&self, registry: &Registry, now: DateTime<Utc>) -> Vec<NewEvent> {
+        let mut state = self.state.lock();
+        if state.episode.is_none()
+            || state
+                .tended
+                .is_some_and(|at| now - at < TEND_EVERY && at <= now)
+        {
+            return Vec::new();
+        }
+        state.tended = Some(now);
+        let hold = self.rule.hold;
+        let Some(episode) = state.episode.as_mut() else {
+            return Vec::new();
+        };
+        let mut events = Vec::new();
+        let mut returned = 0;
+        let mut expired = 0;
+        episode.held.retain(|(entry, held_at)| {
+            let mut slot = entry.lock();
+            if slot.deleted || !slot.unreachable {
+                returned += usize::from(!slot.deleted);
+                return false;
+            }
+            if now - *held_at >= hold {
+                slot.unreachable = false;
+                let reason = format!(
+                    "unreachable for {:.0} s after a mass failure, and never beat again",
+                    crate::model::seconds(now - *held_at)
+                );
+                events.extend(crate::detector::declare_down(
+                    registry,
+                    &mut slot,
+                    now,
+                    Some(reason),
+                ));
+                expired += 1;
+                return false;
+            }
+            true
+        });
+        episode.returned += returned;
+        episode.expired += expired;
+        if episode.held.is_empty() {
+            events.push(ended(episode, now));
+            state.episode = None;
+        }
+        events
+    }
+
+    /// Declares down the held services of `host` (and `binary`), or all of them, as `actor`
+    /// asks. Returns how many, and the events to write.
+    pub fn confirm_down(
+        &self,
+        registry: &Registry,
+        host: Option<&str>,
+        binary: Option<&str>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> (usize, Vec<NewEvent>) {
+        let mut state = self.state.lock();
+        let Some(episode) = state.episode.as_mut() else {
+            return (0, Vec::new());
+        };
+        let mut events = Vec::new();
+        let mut confirmed = 0;
+        let mut returned = 0;
+        episode.held.retain(|(entry, _)| {
+            let mut slot = entry.lock();
+            if slot.deleted || !slot.unreachable {
+                returned += usize::from(!slot.deleted);
+                return false;
+            }
+            if host.is_some_and(|h| *h != slot.record.host)
+                || binary.is_some_and(|b| *b != slot.record.binary)
+            {
+                return true;
+            }
+            slot.unreachable = false;
+            let who = actor.name.as_deref().unwrap_or("an admin");
+            let reason = format!("confirmed down by {who} after a mass failure");
+            events.extend(
+                crate::detector::declare_down(registry, &mut slot, now, Some(reason))
+                    .into_iter()
+                    .map(|e| e.by(actor)),
+            );
+            confirmed += 1;
+            false
+        });
+        episode.confirmed += confirmed;
+        episode.returned += returned;
+        if episode.held.is_empty() {
+            events.push(ended(episode, now));
+            state.episode = None;
+        }
+        (confirmed, events)
+    }
+
+    /// The episode in progress, if any. Locks the held services' slots: never call it while
+    /// holding a slot's lock (the order is the guard's state, then slots).
+    pub fn episode(&self) -> Option<EpisodeView> {
+        let state = self.state.lock();
+        state.episode.as_ref().map(|e| EpisodeView {
+            since: e.since,
+            unreachable: e
+                .held
+                .iter()
+                .filter(|(entry, _)| entry.lock().unreachable)
+                .count(),
+            silence: e.silence,
+        })
+    }
+
+    /// Forgets the episode (leadership lost: the next leader starts from the table).
+    pub fn clear(&self) {
+        *self.state.lock() = State::default();
+    }
+}
+
+/// Counts the silent services at `now` (see the module's doc).
+fn measure(registry: &Registry, now: DateTime<Utc>) -> Silence {
+    let mut silence = Silence {
+        silent: 0,
+        total: 0,
+    };
+    for entry in registry.entries() {
+        let slot = entry.lock();
+        let record = &slot.record;
+        if slot.deleted
+            || slot.watched.is_some()
+            || record.forced_down
+            || crate::liveness::is_stopped(record)
+            || (slot.declared_down && !slot.unreachable)
+        {
+            continue;
+        }
+        silence.total += 1;
+        let age = now - record.updated_at.unwrap_or(record.created_at);
+        if slot.unreachable || age * 2 >= registry.liveness.down_time(record) {
+            silence.silent += 1;
+        }
+    }
+    silence
+}
+
+/// An event about the whole fleet rather than one service (service id 0, host and binary `*`).
+fn whole_fleet(kind: EventKind, at: DateTime<Utc>) -> NewEvent {
+    NewEvent {
+        service_id: 0,
+        host: "*".into(),
+        binary: "*".into(),
+        kind,
+        at,
+        reason: None,
+        last_seen: None,
+        threshold_s: None,
+        actor: None,
+        address: None,
+    }
+}
+
+fn ended(episode: &Episode, now: DateTime<Utc>) -> NewEvent {
+    let mut event = whole_fleet(EventKind::MassFailureEnded, now);
+    event.reason = Some(format!(
+        "the mass failure since {} is over: {} beat again, {} confirmed down, {} down after the hold",
+        episode.since.format("%Y-%m-%dT%H:%M:%SZ"),
+        episode.returned,
+        episode.confirmed,
+        episode.expired
+    ));
+    event
+}
