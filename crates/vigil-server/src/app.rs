@@ -20,6 +20,7 @@ pub use crate::error::AppError;
 mod beat_health;
 mod diagnose;
 mod health;
+mod maintenance;
 mod start;
 mod stop;
 mod stream;
@@ -28,6 +29,7 @@ mod tokens;
 pub(crate) mod watch;
 
 pub use health::DatabaseHealth;
+pub use maintenance::NewMaintenance;
 pub(crate) use start::build;
 pub use tokens::{expired, NewToken};
 

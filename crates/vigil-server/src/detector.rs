@@ -229,6 +229,10 @@ impl Detector {
                 let mut event = NewEvent::about(&slot.record, EventKind::Down, now);
                 event.last_seen = Some(slot.record.updated_at.unwrap_or(slot.record.created_at));
                 event.threshold_s = Some(liveness.down_time_s(&slot.record));
+                event.reason =
+                    registry
+                        .maintenance
+                        .note(&slot.record.host, &slot.record.binary, now);
                 events.emit(event);
                 if let Some(count) = slot.flaps.record(now, &liveness.flapping) {
                     events.emit(crate::flapping::event(
