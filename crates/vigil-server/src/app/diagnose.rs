@@ -17,7 +17,7 @@ impl App {
         let entry = self.entry(id).await?;
         let now = self.clock.now();
         let rule = self.registry.liveness.flapping;
-        let (service, record, stats, openstack, recent_transitions) = {
+        let (service, record, stats, openstack, recent_transitions, window) = {
             let slot = entry.lock();
             let openstack = slot.watched.as_ref().map(|watched| Openstack {
                 kind: watched.kind,
@@ -35,6 +35,9 @@ impl App {
                 slot.stats.clone(),
                 openstack,
                 slot.flaps.count(now, &rule),
+                self.registry
+                    .maintenance
+                    .find(&slot.record.host, &slot.record.binary, now),
             )
         };
         let history = self.doctor_history(&record, now).await;
@@ -51,6 +54,7 @@ impl App {
             openstack,
             recent_transitions,
             flapping: rule,
+            maintenance: window.as_deref(),
         });
         Ok(Diagnosis { service, findings })
     }

@@ -18,8 +18,8 @@
 //! - `words`: the findings builder (`ok`, `warning`, `error`, then `because` and `fix`) and
 //!   how numbers and times are written for people.
 //! - one file per check: `interval`, `clock`, `punctuality`, `heartbeat`, `health` (what
-//!   the service says of itself), `flapping`, `admin` (forced down, disabled), `restarts`,
-//!   `duplicate`.
+//!   the service says of itself), `flapping`, `maintenance` (a window covers it), `admin`
+//!   (forced down, disabled), `restarts`, `duplicate`.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use vigil_proto::{Finding, Severity};
@@ -38,6 +38,7 @@ mod flapping;
 mod health;
 mod heartbeat;
 mod interval;
+mod maintenance;
 mod punctuality;
 mod restarts;
 #[cfg(test)]
@@ -52,6 +53,7 @@ use health::health;
 use heartbeat::heartbeat;
 pub use interval::interval;
 use interval::openstack_interval;
+use maintenance::maintenance;
 use punctuality::punctuality;
 use restarts::restarts;
 use words::*;
@@ -85,6 +87,8 @@ pub struct Inputs<'a> {
     /// Its up/down transitions within the flapping window, and the rule.
     pub recent_transitions: usize,
     pub flapping: crate::flapping::FlapRule,
+    /// The maintenance window that covers it now, if any.
+    pub maintenance: Option<&'a crate::model::MaintenanceWindow>,
 }
 
 /// The watched OpenStack a service is a row of.
@@ -106,6 +110,7 @@ pub fn diagnose(inputs: &Inputs) -> Vec<Finding> {
         heartbeat(inputs),
         health(inputs),
         flapping(inputs),
+        maintenance(inputs),
         forced_down(inputs),
         disabled(inputs),
         restarts(inputs),
