@@ -50,6 +50,8 @@ enum Command {
     Events(cmd::events::EventsArgs),
     /// Make, list and revoke tokens (admin, agent bound to hosts, reader).
     Token(cmd::token::TokenArgs),
+    /// Start, end and list maintenance windows: services judged as always, not alerted on.
+    Maintenance(cmd::maintenance::MaintenanceArgs),
     /// Print events as they happen, until Ctrl-C; survives server restarts.
     Watch(cmd::watch::WatchArgs),
     /// Print the shell completion script for bash, zsh or fish.
@@ -106,6 +108,7 @@ fn quiet_on_closed_pipe(command: &Command) {
             | Command::Doctor(_)
             | Command::Events(_)
             | Command::Token(_)
+            | Command::Maintenance(_)
             | Command::Watch(_)
             | Command::Completions(_)
             | Command::Man(_)
@@ -156,6 +159,10 @@ fn main() {
         Command::Token(args) => {
             init_logging("warn");
             runtime().and_then(|rt| rt.block_on(cmd::token::run(args)).map_err(Into::into))
+        }
+        Command::Maintenance(args) => {
+            init_logging("warn");
+            runtime().and_then(|rt| rt.block_on(cmd::maintenance::run(args)).map_err(Into::into))
         }
         Command::Watch(args) => {
             init_logging("warn");

@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod doctor;
 pub mod events;
+pub mod maintenance;
 pub mod server;
 pub mod service;
 pub mod token;
