@@ -9,6 +9,7 @@ mod detection;
 mod doctor;
 mod harness;
 mod invariants;
+mod maintenance;
 mod metrics;
 mod openstack;
 mod postgres;
