@@ -156,7 +156,7 @@ pub fn maintenance(windows: &[vigil_proto::Maintenance]) -> String {
                 None => format!("ended at {}", ts::format(at)),
             },
             (None, true) => "active".into(),
-            (None, false) => "over".into(),
+            (None, false) => "ended".into(),
         };
         table.add_row([
             w.id.to_string(),

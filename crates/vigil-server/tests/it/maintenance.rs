@@ -434,3 +434,25 @@ async fn a_window_shows_through_every_replica() {
     drop((a, b));
     backend.drop_schema().await;
 }
+
+/// With `metrics.per_service = false` no service has a series of its own, in maintenance or
+/// not; the count of windows stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_per_service_metrics_only_the_count_of_windows_shows() {
+    let dir = temp_dir();
+    let mut config = Backend::Sqlite.config(dir.path());
+    config.metrics.per_service = false;
+    let server = TestServer::start(config).await;
+    server.register("node-1", "cinder-volume").await;
+    start(
+        &server,
+        json!({"host": "node-1", "duration_s": 60, "reason": "r"}),
+    )
+    .await;
+    let text = metrics(&server).await;
+    assert!(!text.contains("vigil_service_in_maintenance"), "{text}");
+    assert!(
+        text.lines().any(|l| l == "vigil_maintenance_windows 1"),
+        "{text}"
+    );
+}
