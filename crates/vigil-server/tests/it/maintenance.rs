@@ -7,7 +7,46 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{eventually, temp_dir, Backend, TestServer, AGENT_TOKEN};
+use crate::harness::{eventually, temp_dir, under_ci, Backend, TestServer, AGENT_TOKEN};
+
+/// The SQLite files of a data directory made immutable (`chattr +i`) while it lives: every
+/// write fails. `None` (skip) when that cannot be done outside CI; panics under CI.
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    fn set(dir: &std::path::Path) -> Option<Immutable> {
+        let files: Vec<_> = ["vigil.db", "vigil.db-wal"]
+            .iter()
+            .map(|name| dir.join(name))
+            .filter(|path| path.exists())
+            .collect();
+        let guard = Immutable(files);
+        for path in &guard.0 {
+            let status = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(path)
+                .status();
+            if !matches!(status, Ok(s) if s.success()) {
+                let why = format!("cannot chattr +i {}: {status:?}", path.display());
+                assert!(!under_ci(), "{why}");
+                eprintln!("skipping a storage fault test: {why}");
+                return None;
+            }
+        }
+        Some(guard)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(path)
+                .status();
+        }
+    }
+}
 
 crate::each_backend!(
     a_window_flags_its_services_which_are_judged_as_always,
@@ -455,4 +494,48 @@ async fn without_per_service_metrics_only_the_count_of_windows_shows() {
         text.lines().any(|l| l == "vigil_maintenance_windows 1"),
         "{text}"
     );
+}
+
+/// A database that cannot be written refuses starting and ending windows with 503
+/// `database_unavailable`, changing nothing; once it can, they are taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_fault_refuses_window_changes_with_503() {
+    let dir = temp_dir();
+    let server = TestServer::start(Backend::Sqlite.config(dir.path())).await;
+    let volume = server.register("node-1", "cinder-volume").await;
+    let window = start(
+        &server,
+        json!({"host": "node-1", "duration_s": 600, "reason": "kept"}),
+    )
+    .await;
+    let Some(fault) = Immutable::set(dir.path()) else {
+        return;
+    };
+    let body = json!({"host": "node-2", "duration_s": 60, "reason": "refused"});
+    let (status, answer) = server
+        .admin(Method::POST, "/v1/maintenance", Some(body.clone()))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["error"]["code"], "database_unavailable");
+    let (status, answer) = server
+        .admin(
+            Method::DELETE,
+            &format!("/v1/maintenance/{}", window["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["error"]["code"], "database_unavailable");
+    assert!(in_maintenance(&server, volume).await, "nothing was ended");
+    drop(fault);
+    eventually("writes come back", Duration::from_secs(10), || async {
+        server
+            .admin(Method::POST, "/v1/maintenance", Some(body.clone()))
+            .await
+            .0
+            == StatusCode::CREATED
+    })
+    .await;
+    let listed = windows(&server, "").await;
+    assert_eq!(listed.len(), 2, "{listed:?}");
 }
