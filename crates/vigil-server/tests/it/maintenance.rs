@@ -539,3 +539,48 @@ async fn a_storage_fault_refuses_window_changes_with_503() {
     let listed = windows(&server, "").await;
     assert_eq!(listed.len(), 2, "{listed:?}");
 }
+
+/// The dashboard in a real Chromium: a service in a window has a `maintenance` badge with its
+/// reason on its page, and says so in the overview's table; no script error, no CSP violation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_maintenance_badge() {
+    let dir = temp_dir();
+    let server = TestServer::start(Backend::Sqlite.config(dir.path())).await;
+    let Some(browser) = crate::ui::Browser::start().await else {
+        return;
+    };
+    let volume = server.register("node-1", "cinder-volume").await;
+    server.register("node-2", "cinder-volume").await;
+    start(
+        &server,
+        json!({"host": "node-1", "duration_s": 600, "reason": "disk swap"}),
+    )
+    .await;
+    browser
+        .goto(&format!("{}/ui/services/{volume}", server.url))
+        .await;
+    browser
+        .until(
+            "the maintenance badge",
+            Duration::from_secs(10),
+            r#"[...document.querySelectorAll("h1 .badge.maintenance")].some(b => b.textContent === "maintenance" && b.title === "disk swap")"#,
+        )
+        .await;
+    browser
+        .until(
+            "the reason in the facts",
+            Duration::from_secs(5),
+            r#"document.body.textContent.includes("disk swap")"#,
+        )
+        .await;
+    browser.assert_no_errors("a service page").await;
+    browser.goto(&format!("{}/", server.url)).await;
+    browser
+        .until(
+            "the overview's table says maintenance once",
+            Duration::from_secs(10),
+            r#"[...document.querySelectorAll("td")].filter(td => td.textContent.includes("· maintenance")).length === 1"#,
+        )
+        .await;
+    browser.assert_no_errors("the overview").await;
+}
