@@ -29,13 +29,14 @@ crate::each_backend!(
     an_unknown_service_has_no_diagnosis,
 );
 
-const CHECKS: [&str; 10] = [
+const CHECKS: [&str; 11] = [
     "interval",
     "clock",
     "punctuality",
     "heartbeat",
     "health",
     "flapping",
+    "maintenance",
     "forced_down",
     "disabled",
     "restarts",
