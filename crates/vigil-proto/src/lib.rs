@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 
 pub mod ts;
 
+mod maintenance;
+pub use maintenance::{Maintenance, MaintenanceList, MaintenanceRequest, MAX_MAINTENANCE_S};
+
 /// Longest accepted `host`, `binary`, `topic`, `zone`, `version` or `disabled_reason`, in
 /// characters (Cinder's column width).
 pub const MAX_FIELD_LEN: usize = 255;
@@ -364,6 +367,13 @@ pub struct Service {
     /// Its up/down transitions within `flapping.window`.
     #[serde(default)]
     pub recent_transitions: u64,
+    /// A maintenance window covers it now (`/v1/maintenance`): it is judged all the same, and
+    /// its `down` events say so.
+    #[serde(default)]
+    pub in_maintenance: bool,
+    /// The reason of that window; absent when not in maintenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_reason: Option<String>,
 }
 
 /// The `source` of services registered with Vigil.

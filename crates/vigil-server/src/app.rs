@@ -21,6 +21,7 @@ mod beat_health;
 mod diagnose;
 mod guard;
 mod health;
+mod maintenance;
 mod start;
 mod stop;
 mod stream;
@@ -29,6 +30,7 @@ mod tokens;
 pub(crate) mod watch;
 
 pub use health::DatabaseHealth;
+pub use maintenance::NewMaintenance;
 pub(crate) use start::build;
 pub use tokens::{expired, NewToken};
 

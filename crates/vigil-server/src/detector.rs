@@ -301,7 +301,9 @@ impl Detector {
                 }
             }
         }
-        for event in self.guard.tend(registry, now) {
+        let mut declare =
+            |slot: &mut Slot, reason: String| declare_down(registry, slot, now, Some(reason));
+        for event in self.guard.tend(now, &mut declare) {
             events.emit(event);
         }
         lags
@@ -323,7 +325,13 @@ pub fn declare_down(
     let mut event = NewEvent::about(&slot.record, EventKind::Down, now);
     event.last_seen = Some(slot.record.updated_at.unwrap_or(slot.record.created_at));
     event.threshold_s = Some(liveness.down_time_s(&slot.record));
-    event.reason = reason;
+    let window = registry
+        .maintenance
+        .note(&slot.record.host, &slot.record.binary, now);
+    event.reason = match (reason, window) {
+        (Some(reason), Some(window)) => Some(format!("{reason} ({window})")),
+        (reason, window) => reason.or(window),
+    };
     let mut events = vec![event];
     if let Some(count) = slot.flaps.record(now, &liveness.flapping) {
         events.push(crate::flapping::event(

@@ -38,6 +38,8 @@ pub enum AppError {
     TokenNotFound(String),
     #[error("a token named {0:?} exists; revoke it first or choose another name")]
     TokenExists(String),
+    #[error("no maintenance window {0} is active: it does not exist or has ended")]
+    MaintenanceNotFound(i64),
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(String),
     #[error("internal error: {0}")]

@@ -25,7 +25,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use parking_lot::Mutex;
 
 use crate::model::{Actor, EventKind, NewEvent};
-use crate::registry::{Entry, Registry};
+use crate::registry::{Entry, Registry, Slot};
 
 /// When the guard holds services back from `down`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -86,6 +86,10 @@ struct State {
     /// When held services were last looked at.
     tended: Option<DateTime<Utc>>,
 }
+
+/// Declares a held service down, with a reason: its events (the detector's `declare_down`,
+/// passed in so that the guard needs nothing of the detector).
+pub type Declare<'a> = dyn FnMut(&mut Slot, String) -> Vec<NewEvent> + 'a;
 
 /// How long one measure of the silence stands.
 const MEASURE_EVERY: TimeDelta = TimeDelta::seconds(1);
@@ -165,9 +169,9 @@ impl Guard {
     }
 
     /// Looks at the held services (at most every [`TEND_EVERY`]): forgets the ones that beat
-    /// again or were deleted, declares down the ones held longer than `hold`, and ends the
-    /// episode once none is left. Returns the events to write.
-    pub fn tend(&self, registry: &Registry, now: DateTime<Utc>) -> Vec<NewEvent> {
+    /// again or were deleted, has `declare` declare down (with a reason) the ones held longer
+    /// than `hold`, and ends the episode once none is left. Returns the events to write.
+    pub fn tend(&self, now: DateTime<Utc>, declare: &mut Declare) -> Vec<NewEvent> {
         let mut state = self.state.lock();
         if state.episode.is_none()
             || state
@@ -196,12 +200,7 @@ impl Guard {
                     "unreachable for {:.0} s after a mass failure, and never beat again",
                     crate::model::seconds(now - *held_at)
                 );
-                events.extend(crate::detector::declare_down(
-                    registry,
-                    &mut slot,
-                    now,
-                    Some(reason),
-                ));
+                events.extend(declare(&mut slot, reason));
                 expired += 1;
                 return false;
             }
@@ -216,15 +215,15 @@ impl Guard {
         events
     }
 
-    /// Declares down the held services of `host` (and `binary`), or all of them, as `actor`
-    /// asks. Returns how many, and the events to write.
+    /// Has `declare` declare down the held services of `host` (and `binary`), or all of them,
+    /// as `actor` asks. Returns how many, and the events to write.
     pub fn confirm_down(
         &self,
-        registry: &Registry,
         host: Option<&str>,
         binary: Option<&str>,
         actor: &Actor,
         now: DateTime<Utc>,
+        declare: &mut Declare,
     ) -> (usize, Vec<NewEvent>) {
         let mut state = self.state.lock();
         let Some(episode) = state.episode.as_mut() else {
@@ -247,11 +246,7 @@ impl Guard {
             slot.unreachable = false;
             let who = actor.name.as_deref().unwrap_or("an admin");
             let reason = format!("confirmed down by {who} after a mass failure");
-            events.extend(
-                crate::detector::declare_down(registry, &mut slot, now, Some(reason))
-                    .into_iter()
-                    .map(|e| e.by(actor)),
-            );
+            events.extend(declare(&mut slot, reason).into_iter().map(|e| e.by(actor)));
             confirmed += 1;
             false
         });

@@ -55,6 +55,7 @@ mod http;
 mod id_table;
 mod limits;
 mod liveness;
+mod maintenance;
 mod metrics;
 mod model;
 mod registry;

@@ -342,6 +342,9 @@ impl Metrics {
             leader,
             database_errors,
         }));
+        scrape.register_collector(Box::new(MaintenanceWindows(
+            registry.maintenance.active_count(now),
+        )));
         let mut text = String::new();
         if openmetrics {
             prometheus_client::encoding::text::encode_registry(&mut text, &self.registry)?;
@@ -381,6 +384,23 @@ struct ServiceRow {
     /// 0 ok, 1 warning, 2 failing; `None` when none was reported.
     health: Option<i64>,
     flapping: bool,
+    /// A maintenance window covers it.
+    in_maintenance: bool,
+}
+
+/// The maintenance windows that hold at a scrape.
+#[derive(Debug)]
+struct MaintenanceWindows(usize);
+
+impl Collector for MaintenanceWindows {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        ConstGauge::new(self.0 as i64).encode(encoder.encode_descriptor(
+            "vigil_maintenance_windows",
+            "Maintenance windows that hold now (started, not ended early, not past their end)",
+            None,
+            ConstGauge::<i64>::TYPE,
+        )?)
+    }
 }
 
 /// What the fleet looked like at one scrape, and the server's state read at the same time.
@@ -426,6 +446,7 @@ impl Snapshot {
                         crate::model::Health::Failing => 2,
                     }),
                     flapping: slot.flaps.flapping(now, &registry.liveness.flapping),
+                    in_maintenance: judgement.in_maintenance,
                 })
             })
             .collect()
@@ -579,6 +600,13 @@ impl Collector for Snapshot {
             "1 when the service went up and down at least flapping.transitions times within flapping.window, else 0",
             rows,
             |r| Some(i64::from(r.flapping)),
+        )?;
+        per_service_gauge(
+            &mut encoder,
+            "vigil_service_in_maintenance",
+            "1 when a maintenance window covers the service (it is judged all the same); no sample otherwise, so alert rules can silence by it",
+            rows,
+            |r| r.in_maintenance.then_some(1),
         )?;
         Ok(())
     }

@@ -360,3 +360,42 @@ pub fn seconds(delta: TimeDelta) -> f64 {
 pub fn delta(seconds: f64) -> TimeDelta {
     TimeDelta::microseconds((seconds * 1e6) as i64)
 }
+
+/// A maintenance window: the services of `host` (of `binary` only, or every binary of the host
+/// when `None`) are in maintenance from `starts_at` until `ends_at`, unless an admin ended the
+/// window earlier (`ended_at`). They keep being judged; their views, events, metrics and
+/// diagnosis say so. Kept after it ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaintenanceWindow {
+    /// 0 until stored.
+    pub id: i64,
+    pub host: String,
+    pub binary: Option<String>,
+    pub reason: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    /// The name of the token that started it, and the client address it came from.
+    pub created_by: Option<String>,
+    pub address: Option<String>,
+    /// When an admin ended it before `ends_at`, and who.
+    pub ended_at: Option<DateTime<Utc>>,
+    pub ended_by: Option<String>,
+}
+
+impl MaintenanceWindow {
+    /// Whether it holds at `now`: started, not ended early, not past its end.
+    pub fn active(&self, now: DateTime<Utc>) -> bool {
+        self.ended_at.is_none() && self.starts_at <= now && now < self.ends_at
+    }
+
+    /// Whether it covers the service (`host`, `binary`).
+    pub fn covers(&self, host: &str, binary: &str) -> bool {
+        self.host == host && self.binary.as_deref().is_none_or(|b| b == binary)
+    }
+
+    /// When it ends, or ended: early by an admin, or at `ends_at`.
+    pub fn end(&self) -> DateTime<Utc> {
+        self.ended_at
+            .map_or(self.ends_at, |at| at.min(self.ends_at))
+    }
+}

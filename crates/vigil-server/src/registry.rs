@@ -184,6 +184,8 @@ pub struct Registry {
     table: RwLock<Table>,
     dirty: Mutex<Vec<Arc<Entry>>>,
     pub liveness: Liveness,
+    /// The maintenance windows that hold (see [`crate::maintenance`]).
+    pub maintenance: crate::maintenance::Windows,
 }
 
 impl Registry {
@@ -192,6 +194,7 @@ impl Registry {
             table: RwLock::new(Table::default()),
             dirty: Mutex::new(Vec::new()),
             liveness,
+            maintenance: crate::maintenance::Windows::default(),
         };
         {
             let mut table = registry.table.write();
@@ -506,6 +509,7 @@ impl Registry {
             suspicion,
             last_seen,
             age: now - last_seen,
+            in_maintenance: self.maintenance.covers(&record.host, &record.binary, now),
         }
     }
 
@@ -544,7 +548,24 @@ impl Registry {
             service_down_time: Some(self.liveness.down_time_s(record)),
             flapping: slot.flaps.flapping(now, &self.liveness.flapping),
             recent_transitions: slot.flaps.count(now, &self.liveness.flapping) as u64,
+            in_maintenance: judgement.in_maintenance,
+            maintenance_reason: self.maintenance_reason(slot, &judgement, now),
         }
+    }
+
+    /// The reason of the maintenance window `slot`'s service is in at `now`, as judged.
+    pub fn maintenance_reason(
+        &self,
+        slot: &Slot,
+        judgement: &Judgement,
+        now: DateTime<Utc>,
+    ) -> Option<String> {
+        if !judgement.in_maintenance {
+            return None;
+        }
+        self.maintenance
+            .find(&slot.record.host, &slot.record.binary, now)
+            .map(|window| window.reason.clone())
     }
 
     /// Every entry, for the detector and the diagnosis of all services.
@@ -618,6 +639,8 @@ pub struct Judgement {
     pub last_seen: DateTime<Utc>,
     /// `now - last_seen`.
     pub age: chrono::TimeDelta,
+    /// A maintenance window covers it: judged all the same, and said so.
+    pub in_maintenance: bool,
 }
 
 impl Judgement {

@@ -379,6 +379,9 @@
       out.push(" ", h("span", { class: "badge health-" + service.health, title: service.health_message || "" }, service.health));
     }
     if (service.flapping) out.push(" ", h("span", { class: "badge suspect" }, "flapping"));
+    if (service.in_maintenance) {
+      out.push(" ", h("span", { class: "badge maintenance", title: service.maintenance_reason || "" }, "maintenance"));
+    }
     return out;
   }
 
@@ -388,7 +391,8 @@
     ["zone", "Zone", "zone", (sv) => sv.zone],
     ["status", "Status", "status", (sv) => sv.status],
     ["state", "State", "state", (sv) => sv.state + (sv.forced_down ? " (forced)" : "") + (sv.suspect ? " · suspect" : "")
-      + (sv.health && sv.health !== "ok" ? " · " + sv.health : "") + (sv.flapping ? " · flapping" : "")],
+      + (sv.health && sv.health !== "ok" ? " · " + sv.health : "") + (sv.flapping ? " · flapping" : "")
+      + (sv.in_maintenance ? " · maintenance" : "")],
     ["updated_at", "Updated at", "updated_at", (sv) => when(sv.updated_at)],
     ["disabled_reason", "Disabled reason", "disabled_reason", (sv) => sv.disabled_reason || ""],
     ["age", "Last heartbeat", "last_heartbeat_age_s", (sv) => age(sv.last_heartbeat_age_s) + " ago", "num"],
@@ -644,6 +648,7 @@
         ["ID", service.id], ["Zone", service.zone], ["Topic", service.topic || "–"], ["Source", service.source],
         ["Status", service.status], ["Disabled reason", service.disabled_reason || "–"],
         ["Forced down", service.forced_down ? "yes" : "no"],
+        ["Maintenance", service.in_maintenance ? service.maintenance_reason || "yes" : "no"],
         ["Last heartbeat", `${age(service.last_heartbeat_age_s)} ago (${when(service.updated_at)})`],
         ["Report interval", service.report_interval + " s"],
         ["Reports", service.report_count],

@@ -52,6 +52,8 @@ enum Command {
     Token(cmd::token::TokenArgs),
     /// After a mass failure, declare down the services held unreachable (all, or a host's).
     ConfirmDown(cmd::confirm_down::ConfirmDownArgs),
+    /// Start, end and list maintenance windows: services judged as always, not alerted on.
+    Maintenance(cmd::maintenance::MaintenanceArgs),
     /// Print events as they happen, until Ctrl-C; survives server restarts.
     Watch(cmd::watch::WatchArgs),
     /// Print the shell completion script for bash, zsh or fish.
@@ -109,6 +111,7 @@ fn quiet_on_closed_pipe(command: &Command) {
             | Command::Events(_)
             | Command::Token(_)
             | Command::ConfirmDown(_)
+            | Command::Maintenance(_)
             | Command::Watch(_)
             | Command::Completions(_)
             | Command::Man(_)
@@ -166,6 +169,10 @@ fn main() {
                 rt.block_on(cmd::confirm_down::run(args))
                     .map_err(Into::into)
             })
+        }
+        Command::Maintenance(args) => {
+            init_logging("warn");
+            runtime().and_then(|rt| rt.block_on(cmd::maintenance::run(args)).map_err(Into::into))
         }
         Command::Watch(args) => {
             init_logging("warn");

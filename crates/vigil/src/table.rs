@@ -31,6 +31,9 @@ pub fn services(services: &[Service]) -> String {
         } else {
             s.state.as_str().to_string()
         };
+        if s.in_maintenance {
+            state.push_str(" (maintenance)");
+        }
         // What the service says of itself, when it is not plain ok: alive but failing shows.
         match s.health {
             Some(vigil_proto::HealthStatus::Warning) => state.push_str(" (warning)"),
@@ -136,6 +139,39 @@ pub fn tokens(tokens: &[vigil_proto::Token]) -> String {
     table.to_string()
 }
 
+/// `vigil maintenance list`: Id, Host, Binary (`*`: every binary of the host), Reason, Starts,
+/// Ends, By, and whether it holds (or who ended it early).
+pub fn maintenance(windows: &[vigil_proto::Maintenance]) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(ASCII_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header([
+            "Id", "Host", "Binary", "Reason", "Starts", "Ends", "By", "Status",
+        ]);
+    for w in windows {
+        let status = match (&w.ended_at, w.active) {
+            (Some(at), _) => match &w.ended_by {
+                Some(by) => format!("ended by {by} at {}", ts::format(at)),
+                None => format!("ended at {}", ts::format(at)),
+            },
+            (None, true) => "active".into(),
+            (None, false) => "ended".into(),
+        };
+        table.add_row([
+            w.id.to_string(),
+            w.host.clone(),
+            w.binary.clone().unwrap_or_else(|| "*".into()),
+            w.reason.clone(),
+            ts::format(&w.starts_at),
+            ts::format(&w.ends_at),
+            w.created_by.clone().unwrap_or_else(|| "-".into()),
+            status,
+        ]);
+    }
+    table.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +212,17 @@ mod tests {
         assert!(line("sched-b").contains("down (disagrees)"), "{mixed}");
         assert!(!line("sched-a").contains("disagrees"), "{mixed}");
         assert!(line("node-1").contains("| vigil"), "{mixed}");
+    }
+
+    #[test]
+    fn a_service_in_maintenance_says_so_beside_its_state() {
+        let mut resting = service("node-1", "vigil", None);
+        resting.state = vigil_proto::State::Down;
+        resting.in_maintenance = true;
+        resting.maintenance_reason = Some("disk swap".into());
+        let table = services(&[resting, service("node-2", "vigil", None)]);
+        assert!(table.contains("| down (maintenance) |"), "{table}");
+        assert_eq!(table.matches("maintenance").count(), 1, "{table}");
     }
 
     #[test]

@@ -99,6 +99,11 @@ impl ApiError {
             AppError::TokenExists(_) => {
                 ApiError::new(StatusCode::CONFLICT, "token_exists", err.to_string())
             }
+            AppError::MaintenanceNotFound(_) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "maintenance_not_found",
+                err.to_string(),
+            ),
             AppError::DatabaseUnavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database_unavailable",

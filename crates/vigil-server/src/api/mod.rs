@@ -24,6 +24,7 @@ mod events;
 mod extract;
 mod guard;
 mod list_body;
+mod maintenance;
 pub(crate) mod metrics;
 mod openapi;
 mod service_json;
@@ -75,6 +76,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/confirm-down", post(guard::confirm_down))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{name}", delete(tokens::revoke))
+        .route(
+            "/v1/maintenance",
+            post(maintenance::start).get(maintenance::list),
+        )
+        .route("/v1/maintenance/{id}", delete(maintenance::end))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::handler))

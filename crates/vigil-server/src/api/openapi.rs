@@ -52,6 +52,9 @@ the server that serves it and shows which.",
         super::tokens::create,
         super::tokens::list,
         super::tokens::revoke,
+        super::maintenance::start,
+        super::maintenance::list,
+        super::maintenance::end,
         super::healthz,
         super::readyz,
         super::metrics::handler,
@@ -64,6 +67,7 @@ the server that serves it and shows which.",
         (name = "events", description = "The history of what happened to services"),
         (name = "health", description = "Probes of the server itself"),
         (name = "tokens", description = "Tokens of the roles admin, agent and reader (admin only)"),
+        (name = "maintenance", description = "Maintenance windows: services judged as always, flagged `in_maintenance` (admin; reads like every read)"),
     )
 )]
 struct ApiDoc;
@@ -453,7 +457,10 @@ mod tests {
                         assert!(admin && !anonymous, "{method} {path}");
                         assert!(responses.contains_key("401") && responses.contains_key("403"));
                     }
-                    _ if path.starts_with("/v1/tokens") => {
+                    _ if path.starts_with("/v1/tokens")
+                        || path == "/v1/confirm-down"
+                        || (path.starts_with("/v1/maintenance") && method != "get") =>
+                    {
                         assert!(admin && !anonymous, "{method} {path}");
                         assert!(responses.contains_key("401") && responses.contains_key("403"));
                     }

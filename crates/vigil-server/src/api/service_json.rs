@@ -75,6 +75,12 @@ pub fn write(out: &mut Vec<u8>, registry: &Registry, slot: &Slot, now: DateTime<
         out,
         slot.flaps.count(now, &registry.liveness.flapping) as u64,
     );
+    out.extend_from_slice(br#","in_maintenance":"#);
+    boolean(out, judgement.in_maintenance);
+    if let Some(reason) = registry.maintenance_reason(slot, &judgement, now) {
+        out.extend_from_slice(br#","maintenance_reason":"#);
+        string(out, &reason);
+    }
     out.push(b'}');
 }
 
@@ -212,6 +218,18 @@ mod tests {
             };
             registry.insert_watched(row, watched).unwrap();
         }
+        registry.maintenance.add(crate::model::MaintenanceWindow {
+            id: 1,
+            host: "plain".into(),
+            binary: None,
+            reason: "disk \"swap\"\t".into(),
+            starts_at: t0,
+            ends_at: t0 + TimeDelta::seconds(30),
+            created_by: None,
+            address: None,
+            ended_at: None,
+            ended_by: None,
+        });
         for now in [t0, t0 + TimeDelta::seconds(9), t0 + TimeDelta::seconds(61)] {
             for entry in registry.entries() {
                 let slot = entry.lock();

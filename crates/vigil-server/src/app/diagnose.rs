@@ -20,7 +20,7 @@ impl App {
         let up_after_beats = self.registry.liveness.up_after_beats;
         // Before the slot's lock: the episode's view locks the slots it holds.
         let mass_failure = self.mass_failure();
-        let (service, record, stats, openstack, recent_transitions, reach) = {
+        let (service, record, stats, openstack, recent_transitions, reach, window) = {
             let slot = entry.lock();
             let openstack = slot.watched.as_ref().map(|watched| Openstack {
                 kind: watched.kind,
@@ -44,6 +44,9 @@ impl App {
                     recovering: (slot.recovering > 0)
                         .then_some((u32::from(slot.recovering), up_after_beats)),
                 },
+                self.registry
+                    .maintenance
+                    .find(&slot.record.host, &slot.record.binary, now),
             )
         };
         let history = self.doctor_history(&record, now).await;
@@ -61,6 +64,7 @@ impl App {
             recent_transitions,
             flapping: rule,
             reach,
+            maintenance: window.as_deref(),
         });
         Ok(Diagnosis { service, findings })
     }

@@ -27,13 +27,14 @@ impl App {
         self.tokens.authorize(caller, Need::Admin)?;
         self.limit_writes(caller)?;
         let actor = caller.actor();
-        let (confirmed, events) = self.detector.guard.confirm_down(
-            &self.registry,
-            host,
-            binary,
-            &actor,
-            self.clock.now(),
-        );
+        let now = self.clock.now();
+        let mut declare = |slot: &mut crate::registry::Slot, reason: String| {
+            crate::detector::declare_down(&self.registry, slot, now, Some(reason))
+        };
+        let (confirmed, events) =
+            self.detector
+                .guard
+                .confirm_down(host, binary, &actor, now, &mut declare);
         for event in events {
             self.events.emit(event);
         }

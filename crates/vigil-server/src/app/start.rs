@@ -71,6 +71,8 @@ pub(crate) async fn build(
         .map_err(fail)?;
     tracing::info!(services = records.len(), "loaded services");
     let registry = Registry::new(records, liveness);
+    let windows = store.list_maintenance(Some(now)).await.map_err(fail)?;
+    registry.maintenance.replace(windows, 0);
     let mut watches: Vec<Arc<WatchState>> = Vec::new();
     for watch in &config.watch {
         let watch = watch

@@ -64,7 +64,9 @@ impl From<AppError> for Fault {
         match err {
             AppError::Invalid { message, .. } => Fault::invalid_input(message),
             AppError::NotFound(_) => Fault::new(StatusCode::NOT_FOUND, err.to_string()),
-            AppError::TokenNotFound(_) => Fault::new(StatusCode::NOT_FOUND, err.to_string()),
+            AppError::TokenNotFound(_) | AppError::MaintenanceNotFound(_) => {
+                Fault::new(StatusCode::NOT_FOUND, err.to_string())
+            }
             AppError::RateLimited { .. } => {
                 Fault::new(StatusCode::TOO_MANY_REQUESTS, err.to_string())
             }

@@ -19,8 +19,8 @@
 //!   how numbers and times are written for people.
 //! - one file per check: `interval`, `clock`, `punctuality`, `heartbeat`, `health` (what
 //!   the service says of itself), `flapping`, `reach` (held unreachable in a mass failure,
-//!   or coming back after a down), `admin` (forced down, disabled), `restarts`,
-//!   `duplicate`.
+//!   or coming back after a down), `maintenance` (a window covers it), `admin` (forced down,
+//!   disabled), `restarts`, `duplicate`.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use vigil_proto::{Finding, Severity};
@@ -39,6 +39,7 @@ mod flapping;
 mod health;
 mod heartbeat;
 mod interval;
+mod maintenance;
 mod punctuality;
 mod reach;
 mod restarts;
@@ -54,6 +55,7 @@ use health::health;
 use heartbeat::heartbeat;
 pub use interval::interval;
 use interval::openstack_interval;
+use maintenance::maintenance;
 use punctuality::punctuality;
 use reach::reach;
 pub use reach::Reach;
@@ -91,6 +93,8 @@ pub struct Inputs<'a> {
     pub flapping: crate::flapping::FlapRule,
     /// Held `unreachable` in a mass failure, or coming back after a down.
     pub reach: Reach,
+    /// The maintenance window that covers it now, if any.
+    pub maintenance: Option<&'a crate::model::MaintenanceWindow>,
 }
 
 /// The watched OpenStack a service is a row of.
@@ -113,6 +117,7 @@ pub fn diagnose(inputs: &Inputs) -> Vec<Finding> {
         health(inputs),
         flapping(inputs),
         reach(inputs),
+        maintenance(inputs),
         forced_down(inputs),
         disabled(inputs),
         restarts(inputs),

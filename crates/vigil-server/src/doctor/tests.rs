@@ -57,6 +57,7 @@ fn run(record: &ServiceRecord, stats: &BeatStats, now: i64) -> Vec<Finding> {
         recent_transitions: 0,
         flapping: crate::flapping::FlapRule::new(4, 600.0),
         reach: Default::default(),
+        maintenance: None,
     })
 }
 
@@ -82,7 +83,7 @@ fn a_regular_service_is_all_ok() {
     let times = every(10_000, 20);
     let stats = beats(&mut r, &times, &times, 0.0);
     let findings = run(&r, &stats, 200_500);
-    assert_eq!(findings.len(), 10);
+    assert_eq!(findings.len(), 12);
     for f in &findings {
         assert_eq!(f.severity, Severity::Ok, "{f:?}");
     }
@@ -207,6 +208,7 @@ fn restarts_count_only_recent_starts_again() {
             recent_transitions: 0,
             flapping: crate::flapping::FlapRule::new(4, 600.0),
             reach: Default::default(),
+            maintenance: None,
         })
         .severity
     };
@@ -254,6 +256,7 @@ fn a_watched_openstack_is_judged_in_its_own_terms() {
         recent_transitions: 0,
         flapping: crate::flapping::FlapRule::new(4, 600.0),
         reach: Default::default(),
+        maintenance: None,
     });
     assert_eq!(finding.severity, Severity::Error);
     assert_eq!(
@@ -314,6 +317,7 @@ fn flapping_is_a_warning_with_its_count() {
         recent_transitions: 5,
         flapping: crate::flapping::FlapRule::new(4, 600.0),
         reach: Default::default(),
+        maintenance: None,
     });
     let found = check(&findings, "flapping");
     assert_eq!(found.severity, Severity::Warning);
@@ -323,6 +327,67 @@ fn flapping_is_a_warning_with_its_count() {
     );
     assert_eq!(
         check(&run(&r, &stats, 200_500), "flapping").severity,
+        Severity::Ok
+    );
+}
+
+#[test]
+fn a_service_in_maintenance_names_its_window_and_its_down_is_expected() {
+    let mut r = record(10.0);
+    let times = every(10_000, 20);
+    let stats = beats(&mut r, &times, &times, 0.0);
+    let window = crate::model::MaintenanceWindow {
+        id: 3,
+        host: r.host.to_string(),
+        binary: None,
+        reason: "disk swap".into(),
+        starts_at: t(100_000),
+        ends_at: t(7_300_000),
+        created_by: Some("ops-alice".into()),
+        address: Some("10.0.0.7".into()),
+        ended_at: None,
+        ended_by: None,
+    };
+    let diagnose_at = |now: i64| {
+        diagnose(&Inputs {
+            record: &r,
+            stats: &stats,
+            history: Ok(&[]),
+            service_down_time: 60.0,
+            now: t(now),
+            openstack: None,
+            recent_transitions: 0,
+            flapping: crate::flapping::FlapRule::new(4, 600.0),
+            reach: Default::default(),
+            maintenance: Some(&window),
+        })
+    };
+    let up = diagnose_at(200_500);
+    let found = check(&up, "maintenance");
+    assert_eq!(found.severity, Severity::Warning);
+    assert!(
+        found.summary.starts_with("in maintenance window 3 until ")
+            && found.summary.ends_with("(reason: disk swap)"),
+        "{found:?}"
+    );
+    assert!(
+        found.detail.contains("started by ops-alice at "),
+        "{found:?}"
+    );
+    assert!(
+        found.remedy.contains("vigil maintenance end 3"),
+        "{found:?}"
+    );
+    let down = diagnose_at(400_000);
+    let found = check(&down, "maintenance");
+    assert!(
+        found
+            .summary
+            .starts_with("down during maintenance window 3 (reason: disk swap): expected"),
+        "{found:?}"
+    );
+    assert_eq!(
+        check(&run(&r, &stats, 400_000), "maintenance").severity,
         Severity::Ok
     );
 }

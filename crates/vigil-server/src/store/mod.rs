@@ -16,8 +16,9 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 pub use crate::model::{
-    Actor, AdminChange, BeatFlush, BeatState, ClockSample, Event, EventKind, Health, Name,
-    NewEvent, NewService, RegistrationReason, Role, ServiceRecord, TokenRecord,
+    Actor, AdminChange, BeatFlush, BeatState, ClockSample, Event, EventKind, Health,
+    MaintenanceWindow, Name, NewEvent, NewService, RegistrationReason, Role, ServiceRecord,
+    TokenRecord,
 };
 
 /// Derives the events of an admin change from the row as it was before the change.
@@ -71,6 +72,42 @@ impl<T> TokenRow<T> {
             created_by: self.created_by,
             expires_at: self.expires_at.map(time),
         })
+    }
+}
+
+/// A row of `maintenance`, with the time type of its database.
+#[derive(sqlx::FromRow)]
+struct MaintenanceRow<T> {
+    id: i64,
+    host: String,
+    binary: Option<String>,
+    reason: String,
+    starts_at: T,
+    ends_at: T,
+    created_by: Option<String>,
+    address: Option<String>,
+    ended_at: Option<T>,
+    ended_by: Option<String>,
+}
+
+/// The columns of [`MaintenanceRow`], in a `SELECT` or `RETURNING`.
+const MAINTENANCE_COLUMNS: &str =
+    r#"id, host, "binary", reason, starts_at, ends_at, created_by, address, ended_at, ended_by"#;
+
+impl<T> MaintenanceRow<T> {
+    fn into_window(self, time: impl Fn(T) -> DateTime<Utc>) -> MaintenanceWindow {
+        MaintenanceWindow {
+            id: self.id,
+            host: self.host,
+            binary: self.binary,
+            reason: self.reason,
+            starts_at: time(self.starts_at),
+            ends_at: time(self.ends_at),
+            created_by: self.created_by,
+            address: self.address,
+            ended_at: self.ended_at.map(&time),
+            ended_by: self.ended_by,
+        }
     }
 }
 
@@ -223,6 +260,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// Revokes (deletes) a token; `false` when there is none of that name.
     async fn revoke_token(&self, name: &str) -> StoreResult<bool>;
+
+    /// Stores a new maintenance window; returns it with its id.
+    async fn create_maintenance(
+        &self,
+        window: &MaintenanceWindow,
+    ) -> StoreResult<MaintenanceWindow>;
+
+    /// Ends a maintenance window early, at `at`, by `by`; `None` when there is no such window
+    /// or it has ended already (early, or at its `ends_at`).
+    async fn end_maintenance(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        by: Option<&str>,
+    ) -> StoreResult<Option<MaintenanceWindow>>;
+
+    /// Maintenance windows in id order: those not ended at `active_at` (not ended early,
+    /// `ends_at` after it), or every window kept when `None`.
+    async fn list_maintenance(
+        &self,
+        active_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<Vec<MaintenanceWindow>>;
 
     /// A small fact about the server itself.
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;

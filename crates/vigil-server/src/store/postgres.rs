@@ -22,6 +22,7 @@ use super::{
     NewService, RegistrationReason, ServiceRecord, Store, StoreError, StoreResult, TokenRecord,
     TokenRow,
 };
+use super::{MaintenanceRow, MaintenanceWindow, MAINTENANCE_COLUMNS};
 
 /// How long a call waits for a connection before it reports the database `Unavailable`: short,
 /// so that a dead database is an answer, not a hang.
@@ -848,6 +849,73 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn create_maintenance(
+        &self,
+        window: &MaintenanceWindow,
+    ) -> StoreResult<MaintenanceWindow> {
+        let row: MaintenanceRow<DateTime<Utc>> = sqlx::query_as(&format!(
+            r#"INSERT INTO maintenance (host, "binary", reason, starts_at, ends_at, created_by,
+                                        address)
+               VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {MAINTENANCE_COLUMNS}"#
+        ))
+        .bind(&window.host)
+        .bind(&window.binary)
+        .bind(&window.reason)
+        .bind(window.starts_at)
+        .bind(window.ends_at)
+        .bind(&window.created_by)
+        .bind(&window.address)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.into_window(|at| at))
+    }
+
+    async fn end_maintenance(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        by: Option<&str>,
+    ) -> StoreResult<Option<MaintenanceWindow>> {
+        let row: Option<MaintenanceRow<DateTime<Utc>>> = sqlx::query_as(&format!(
+            "UPDATE maintenance SET ended_at = $1, ended_by = $2
+             WHERE id = $3 AND ended_at IS NULL AND ends_at > $1 RETURNING {MAINTENANCE_COLUMNS}"
+        ))
+        .bind(at)
+        .bind(by)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| row.into_window(|at| at)))
+    }
+
+    async fn list_maintenance(
+        &self,
+        active_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<Vec<MaintenanceWindow>> {
+        let rows: Vec<MaintenanceRow<DateTime<Utc>>> = match active_at {
+            Some(at) => {
+                sqlx::query_as(&format!(
+                    "SELECT {MAINTENANCE_COLUMNS} FROM maintenance
+                     WHERE ended_at IS NULL AND ends_at > $1 ORDER BY id"
+                ))
+                .bind(at)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query_as(&format!(
+                    "SELECT {MAINTENANCE_COLUMNS} FROM maintenance ORDER BY id"
+                ))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|row| row.into_window(|at| at))
+            .collect())
     }
 
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {

@@ -21,6 +21,7 @@ use super::{
     NewEvent, NewService, RegistrationReason, ServiceRecord, Store, StoreError, StoreResult,
     TokenRecord, TokenRow,
 };
+use super::{MaintenanceRow, MaintenanceWindow, MAINTENANCE_COLUMNS};
 
 /// SQLite implementation of [`Store`].
 #[derive(Clone)]
@@ -731,6 +732,78 @@ impl Store for SqliteStore {
     async fn revoke_token(&self, name: &str) -> StoreResult<bool> {
         let query = sqlx::query("DELETE FROM tokens WHERE name = ?").bind(name);
         Ok(write_one(&self.pool, query).await? == 1)
+    }
+
+    async fn create_maintenance(
+        &self,
+        window: &MaintenanceWindow,
+    ) -> StoreResult<MaintenanceWindow> {
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        let row: MaintenanceRow<i64> = sqlx::query_as(&format!(
+            r#"INSERT INTO maintenance (host, "binary", reason, starts_at, ends_at, created_by,
+                                        address)
+               VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {MAINTENANCE_COLUMNS}"#
+        ))
+        .bind(&window.host)
+        .bind(&window.binary)
+        .bind(&window.reason)
+        .bind(micros(window.starts_at))
+        .bind(micros(window.ends_at))
+        .bind(&window.created_by)
+        .bind(&window.address)
+        .fetch_one(tx.conn())
+        .await?;
+        tx.commit().await?;
+        Ok(row.into_window(from_micros))
+    }
+
+    async fn end_maintenance(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        by: Option<&str>,
+    ) -> StoreResult<Option<MaintenanceWindow>> {
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        let row: Option<MaintenanceRow<i64>> = sqlx::query_as(&format!(
+            "UPDATE maintenance SET ended_at = ?, ended_by = ?
+             WHERE id = ? AND ended_at IS NULL AND ends_at > ? RETURNING {MAINTENANCE_COLUMNS}"
+        ))
+        .bind(micros(at))
+        .bind(by)
+        .bind(id)
+        .bind(micros(at))
+        .fetch_optional(tx.conn())
+        .await?;
+        tx.commit().await?;
+        Ok(row.map(|row| row.into_window(from_micros)))
+    }
+
+    async fn list_maintenance(
+        &self,
+        active_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<Vec<MaintenanceWindow>> {
+        let rows: Vec<MaintenanceRow<i64>> = match active_at {
+            Some(at) => {
+                sqlx::query_as(&format!(
+                    "SELECT {MAINTENANCE_COLUMNS} FROM maintenance
+                     WHERE ended_at IS NULL AND ends_at > ? ORDER BY id"
+                ))
+                .bind(micros(at))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query_as(&format!(
+                    "SELECT {MAINTENANCE_COLUMNS} FROM maintenance ORDER BY id"
+                ))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|row| row.into_window(from_micros))
+            .collect())
     }
 
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {

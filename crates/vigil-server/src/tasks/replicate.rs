@@ -37,11 +37,14 @@ pub async fn run(app: Arc<App>, interval: Duration, mut stop: Stop) {
             _ = ticker.tick() => {}
             _ = stop.stopped() => return,
         }
-        // Tokens too: one made or revoked through another replica counts here within an
-        // interval.
+        // Tokens and maintenance windows too: one made or revoked (started or ended) through
+        // another replica counts here within an interval.
         let synced = match app.sync_from_database().await {
             Ok(()) => match app.sync_beats().await {
-                Ok(()) => app.refresh_tokens().await,
+                Ok(()) => match app.refresh_tokens().await {
+                    Ok(()) => app.refresh_maintenance().await,
+                    Err(err) => Err(err),
+                },
                 Err(err) => Err(err),
             },
             Err(err) => Err(err),

@@ -29,13 +29,15 @@ crate::each_backend!(
     an_unknown_service_has_no_diagnosis,
 );
 
-const CHECKS: [&str; 10] = [
+const CHECKS: [&str; 12] = [
     "interval",
     "clock",
     "punctuality",
     "heartbeat",
     "health",
     "flapping",
+    "reach",
+    "maintenance",
     "forced_down",
     "disabled",
     "restarts",

@@ -10,6 +10,7 @@ mod doctor;
 mod guard;
 mod harness;
 mod invariants;
+mod maintenance;
 mod metrics;
 mod openstack;
 mod postgres;

@@ -174,7 +174,7 @@ async fn list(server: &TestServer, query: &str) -> (StatusCode, Option<usize>, V
 }
 
 /// A headless Chromium under chromedriver; dropping it ends both.
-struct Browser {
+pub(crate) struct Browser {
     client: Client,
     driver: std::process::Child,
 }
@@ -193,7 +193,7 @@ impl Drop for Browser {
 impl Browser {
     /// Starts chromedriver on a free port of 127.0.0.1 and a headless Chromium through it;
     /// `None` (skipped, said on stderr) without them, except under CI.
-    async fn start() -> Option<Browser> {
+    pub(crate) async fn start() -> Option<Browser> {
         if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
             assert!(
                 !harness::under_ci(),
@@ -231,12 +231,12 @@ impl Browser {
         Some(browser)
     }
 
-    async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.client.goto(url).await.expect("open the page");
     }
 
     /// The value of a JavaScript expression in the page.
-    async fn eval(&self, expression: &str) -> Value {
+    pub(crate) async fn eval(&self, expression: &str) -> Value {
         self.client
             .execute(&format!("return ({expression});"), Vec::new())
             .await
@@ -244,7 +244,7 @@ impl Browser {
     }
 
     /// Waits until `expression` is truthy in the page; panics after `limit` naming `what`.
-    async fn until(&self, what: &str, limit: Duration, expression: &str) -> Duration {
+    pub(crate) async fn until(&self, what: &str, limit: Duration, expression: &str) -> Duration {
         let start = Instant::now();
         loop {
             let value = self.eval(expression).await;
@@ -287,7 +287,7 @@ impl Browser {
     /// Nothing on the browser's console at the level of an error or a warning (a script
     /// error, a failed load, a content-security-policy violation) since the last call, and no
     /// error the page itself caught.
-    async fn assert_no_errors(&self, page: &str) {
+    pub(crate) async fn assert_no_errors(&self, page: &str) {
         let errors = self.eval("window.vigilErrors").await;
         assert_eq!(errors, json!([]), "errors on {page}");
         let log = self

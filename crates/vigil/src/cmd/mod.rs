@@ -8,6 +8,7 @@ pub mod confirm_down;
 pub mod demo;
 pub mod doctor;
 pub mod events;
+pub mod maintenance;
 pub mod server;
 pub mod service;
 pub mod token;

@@ -126,7 +126,7 @@ async fn doctor_exit_codes_text_and_json() {
     let shown: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown.as_array().unwrap().len(), 1);
     let findings = shown[0]["findings"].as_array().unwrap();
-    assert_eq!(findings.len(), 10);
+    assert_eq!(findings.len(), 12);
     assert!(findings.iter().all(|f| f["severity"] == "ok"), "{out}");
 
     server
@@ -147,7 +147,7 @@ async fn doctor_exit_codes_text_and_json() {
         out.contains("remedy: once the host is fenced and repaired: vigil service force-down node-1 cinder-volume --unset"),
         "{out}"
     );
-    assert!(out.ends_with("  9 other checks ok\n"), "{out}");
+    assert!(out.ends_with("  11 other checks ok\n"), "{out}");
 
     let (code, out, _) = vigil(&["doctor", "--json", "--server", url]).await;
     assert_eq!(code, 1);

@@ -12,6 +12,7 @@ mod events;
 mod failover;
 mod faults;
 mod logs;
+mod maintenance;
 mod openapi;
 mod packaging;
 mod rough_edges;
