@@ -215,7 +215,12 @@ impl Detector {
         let liveness = &registry.liveness;
         let mut lags = Vec::new();
         let mut missed = Vec::new();
-        for entry in self.due(now) {
+        // One tick ahead: a service that will miss its deadline before the next look is taken
+        // now, so that in a mass silence it is held `unreachable` before any reader can see it
+        // `down` (it is filed again for its deadline otherwise).
+        let ahead = TimeDelta::from_std(TICK).unwrap_or_default();
+        let mut soon = Vec::new();
+        for entry in self.due(now + ahead) {
             let mut slot = entry.lock();
             slot.filed = false;
             if slot.deleted || slot.declared_down || slot.unreachable {
@@ -240,6 +245,11 @@ impl Detector {
                 lags.push(now - deadline);
                 drop(slot);
                 missed.push(entry);
+                continue;
+            }
+            if deadline <= now + ahead && self.guard.rule.enabled && !slot.record.forced_down {
+                drop(slot);
+                soon.push(entry);
                 continue;
             }
             if let Some(count) = slot.flaps.settle(now, &liveness.flapping) {
@@ -271,16 +281,34 @@ impl Detector {
             drop(slot);
             self.watch(entry, at);
         }
-        if !missed.is_empty() {
+        if !missed.is_empty() || !soon.is_empty() {
             // Measured before any of them is declared: the silence they are part of.
             let mass = self.guard.mass_silence(registry, now);
+            for entry in soon {
+                let mut slot = entry.lock();
+                if slot.deleted || slot.declared_down || slot.unreachable || slot.filed {
+                    continue;
+                }
+                let deadline = liveness.deadline(&slot.record);
+                if mass.is_none() || deadline > now + ahead {
+                    // Not held: looked at again when its deadline passes (or its new visit).
+                    let at = next_visit(liveness, &slot, now).max(now);
+                    slot.filed = true;
+                    drop(slot);
+                    self.watch(entry, at);
+                    continue;
+                }
+                drop(slot);
+                missed.push(entry);
+            }
             for entry in missed {
                 let mut slot = entry.lock();
                 if slot.deleted || slot.declared_down || slot.unreachable {
                     continue;
                 }
                 match mass {
-                    Some(silence) => {
+                    // An admin's forced down is no silence.
+                    Some(silence) if !slot.record.forced_down => {
                         slot.unreachable = true;
                         slot.declared_suspect = false;
                         drop(slot);
@@ -293,7 +321,7 @@ impl Detector {
                             events.emit(event);
                         }
                     }
-                    None => {
+                    _ => {
                         for event in declare_down(registry, &mut slot, now, None) {
                             events.emit(event);
                         }

@@ -121,6 +121,16 @@ async fn many_silent_together_are_unreachable_until_they_beat_or_are_confirmed_d
         .as_str()
         .unwrap()
         .contains("Vigil may be the one cut off"));
+    // The dashboard's overview: the count, and the banner's words.
+    let (_, overview) = server.get("/ui/api/overview").await;
+    assert_eq!(overview["all"]["unreachable"], 12, "{overview}");
+    assert!(
+        overview["mass_failure"]
+            .as_str()
+            .unwrap()
+            .starts_with("Vigil may be the one cut off: 12 of 15 services"),
+        "{overview}"
+    );
     let metrics = server
         .http
         .get(format!("{}/metrics", server.url))

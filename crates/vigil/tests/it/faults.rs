@@ -31,7 +31,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 /// Appends one test's figures to `VIGIL_RELIABILITY_OUT`, when set.
-fn record(figures: Value) {
+pub(crate) fn record(figures: Value) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "figures: {figures}");
     if let Ok(path) = std::env::var("VIGIL_RELIABILITY_OUT") {

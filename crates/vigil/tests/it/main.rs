@@ -15,4 +15,5 @@ mod logs;
 mod maintenance;
 mod openapi;
 mod packaging;
+mod partition;
 mod rough_edges;
