@@ -14,7 +14,9 @@
 //! the doctor accepts, at least one missed beat, so a fleet cut off at one instant is silent as
 //! a whole when its first deadline passes, though the deadlines themselves spread over one
 //! `report_interval`. Services declared down before (dead already), stopped, forced down, or
-//! watched in an OpenStack database are not counted either way.
+//! watched in an OpenStack database are not counted either way. The measure is one scan of
+//! the registry (an even sample of 20,000 in a larger fleet), taken only when some deadline
+//! comes up and at most once a second.
 //!
 //! The guard is the leader of detection's: what it holds lives in that server's memory. A
 //! follower replica judges by the liveness rule alone and shows such a service `down`.
@@ -280,13 +282,29 @@ impl Guard {
     }
 }
 
-/// Counts the silent services at `now` (see the module's doc).
+/// Services looked at by one measure: a fleet larger than this is surveyed by an even sample,
+/// so that a measure costs a few milliseconds however large the fleet (a share is what counts).
+const SAMPLE: usize = 20_000;
+
+/// Counts the silent services at `now` (see the module's doc); in a fleet larger than
+/// [`SAMPLE`], estimated from an even sample of it.
 fn measure(registry: &Registry, now: DateTime<Utc>) -> Silence {
+    let (entries, len) = registry.sample(SAMPLE);
+    let mut silence = count(&entries, registry, now);
+    if entries.len() < len && !entries.is_empty() {
+        let scale = len as f64 / entries.len() as f64;
+        silence.silent = (silence.silent as f64 * scale).round() as usize;
+        silence.total = (silence.total as f64 * scale).round() as usize;
+    }
+    silence
+}
+
+fn count(entries: &[Arc<Entry>], registry: &Registry, now: DateTime<Utc>) -> Silence {
     let mut silence = Silence {
         silent: 0,
         total: 0,
     };
-    for entry in registry.entries() {
+    for entry in entries {
         let slot = entry.lock();
         let record = &slot.record;
         if slot.deleted
@@ -332,4 +350,86 @@ fn ended(episode: &Episode, now: DateTime<Utc>) -> NewEvent {
         episode.expired
     ));
     event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::liveness::Liveness;
+    use crate::model::ServiceRecord;
+
+    fn t(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_700_000_000_000 + ms).unwrap()
+    }
+
+    /// `silent` services last seen at 0 s and `beating` ones at 9.5 s, judged at 10 s with a
+    /// `service_down_time` of 10 s.
+    fn registry(silent: usize, beating: usize) -> Registry {
+        let record = |id: usize, seen: i64| ServiceRecord {
+            id: id as i64 + 1,
+            host: format!("h{id}").into(),
+            binary: "b".into(),
+            topic: None,
+            zone: "nova".into(),
+            disabled: false,
+            disabled_reason: None,
+            forced_down: false,
+            frozen: false,
+            report_count: 1,
+            report_interval: 1.0,
+            version: None,
+            created_at: t(0),
+            updated_at: Some(t(seen)),
+            modified_at: None,
+            stopped_at: None,
+            health: None,
+            health_message: None,
+            service_down_time: None,
+            row_version: 0,
+        };
+        let records = (0..silent + beating)
+            .map(|i| record(i, if i < silent { 0 } else { 9_500 }))
+            .collect();
+        Registry::new(records, Liveness::new(10.0, 8.0))
+    }
+
+    #[test]
+    fn a_mass_silence_needs_the_share_and_the_count() {
+        let guard = Guard::new(GuardRule::default());
+        assert_eq!(
+            guard.mass_silence(&registry(11, 10), t(10_000)),
+            Some(Silence {
+                silent: 11,
+                total: 21
+            })
+        );
+        let guard = Guard::new(GuardRule::default());
+        assert_eq!(
+            guard.mass_silence(&registry(10, 10), t(10_000)),
+            None,
+            "half is not more than half"
+        );
+        let guard = Guard::new(GuardRule::default());
+        assert_eq!(
+            guard.mass_silence(&registry(9, 0), t(10_000)),
+            None,
+            "fewer than 10"
+        );
+        let off = Guard::new(GuardRule {
+            enabled: false,
+            ..GuardRule::default()
+        });
+        assert_eq!(off.mass_silence(&registry(20, 0), t(10_000)), None);
+    }
+
+    #[test]
+    fn a_large_fleet_is_measured_by_a_sample() {
+        let registry = registry(30_000, 20_000);
+        let silence = measure(&registry, t(10_000));
+        assert_eq!(silence.total, 50_000);
+        assert!(
+            (29_000..=31_000).contains(&silence.silent),
+            "about 30,000: {silence:?}"
+        );
+    }
 }

@@ -568,6 +568,16 @@ impl Registry {
             .map(|window| window.reason.clone())
     }
 
+    /// At most about `max` entries spread evenly over the table (every one when there are no
+    /// more than `max`), and how many there are in all: a survey of a large fleet without
+    /// holding every entry.
+    pub fn sample(&self, max: usize) -> (Vec<Arc<Entry>>, usize) {
+        let table = self.table.read();
+        let len = table.by_id.len();
+        let step = len.div_ceil(max.max(1)).max(1);
+        (table.by_id.values().step_by(step).cloned().collect(), len)
+    }
+
     /// Every entry, for the detector and the diagnosis of all services.
     pub fn entries(&self) -> Vec<Arc<Entry>> {
         self.table.read().by_id.values().cloned().collect()
