@@ -17,7 +17,7 @@ use crate::app::App;
     tag = "services",
     operation_id = "confirm_down",
     security(("token" = [])),
-    request_body(content = ConfirmDownRequest, content_type = "application/json"),
+    request_body(content = ConfirmDownRequest, content_type = "application/json", description = "Both fields are optional: `{}` or an empty body confirms every service held"),
     responses(
         (status = 200, description = "The services held `unreachable` (of `host` and `binary` when given) are declared `down`; their `down` events name the caller", body = ConfirmDownResponse),
         (status = 400, description = "`invalid_json`, `invalid_body`", body = vigil_proto::ErrorBody),

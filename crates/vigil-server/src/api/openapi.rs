@@ -219,8 +219,12 @@ impl Modify for Common {
                     }
                 }
             }
-            // A heartbeat's body may be empty (read as `{}`); utoipa marks every body required.
-            if operation.operation_id.as_deref() == Some("heartbeat") {
+            // A heartbeat's body may be empty (read as `{}`), and confirm-down's (every service
+            // held); utoipa marks every body required.
+            if matches!(
+                operation.operation_id.as_deref(),
+                Some("heartbeat" | "confirm_down")
+            ) {
                 if let Some(body) = operation.request_body.as_mut() {
                     body.required = Some(utoipa::openapi::Required::False);
                 }
