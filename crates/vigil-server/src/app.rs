@@ -273,9 +273,17 @@ impl App {
     /// arrive through the services change feed, with these fields in them.
     pub fn absorb_beat(&self, beat: &crate::store::BeatState) {
         if let Some(entry) = self.registry.get(beat.id) {
-            entry
-                .lock()
-                .merge_flushed(beat.updated_at, beat.report_count);
+            {
+                let mut slot = entry.lock();
+                let before = slot.record.report_count;
+                slot.merge_flushed(beat.updated_at, beat.report_count);
+                if slot.declared_down && self.registry.liveness.up_after_beats > 1 {
+                    // Beats another replica received count towards `up_after_beats` here (their
+                    // punctuality is that replica's to see).
+                    let more = (slot.record.report_count - before).clamp(0, 255) as u8;
+                    slot.recovering = slot.recovering.saturating_add(more);
+                }
+            }
             self.recheck(&entry);
         }
     }
@@ -287,15 +295,17 @@ impl App {
         {
             let mut slot = entry.lock();
             let up = self.registry.liveness.is_up(&slot.record, now);
-            // A service coming back through this server's own heartbeats is counted there
-            // (`flapping.up_after_beats`); one beating through another replica comes back here.
-            if slot.declared_down && !slot.deleted && up && slot.recovering == 0 {
+            // Back up once `flapping.up_after_beats` heartbeats came, here or through other
+            // replicas (counted by `heartbeat` and `absorb_beat`).
+            let beats_enough = self.registry.liveness.up_after_beats <= 1
+                || u32::from(slot.recovering) >= self.registry.liveness.up_after_beats;
+            if slot.declared_down && !slot.deleted && up && beats_enough {
                 slot.declared_down = false;
                 slot.recovering = 0;
                 self.revived(&mut slot, now);
             }
-            if slot.unreachable && up {
-                // Held by the partition guard, and beat through another replica.
+            if slot.unreachable && (up || crate::liveness::is_stopped(&slot.record)) {
+                // Held by the partition guard, and beat through another replica, or stopped.
                 slot.unreachable = false;
             }
             if crate::liveness::is_stopped(&slot.record) && self.detector.is_leader() {

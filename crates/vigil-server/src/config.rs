@@ -117,7 +117,7 @@ impl Default for FlappingConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct PartitionGuardConfig {
     pub enabled: bool,
-    /// A share of the services, above 0 and at most 1.
+    /// A share of the services, above 0 and below 1.
     pub share: f64,
     pub min_services: usize,
     /// Seconds a service stays `unreachable` before it counts as `down` after all.
@@ -404,9 +404,9 @@ impl Config {
             )));
         }
         within("partition_guard.hold", self.partition_guard.hold, 0.01, 1e7)?;
-        if !(self.partition_guard.share > 0.0 && self.partition_guard.share <= 1.0) {
+        if !(self.partition_guard.share > 0.0 && self.partition_guard.share < 1.0) {
             return Err(ConfigError(format!(
-                "partition_guard.share must be above 0 and at most 1, not {}",
+                "partition_guard.share must be above 0 and below 1 (more than this share is silent), not {}",
                 self.partition_guard.share
             )));
         }

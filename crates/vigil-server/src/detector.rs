@@ -247,7 +247,11 @@ impl Detector {
                 missed.push(entry);
                 continue;
             }
-            if deadline <= now + ahead && self.guard.rule.enabled && !slot.record.forced_down {
+            if deadline <= now + ahead
+                && self.guard.rule.enabled
+                && !slot.record.forced_down
+                && slot.watched.is_none()
+            {
                 drop(slot);
                 soon.push(entry);
                 continue;
@@ -284,31 +288,20 @@ impl Detector {
         if !missed.is_empty() || !soon.is_empty() {
             // Measured before any of them is declared: the silence they are part of.
             let mass = self.guard.mass_silence(registry, now);
-            for entry in soon {
+            missed.append(&mut soon);
+            for entry in missed {
                 let mut slot = entry.lock();
                 if slot.deleted || slot.declared_down || slot.unreachable || slot.filed {
                     continue;
                 }
+                // Looked at again under the lock: a heartbeat may have come since the due list
+                // was taken (while the silence was measured).
                 let deadline = liveness.deadline(&slot.record);
-                if mass.is_none() || deadline > now + ahead {
-                    // Not held: looked at again when its deadline passes (or its new visit).
-                    let at = next_visit(liveness, &slot, now).max(now);
-                    slot.filed = true;
-                    drop(slot);
-                    self.watch(entry, at);
-                    continue;
-                }
-                drop(slot);
-                missed.push(entry);
-            }
-            for entry in missed {
-                let mut slot = entry.lock();
-                if slot.deleted || slot.declared_down || slot.unreachable {
-                    continue;
-                }
+                // The guard holds Vigil's own services only: an admin's forced down is no
+                // silence, and a watched service's database is read, not cut off.
+                let holdable = !slot.record.forced_down && slot.watched.is_none();
                 match mass {
-                    // An admin's forced down is no silence.
-                    Some(silence) if !slot.record.forced_down => {
+                    Some(silence) if holdable && deadline <= now + ahead => {
                         slot.unreachable = true;
                         slot.declared_suspect = false;
                         drop(slot);
@@ -321,18 +314,30 @@ impl Detector {
                             events.emit(event);
                         }
                     }
-                    _ => {
+                    _ if now > deadline => {
                         for event in declare_down(registry, &mut slot, now, None) {
                             events.emit(event);
                         }
+                    }
+                    _ => {
+                        // Not held, not past its deadline (or it beat meanwhile): looked at
+                        // again at its next visit.
+                        let at = next_visit(liveness, &slot, now).max(now);
+                        slot.filed = true;
+                        drop(slot);
+                        self.watch(entry, at);
                     }
                 }
             }
         }
         let mut declare =
             |slot: &mut Slot, reason: String| declare_down(registry, slot, now, Some(reason));
-        for event in self.guard.tend(now, &mut declare) {
+        let (tended, released) = self.guard.tend(now, &mut declare);
+        for event in tended {
             events.emit(event);
+        }
+        for entry in released {
+            self.file(liveness, &entry, now);
         }
         lags
     }

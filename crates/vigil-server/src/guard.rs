@@ -72,8 +72,9 @@ pub struct EpisodeView {
 struct Episode {
     since: DateTime<Utc>,
     silence: Silence,
-    /// Held services, and when each was held.
-    held: Vec<(Arc<Entry>, DateTime<Utc>)>,
+    /// Held services, and when each was held (some may have beaten since: `tend` forgets
+    /// them in turn).
+    held: std::collections::VecDeque<(Arc<Entry>, DateTime<Utc>)>,
     returned: usize,
     confirmed: usize,
     expired: usize,
@@ -98,6 +99,11 @@ const MEASURE_EVERY: TimeDelta = TimeDelta::seconds(1);
 
 /// How often the held services are looked at (returned, expired, episode over).
 const TEND_EVERY: TimeDelta = TimeDelta::milliseconds(500);
+
+/// Held services looked at per [`TEND_EVERY`]: all of them in an episode of up to this many;
+/// in a larger one, in turn (a hold then ends up to `held / TEND_CHUNK` half-seconds late), so
+/// that the detector's tick never waits long on the guard.
+const TEND_CHUNK: usize = 50_000;
 
 /// The guard's rule and the episode in progress.
 #[derive(Default)]
@@ -152,12 +158,12 @@ impl Guard {
         let episode = state.episode.get_or_insert_with(|| Episode {
             since: now,
             silence,
-            held: Vec::new(),
+            held: std::collections::VecDeque::new(),
             returned: 0,
             confirmed: 0,
             expired: 0,
         });
-        episode.held.push((entry, now));
+        episode.held.push_back((entry, now));
         started.then(|| {
             let mut event = whole_fleet(EventKind::MassFailure, now);
             event.reason = Some(format!(
@@ -170,51 +176,69 @@ impl Guard {
         })
     }
 
-    /// Looks at the held services (at most every [`TEND_EVERY`]): forgets the ones that beat
-    /// again or were deleted, has `declare` declare down (with a reason) the ones held longer
-    /// than `hold`, and ends the episode once none is left. Returns the events to write.
-    pub fn tend(&self, now: DateTime<Utc>, declare: &mut Declare) -> Vec<NewEvent> {
+    /// Looks at the held services (at most every [`TEND_EVERY`], at most [`TEND_CHUNK`] of them
+    /// a time, in turn): forgets the ones that beat again or were deleted, releases those that
+    /// stopped cleanly or were forced down meanwhile (returned, for the detector to file), has
+    /// `declare` declare down (with a reason) the ones held longer than `hold`, and ends the
+    /// episode once none is left. Returns the events to write and the released services.
+    pub fn tend(
+        &self,
+        now: DateTime<Utc>,
+        declare: &mut Declare,
+    ) -> (Vec<NewEvent>, Vec<Arc<Entry>>) {
         let mut state = self.state.lock();
         if state.episode.is_none()
             || state
                 .tended
                 .is_some_and(|at| now - at < TEND_EVERY && at <= now)
         {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         state.tended = Some(now);
         let hold = self.rule.hold;
         let Some(episode) = state.episode.as_mut() else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
         let mut events = Vec::new();
-        let mut returned = 0;
-        let mut expired = 0;
-        episode.held.retain(|(entry, held_at)| {
+        let mut released = Vec::new();
+        for _ in 0..episode.held.len().min(TEND_CHUNK) {
+            let Some((entry, held_at)) = episode.held.pop_front() else {
+                break;
+            };
             let mut slot = entry.lock();
-            if slot.deleted || !slot.unreachable {
-                returned += usize::from(!slot.deleted);
-                return false;
+            if slot.deleted {
+                continue;
             }
-            if now - *held_at >= hold {
+            if !slot.unreachable {
+                episode.returned += 1;
+                continue;
+            }
+            if slot.record.forced_down || crate::liveness::is_stopped(&slot.record) {
+                // An admin's word, or the service's own: no longer the guard's to hold.
+                slot.unreachable = false;
+                episode.returned += 1;
+                drop(slot);
+                released.push(entry);
+                continue;
+            }
+            if now - held_at >= hold {
                 slot.unreachable = false;
                 let reason = format!(
                     "unreachable for {:.0} s after a mass failure, and never beat again",
-                    crate::model::seconds(now - *held_at)
+                    crate::model::seconds(now - held_at)
                 );
                 events.extend(declare(&mut slot, reason));
-                expired += 1;
-                return false;
+                episode.expired += 1;
+                continue;
             }
-            true
-        });
-        episode.returned += returned;
-        episode.expired += expired;
+            drop(slot);
+            episode.held.push_back((entry, held_at));
+        }
         if episode.held.is_empty() {
             events.push(ended(episode, now));
             state.episode = None;
         }
-        events
+        (events, released)
     }
 
     /// Has `declare` declare down the held services of `host` (and `binary`), or all of them,
@@ -240,6 +264,9 @@ impl Guard {
                 returned += usize::from(!slot.deleted);
                 return false;
             }
+            if slot.record.forced_down || crate::liveness::is_stopped(&slot.record) {
+                return true; // released by `tend`
+            }
             if host.is_some_and(|h| *h != slot.record.host)
                 || binary.is_some_and(|b| *b != slot.record.binary)
             {
@@ -261,17 +288,14 @@ impl Guard {
         (confirmed, events)
     }
 
-    /// The episode in progress, if any. Locks the held services' slots: never call it while
-    /// holding a slot's lock (the order is the guard's state, then slots).
+    /// The episode in progress, if any; its count of held services may include some that beat
+    /// within the last [`TEND_EVERY`]s (one turn of `tend`). The lock order is the guard's state,
+    /// then slots.
     pub fn episode(&self) -> Option<EpisodeView> {
         let state = self.state.lock();
         state.episode.as_ref().map(|e| EpisodeView {
             since: e.since,
-            unreachable: e
-                .held
-                .iter()
-                .filter(|(entry, _)| entry.lock().unreachable)
-                .count(),
+            unreachable: e.held.len(),
             silence: e.silence,
         })
     }
@@ -343,7 +367,7 @@ fn whole_fleet(kind: EventKind, at: DateTime<Utc>) -> NewEvent {
 fn ended(episode: &Episode, now: DateTime<Utc>) -> NewEvent {
     let mut event = whole_fleet(EventKind::MassFailureEnded, now);
     event.reason = Some(format!(
-        "the mass failure since {} is over: {} beat again, {} confirmed down, {} down after the hold",
+        "the mass failure since {} is over: {} beat again (or stopped, or were forced down), {} confirmed down, {} down after the hold",
         episode.since.format("%Y-%m-%dT%H:%M:%SZ"),
         episode.returned,
         episode.confirmed,

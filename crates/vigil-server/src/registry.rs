@@ -502,7 +502,8 @@ impl Registry {
         let suspicion = slot.stats.phi(now, last_seen);
         Judgement {
             unknown: slot.watched.as_ref().is_some_and(|w| w.unreachable),
-            unreachable: slot.unreachable,
+            // An admin's forced down wins over the guard's doubt.
+            unreachable: slot.unreachable && !record.forced_down,
             stopped: !record.forced_down && crate::liveness::is_stopped(record),
             up,
             suspect: up && suspicion.is_some_and(|phi| phi >= self.liveness.phi_threshold),

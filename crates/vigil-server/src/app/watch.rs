@@ -196,6 +196,8 @@ impl App {
                     if outcome.revived {
                         let event = NewEvent::about(&entry.lock().record, EventKind::Up, now);
                         self.events.emit(event);
+                    }
+                    if outcome.revived || outcome.reachable_again {
                         self.detector.file(&self.registry.liveness, &entry, now);
                     }
                 }

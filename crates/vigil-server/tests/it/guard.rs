@@ -231,7 +231,9 @@ async fn many_silent_together_are_unreachable_until_they_beat_or_are_confirmed_d
         ended["reason"]
             .as_str()
             .unwrap()
-            .ends_with("6 beat again, 6 confirmed down, 0 down after the hold"),
+            .ends_with(
+                "6 beat again (or stopped, or were forced down), 6 confirmed down, 0 down after the hold"
+            ),
         "{ended}"
     );
     let (_, ready) = server.get("/readyz").await;
