@@ -142,6 +142,7 @@ impl Detector {
     pub fn clear(&self, registry: &Registry) {
         self.wheel.lock().clear();
         self.guard.clear();
+        registry.liveness.set_cut_off(false);
         for entry in registry.entries() {
             let mut slot = entry.lock();
             slot.filed = false;
@@ -215,12 +216,13 @@ impl Detector {
         let liveness = &registry.liveness;
         let mut lags = Vec::new();
         let mut missed = Vec::new();
-        // One tick ahead: a service that will miss its deadline before the next look is taken
-        // now, so that in a mass silence it is held `unreachable` before any reader can see it
-        // `down` (it is filed again for its deadline otherwise).
-        let ahead = TimeDelta::from_std(TICK).unwrap_or_default();
+        // Two ticks ahead (a bucket is due a tick after its time; the next look may come late):
+        // a service that will miss its deadline before the next look is taken now, so that in
+        // a mass silence it is held `unreachable` before any reader can see it `down` (it is
+        // filed again for its deadline otherwise).
+        let ahead = TimeDelta::from_std(TICK).unwrap_or_default() * 2;
         let mut soon = Vec::new();
-        for entry in self.due(now + ahead) {
+        for entry in self.due(now + ahead * 2) {
             let mut slot = entry.lock();
             slot.filed = false;
             if slot.deleted || slot.declared_down || slot.unreachable {
@@ -339,6 +341,7 @@ impl Detector {
         for entry in released {
             self.file(liveness, &entry, now);
         }
+        liveness.set_cut_off(self.guard.active());
         lags
     }
 }

@@ -300,6 +300,11 @@ impl Guard {
         })
     }
 
+    /// Whether an episode is in progress.
+    pub fn active(&self) -> bool {
+        self.state.lock().episode.is_some()
+    }
+
     /// Forgets the episode (leadership lost: the next leader starts from the table).
     pub fn clear(&self) {
         *self.state.lock() = State::default();

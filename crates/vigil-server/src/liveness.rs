@@ -41,6 +41,9 @@ pub struct Liveness {
     /// first heartbeat, as Cinder).
     pub up_after_beats: u32,
     gap: RwLock<Option<Gap>>,
+    /// A mass failure is in progress ([`crate::guard`]): a service past its deadline that the
+    /// detector has not looked at yet is `unreachable`, as it will be held, not `down`.
+    cut_off: std::sync::atomic::AtomicBool,
 }
 
 impl Liveness {
@@ -52,6 +55,7 @@ impl Liveness {
             flapping: crate::flapping::FlapRule::new(4, 600.0),
             up_after_beats: 1,
             gap: RwLock::new(None),
+            cut_off: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -112,6 +116,16 @@ impl Liveness {
             last_alive,
             resumed_at,
         });
+    }
+
+    /// Records whether a mass failure is in progress (set by the leader of detection).
+    pub fn set_cut_off(&self, cut_off: bool) {
+        self.cut_off
+            .store(cut_off, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn cut_off(&self) -> bool {
+        self.cut_off.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn gap(&self) -> Option<Gap> {

@@ -502,8 +502,15 @@ impl Registry {
         let suspicion = slot.stats.phi(now, last_seen);
         Judgement {
             unknown: slot.watched.as_ref().is_some_and(|w| w.unreachable),
-            // An admin's forced down wins over the guard's doubt.
-            unreachable: slot.unreachable && !record.forced_down,
+            // An admin's forced down wins over the guard's doubt. In a mass failure, one past
+            // its deadline that the detector has not reached yet will be held: unreachable.
+            unreachable: !record.forced_down
+                && (slot.unreachable
+                    || (!up
+                        && !slot.declared_down
+                        && slot.watched.is_none()
+                        && self.liveness.cut_off()
+                        && !crate::liveness::is_stopped(record))),
             stopped: !record.forced_down && crate::liveness::is_stopped(record),
             up,
             suspect: up && suspicion.is_some_and(|phi| phi >= self.liveness.phi_threshold),

@@ -38,6 +38,9 @@ impl App {
         for event in events {
             self.events.emit(event);
         }
+        self.registry
+            .liveness
+            .set_cut_off(self.detector.guard.active());
         tracing::info!(
             target: "vigil::audit",
             actor = actor.name.as_deref().unwrap_or("-"),
