@@ -18,6 +18,7 @@ use crate::harness::{eventually, temp_dir, Backend, TestServer, AGENT_TOKEN};
 crate::each_backend!(
     many_silent_together_are_unreachable_until_they_beat_or_are_confirmed_down,
     held_services_go_down_when_the_hold_passes,
+    a_held_service_forced_down_is_down_and_one_that_stops_is_stopped,
     after_a_down_a_service_comes_back_only_after_enough_on_time_beats,
 );
 
@@ -282,6 +283,47 @@ async fn held_services_go_down_when_the_hold_passes(backend: Backend) {
         events(&server, "kind=mass_failure_ended").await.len() == 1
     })
     .await;
+}
+
+async fn a_held_service_forced_down_is_down_and_one_that_stops_is_stopped(backend: Backend) {
+    let dir = temp_dir();
+    let server = TestServer::start(guarded(&backend, dir.path(), 600.0)).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(server.register(&format!("node-x{i}"), "worker").await);
+    }
+    eventually("all unreachable", Duration::from_secs(10), || async {
+        in_state(&server, "unreachable").await.len() == ids.len()
+    })
+    .await;
+    // An admin's forced down wins over the guard's doubt, at once.
+    let (status, body) = server.patch(ids[0], json!({"forced_down": true})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "down", "{body}");
+    // A clean stop is a stop.
+    let (status, body) = server
+        .post(&format!("/v1/services/{}/stop", ids[1]), json!({}))
+        .await;
+    assert!(status.is_success(), "{body}");
+    assert_eq!(server.service(ids[1]).await["state"], "stopped");
+    // The guard lets both go; the rest stay held.
+    eventually("two released", Duration::from_secs(5), || async {
+        server.get("/readyz").await.1["mass_failure"]["unreachable"] == 8
+    })
+    .await;
+    assert_eq!(in_state(&server, "unreachable").await, ids[2..].to_vec());
+    let (_, body) = server.admin(Method::POST, "/v1/confirm-down", None).await;
+    assert_eq!(
+        body,
+        json!({"confirmed": 8, "unreachable": 0, "leader": true})
+    );
+    eventually("the episode ends", Duration::from_secs(5), || async {
+        events(&server, "kind=mass_failure_ended").await.len() == 1
+    })
+    .await;
+    assert_eq!(server.service(ids[1]).await["state"], "stopped");
+    let stopped_downs = events(&server, &format!("kind=down&service={}", ids[1])).await;
+    assert!(stopped_downs.is_empty(), "{stopped_downs:?}");
 }
 
 async fn after_a_down_a_service_comes_back_only_after_enough_on_time_beats(backend: Backend) {
