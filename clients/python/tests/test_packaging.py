@@ -30,7 +30,7 @@ def test_the_wheel_builds_and_imports_alone(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         metadata = archive.read("vigil_reporter-0.1.0.dist-info/METADATA").decode()
-    assert {"vigil_reporter/__init__.py", "vigil_reporter/_reporter.py", "vigil_reporter/_loop.py", "vigil_reporter/py.typed"} <= names
+    assert {"vigil_reporter/__init__.py", "vigil_reporter/_reporter.py", "vigil_reporter/_client.py", "vigil_reporter/_loop.py", "vigil_reporter/py.typed"} <= names
     assert not [n for n in names if not n.startswith(("vigil_reporter/", "vigil_reporter-0.1.0.dist-info/"))], names
     assert "Requires-Dist" not in metadata
     assert "Name: vigil-reporter" in metadata

@@ -341,6 +341,26 @@ pub async fn serve_listeners(
     run_with(app, receiver, listener, cinder, metrics, shutdown).await
 }
 
+/// Gives the memory freed since the process started back to the system (glibc only). Loading
+/// the services allocates far more than it keeps (the rows as read, pages of JSON, the
+/// vectors grown to hold them); glibc's allocator keeps the freed pages in its heaps, where
+/// they count in the server's RSS until reused, which they may never be. `malloc_trim(0)`
+/// hands every whole free page back (`madvise`), once, before serving. It takes a few
+/// milliseconds at a million services.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let started = std::time::Instant::now();
+        // SAFETY: malloc_trim only walks the allocator's own free lists, under its locks.
+        let released = unsafe { libc::malloc_trim(0) };
+        tracing::debug!(
+            released = released == 1,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "returned freed memory to the system"
+        );
+    }
+}
+
 /// Runs a built [`App`] (see [`app::build`]) on `listener`, and the Cinder-compatible API on
 /// `cinder` when given. Both listeners stop on the same `shutdown` and both drain before the final flush, so no admin change made through
 /// either is lost.
@@ -353,6 +373,7 @@ pub(crate) async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let workers = tasks::start(&app, receiver);
+    return_freed_memory();
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, services = app.registry.len(), "vigil server listening");
     }

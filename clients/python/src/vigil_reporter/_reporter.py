@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 from ._loop import FixedIntervalLoop
 
-__all__ = ["Reporter", "HealthCheck", "DEFAULT_REPORT_INTERVAL", "__version__"]
+__all__ = ["Reporter", "HealthCheck", "VigilError", "DEFAULT_REPORT_INTERVAL", "__version__"]
 
 __version__ = "0.1.0"
 
@@ -54,7 +54,18 @@ def _now_rfc3339() -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class _CallError(Exception):
+class VigilError(Exception):
+    """A request the server refused or did not answer: ``outage`` when it is unreachable or
+    failing (no answer, a timeout, a 5xx); else ``status`` is the HTTP status and ``code`` the
+    error code of its body (``unauthorized``, ``batch_too_large``...). The message says both.
+    :class:`Reporter` never raises it (it logs it); :class:`Client`'s calls do."""
+
+    outage: bool
+    status: Optional[int]
+    code: Optional[str]
+
+
+class _CallError(VigilError):
     """One request that failed: ``outage`` when the server is unreachable or failing (5xx)."""
 
     def __init__(
@@ -181,18 +192,7 @@ class Reporter:
         self._health_check = health_check
         self._fuzzy = float(fuzzy_delay)
         self._log = logger or _LOG
-        context: Optional[ssl.SSLContext] = None
-        if self._base.startswith("https:"):
-            # Reading the file here makes a wrong path an error of the host's configuration, at
-            # once, rather than a failure of every beat.
-            context = ssl.create_default_context(cafile=ca_file)
-        elif ca_file is not None:
-            raise ValueError("ca_file is only for an https server url")
-        self._opener = urllib.request.build_opener(
-            urllib.request.HTTPSHandler(context=context) if context else urllib.request.HTTPHandler(),
-            # No proxy from the environment: a heartbeat through a proxy measures the proxy.
-            urllib.request.ProxyHandler({}),
-        )
+        self._opener = _build_opener(self._base, ca_file)
         self._lock = threading.Lock()
         self._service_id: Optional[int] = None
         self._report_count = 0
@@ -434,33 +434,60 @@ class Reporter:
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise _CallError("no answer within the time allowed to a tick", outage=True)
-        request = urllib.request.Request(
-            self._base + path,
-            data=json.dumps(body).encode(),
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "User-Agent": f"vigil-reporter-python/{__version__}",
-            },
-        )
-        if self._token is not None:
-            request.add_header("Authorization", f"Bearer {self._token}")
-        try:
-            with self._opener.open(request, timeout=left) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as err:
-            raise _refused(err) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-            raise _CallError(_transport_message(err), outage=True) from None
-        try:
-            answer = json.loads(raw or b"{}")
-        except ValueError as err:
-            raise _CallError(f"unreadable answer: {err}", outage=False) from None
-        if not isinstance(answer, dict):
-            raise _CallError("unreadable answer: not a JSON object", outage=False)
-        return answer
+        return _post_json(self._opener, self._base, self._token, path, body, left)
 
+
+def _build_opener(base: str, ca_file: Optional[str]) -> urllib.request.OpenerDirector:
+    """An opener for ``base``: ``ca_file`` checks an https server (``ValueError`` for http)."""
+    context: Optional[ssl.SSLContext] = None
+    if base.startswith("https:"):
+        # Reading the file here makes a wrong path an error of the host's configuration, at
+        # once, rather than a failure of every beat.
+        context = ssl.create_default_context(cafile=ca_file)
+    elif ca_file is not None:
+        raise ValueError("ca_file is only for an https server url")
+    return urllib.request.build_opener(
+        urllib.request.HTTPSHandler(context=context) if context else urllib.request.HTTPHandler(),
+        # No proxy from the environment: a heartbeat through a proxy measures the proxy.
+        urllib.request.ProxyHandler({}),
+    )
+
+
+def _post_json(
+    opener: urllib.request.OpenerDirector,
+    base: str,
+    token: Optional[str],
+    path: str,
+    body: Mapping[str, Any],
+    timeout: float,
+) -> Mapping[str, Any]:
+    """POSTs JSON; the answer's JSON object, or :class:`VigilError` (a ``_CallError``)."""
+    request = urllib.request.Request(
+        base + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"vigil-reporter-python/{__version__}",
+        },
+    )
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as err:
+        raise _refused(err) from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+        raise _CallError(_transport_message(err), outage=True) from None
+    try:
+        answer = json.loads(raw or b"{}")
+    except ValueError as err:
+        raise _CallError(f"unreadable answer: {err}", outage=False) from None
+    if not isinstance(answer, dict):
+        raise _CallError("unreadable answer: not a JSON object", outage=False)
+    return answer
 
 def _transport_message(err: Union[urllib.error.URLError, OSError, http.client.HTTPException]) -> str:
     reason: object = err.reason if isinstance(err, urllib.error.URLError) else err

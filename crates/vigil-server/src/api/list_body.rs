@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use futures_util::stream;
 
 use crate::app::App;
-use crate::registry::{Entry, ListFilter};
+use crate::registry::{Entry, ListFilter, Registry, Slot};
 
 /// Size of one piece of the answer: large enough that the per-piece cost vanishes, small
 /// enough to stay in the allocator's reused heap rather than a fresh mapping each time.
@@ -29,12 +29,18 @@ const SMALL: usize = 16;
 const OPEN: &[u8] = br#"{"services":["#;
 const CLOSE: &[u8] = b"]}";
 
+/// Writes one service's JSON from its slot at `now` (`/v1/services`' or Cinder's shape).
+pub(crate) type WriteService =
+    Box<dyn Fn(&mut Vec<u8>, &Registry, &Slot, DateTime<Utc>) + Send + 'static>;
+
 /// Where a list's body is.
 struct Cursor {
     app: Arc<App>,
     filter: ListFilter,
     now: DateTime<Utc>,
     entries: std::vec::IntoIter<Arc<Entry>>,
+    open: &'static [u8],
+    write: WriteService,
     first: bool,
     done: bool,
 }
@@ -48,7 +54,7 @@ impl Cursor {
         }
         let mut piece = Vec::with_capacity(PIECE + PIECE / 4);
         if self.first {
-            piece.extend_from_slice(OPEN);
+            piece.extend_from_slice(self.open);
         }
         while piece.len() < PIECE {
             let Some(entry) = self.entries.next() else {
@@ -63,7 +69,7 @@ impl Cursor {
             if !std::mem::take(&mut self.first) {
                 piece.push(b',');
             }
-            super::service_json::write(&mut piece, &self.app.registry, &slot, self.now);
+            (self.write)(&mut piece, &self.app.registry, &slot, self.now);
         }
         Some(Bytes::from(piece))
     }
@@ -71,6 +77,17 @@ impl Cursor {
 
 /// The answer to a list with `filter`, as seen at one moment (`now`) for every service.
 pub fn services(app: Arc<App>, filter: ListFilter) -> Response {
+    stream(app, filter, OPEN, Box::new(super::service_json::write))
+}
+
+/// `{"<name>":[` (`open`), each service that passes `filter` as `write` writes it, `]}`: sent
+/// a piece at a time, each service's entry locked only while it is written.
+pub(crate) fn stream(
+    app: Arc<App>,
+    filter: ListFilter,
+    open: &'static [u8],
+    write: WriteService,
+) -> Response {
     let now = app.clock.now();
     let entries = app.registry.candidates(&filter).into_iter();
     let mut cursor = Cursor {
@@ -78,6 +95,8 @@ pub fn services(app: Arc<App>, filter: ListFilter) -> Response {
         filter,
         now,
         entries,
+        open,
+        write,
         first: true,
         done: false,
     };

@@ -90,7 +90,7 @@ fn number(out: &mut Vec<u8>, value: impl serde::Serialize) {
     let _ = serde_json::to_writer(&mut *out, &value);
 }
 
-fn boolean(out: &mut Vec<u8>, value: bool) {
+pub(crate) fn boolean(out: &mut Vec<u8>, value: bool) {
     out.extend_from_slice(if value { b"true" } else { b"false" });
 }
 
@@ -103,7 +103,7 @@ fn optional<T>(out: &mut Vec<u8>, value: Option<T>, write: fn(&mut Vec<u8>, T)) 
 
 /// A JSON string. Names and zones almost never need escaping, so they are checked first and
 /// copied as they are; serde_json escapes the rest.
-fn string(out: &mut Vec<u8>, text: &str) {
+pub(crate) fn string(out: &mut Vec<u8>, text: &str) {
     if text
         .bytes()
         .any(|b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f)
@@ -119,10 +119,26 @@ fn string(out: &mut Vec<u8>, text: &str) {
 /// A time as `vigil_proto::ts` writes it, `"2026-01-02T03:04:05.123456Z"`, without an
 /// intermediate `String`. Years outside 0..=9999 and leap seconds go the slow way.
 fn time(out: &mut Vec<u8>, at: &DateTime<Utc>) {
+    if !digits(out, at, true) {
+        let _ = serde_json::to_writer(&mut *out, &vigil_proto::ts::format(at));
+    }
+}
+
+/// A time as Cinder writes it, naive UTC with microseconds and no zone:
+/// `"2026-01-02T03:04:05.123456"`.
+pub(crate) fn naive_time(out: &mut Vec<u8>, at: &DateTime<Utc>) {
+    if !digits(out, at, false) {
+        let text = at.format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
+        let _ = serde_json::to_writer(&mut *out, &text);
+    }
+}
+
+/// The quoted time, with a `Z` when `zulu`; `false` (nothing written) for a year outside
+/// 0..=9999 or a leap second.
+fn digits(out: &mut Vec<u8>, at: &DateTime<Utc>, zulu: bool) -> bool {
     let nanos = at.nanosecond();
     if !(0..=9999).contains(&at.year()) || nanos >= 1_000_000_000 {
-        let _ = serde_json::to_writer(&mut *out, &vigil_proto::ts::format(at));
-        return;
+        return false;
     }
     let mut text = *b"\"0000-00-00T00:00:00.000000Z\"";
     let fields = [
@@ -140,7 +156,13 @@ fn time(out: &mut Vec<u8>, at: &DateTime<Utc>) {
             value /= 10;
         }
     }
-    out.extend_from_slice(&text);
+    if zulu {
+        out.extend_from_slice(&text);
+    } else {
+        out.extend_from_slice(&text[..27]);
+        out.push(b'"');
+    }
+    true
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ fn bench_runs_every_scenario_and_prints_a_table() {
             "--fleet-batch",
             "10",
         ])
+        .args(["--cinder-services", "100", "--cinder-runs", "2"])
         .args(["--service-down-time", "1.5", "--flush-interval", "0.2"])
         .env_remove("VIGIL_LOG")
         .output()
@@ -55,6 +56,7 @@ fn bench_runs_every_scenario_and_prints_a_table() {
         "protocol (1 beats per request",
         "protocol (100 beats per request",
         "list (",
+        "cinder (100 services) | GET /v3/os-services",
         "fleet (",
         "detection (",
         "memory (",

@@ -156,6 +156,8 @@ pub struct ServerOptions {
     /// `vigil_service_*` series in `/metrics` (off: the fleet scenario reads only the server's
     /// counters, and a scrape of a million services' series would weigh on its RSS).
     pub metrics_per_service: bool,
+    /// The Cinder-compatible API on a listener of its own (`--cinder-listen 127.0.0.1:0`).
+    pub cinder: bool,
 }
 
 /// A `vigil server` child process; killed if dropped without [`ServerChild::stop`].
@@ -163,6 +165,8 @@ pub struct ServerChild {
     child: Child,
     pid: u32,
     pub addr: SocketAddr,
+    /// The Cinder-compatible API's address, when [`ServerOptions::cinder`].
+    pub cinder_addr: Option<SocketAddr>,
     /// From spawning the process to its "listening" line (the services are loaded by then).
     pub listening_after: Duration,
     pub spawned_at: Instant,
@@ -194,11 +198,15 @@ impl ServerChild {
         if !options.metrics_per_service {
             command.arg("--metrics-per-service=false");
         }
+        if options.cinder {
+            command.args(["--cinder-listen", "127.0.0.1:0"]);
+        }
         let spawned_at = Instant::now();
         let mut child = command.spawn().context("cannot start vigil server")?;
         let pid = child.id().context("server exited at once")?;
         let stderr = child.stderr.take().context("no stderr")?;
         let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+        let (cinder_tx, cinder_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
         let tail = Arc::new(Mutex::new(Vec::<String>::new()));
         let tail_writer = tail.clone();
         // Reads the server's log until it exits: finds the address, keeps the last lines for an
@@ -206,6 +214,7 @@ impl ServerChild {
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             let mut addr_tx = Some(addr_tx);
+            let mut cinder_tx = Some(cinder_tx);
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(addr) = line
                     .split("addr=")
@@ -213,7 +222,13 @@ impl ServerChild {
                     .and_then(|rest| rest.split_whitespace().next())
                     .and_then(|addr| addr.parse().ok())
                 {
-                    if let Some(tx) = addr_tx.take() {
+                    // The main listener is logged first, the Cinder API's after it.
+                    let tx = if line.contains("cinder-compatible api listening") {
+                        cinder_tx.take()
+                    } else {
+                        addr_tx.take()
+                    };
+                    if let Some(tx) = tx {
                         let _ = tx.send(addr);
                     }
                 }
@@ -236,11 +251,24 @@ impl ServerChild {
                 );
             }
         };
+        let listening_after = spawned_at.elapsed();
+        let cinder_addr = if options.cinder {
+            match tokio::time::timeout(Duration::from_secs(30), cinder_rx).await {
+                Ok(Ok(addr)) => Some(addr),
+                _ => {
+                    let _ = child.kill().await;
+                    bail!("the server did not log its Cinder API's address");
+                }
+            }
+        } else {
+            None
+        };
         Ok(ServerChild {
             child,
             pid,
             addr,
-            listening_after: spawned_at.elapsed(),
+            cinder_addr,
+            listening_after,
             spawned_at,
         })
     }

@@ -40,6 +40,7 @@ pub async fn run(args: &BenchArgs, database: Option<&str>) -> anyhow::Result<Vec
                 flush_interval: args.flush_interval,
                 bench_reference: false,
                 metrics_per_service: false,
+                cinder: false,
             },
         )
         .await?;
@@ -421,6 +422,7 @@ async fn restart(args: &BenchArgs, db: &BenchDb, sqlite: bool) -> anyhow::Result
                 flush_interval: args.flush_interval,
                 bench_reference: false,
                 metrics_per_service: false,
+                cinder: false,
             },
         )
         .await?;

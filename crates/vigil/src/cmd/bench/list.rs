@@ -33,6 +33,7 @@ pub async fn run(args: &BenchArgs, database: Option<&str>) -> anyhow::Result<Vec
                 flush_interval: args.flush_interval,
                 bench_reference: false,
                 metrics_per_service: true,
+                cinder: false,
             },
         )
         .await?;

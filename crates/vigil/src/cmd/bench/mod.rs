@@ -12,6 +12,7 @@
 //!   server's CPU per beat.
 //! - `protocol`: HTTP/1.1 against HTTP/2 without TLS (h2c), single beats and batches of 100.
 //! - `list`: the full and the host-filtered `GET /v1/services` at several sizes.
+//! - `cinder`: the full `GET /v3/os-services` of the Cinder-compatible API.
 //! - `detection`: a fleet heartbeating on schedule, of which some stop; delay from each
 //!   deadline to its `down` event on the SSE stream.
 //! - `memory`: the server's RSS with the fleet registered and heartbeating.
@@ -22,13 +23,14 @@
 //! # Layout
 //! - `child`: the database and the server process.
 //! - `http`: the load generator's client and latency histogram.
-//! - `ingest` (ingest, batch), `protocol`, `list`, `fleet` (detection, memory, restart),
+//! - `ingest` (ingest, batch), `protocol`, `list`, `cinder`, `fleet` (detection, memory, restart),
 //!   `watch`: the scenarios.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 mod child;
+mod cinder;
 mod fleet;
 mod http;
 mod ingest;
@@ -67,6 +69,12 @@ pub struct BenchArgs {
     /// List: host-filtered lists per size.
     #[arg(long, default_value_t = 2000)]
     pub host_runs: usize,
+    /// Cinder: services listed by `GET /v3/os-services`.
+    #[arg(long, default_value_t = 100_000)]
+    pub cinder_services: usize,
+    /// Cinder: most lists timed (fewer when the time budget runs out).
+    #[arg(long, default_value_t = 20)]
+    pub cinder_runs: usize,
     /// Detection, memory, restart: services in the fleet.
     #[arg(long, default_value_t = 1_000_000)]
     pub fleet: usize,
@@ -100,6 +108,7 @@ pub enum Scenario {
     Batch,
     Protocol,
     List,
+    Cinder,
     Detection,
     Memory,
     Restart,
@@ -107,11 +116,12 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 7] = [
+    const ALL: [Scenario; 8] = [
         Scenario::Ingest,
         Scenario::Batch,
         Scenario::Protocol,
         Scenario::List,
+        Scenario::Cinder,
         Scenario::Detection,
         Scenario::Memory,
         Scenario::Restart,
@@ -125,6 +135,7 @@ impl std::fmt::Display for Scenario {
             Scenario::Batch => "batch",
             Scenario::Protocol => "protocol",
             Scenario::List => "list",
+            Scenario::Cinder => "cinder",
             Scenario::Detection => "detection",
             Scenario::Memory => "memory",
             Scenario::Restart => "restart",
@@ -250,6 +261,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     }
     if has(Scenario::List) {
         rows.extend(list::run(&args, database).await?);
+    }
+    if has(Scenario::Cinder) {
+        rows.extend(cinder::run(&args, database).await?);
     }
     if has(Scenario::Detection) || has(Scenario::Memory) || has(Scenario::Restart) {
         rows.extend(fleet::run(&args, database).await?);
