@@ -86,6 +86,35 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     }
 }
 
+/// The path's one parameter as text; one the router cannot read (not UTF-8 once decoded) is
+/// 400 with `code` and our error body, not axum's plain text.
+pub async fn path_text<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+    code: &str,
+) -> Result<String, ApiError> {
+    let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::bad_request(code, e.body_text()))?;
+    Ok(raw)
+}
+
+/// The path's one parameter as an id: anything but an integer is 400 `invalid_id`, the
+/// message naming `what` it is the id of.
+pub async fn path_id<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+    what: &str,
+) -> Result<i64, ApiError> {
+    let raw = path_text(parts, state, "invalid_id").await?;
+    raw.parse::<i64>().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_id",
+            format!("{what} id must be an integer, not {raw:?}"),
+        )
+    })
+}
+
 /// A service id in the path; anything but an integer is 400 `invalid_id`.
 pub struct ServiceId(pub i64);
 
@@ -93,15 +122,19 @@ impl<S: Send + Sync> FromRequestParts<S> for ServiceId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(raw) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|e| ApiError::bad_request("invalid_id", e.body_text()))?;
-        raw.parse::<i64>().map(ServiceId).map_err(|_| {
-            ApiError::bad_request(
-                "invalid_id",
-                format!("service id must be an integer, not {raw:?}"),
-            )
-        })
+        path_id(parts, state, "service").await.map(ServiceId)
+    }
+}
+
+/// A token's name in the path; one that is not text is 400 `invalid_token`.
+pub struct TokenName(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for TokenName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        path_text(parts, state, "invalid_token")
+            .await
+            .map(TokenName)
     }
 }

@@ -147,15 +147,8 @@ impl<S: Send + Sync> FromRequestParts<S> for WindowId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(raw) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|e| ApiError::bad_request("invalid_id", e.body_text()))?;
-        raw.parse::<i64>().map(WindowId).map_err(|_| {
-            ApiError::bad_request(
-                "invalid_id",
-                format!("a maintenance window's id is an integer, not {raw:?}"),
-            )
-        })
+        super::extract::path_id(parts, state, "a maintenance window's")
+            .await
+            .map(WindowId)
     }
 }

@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use vigil_proto::{Role as WireRole, Token, TokenCreated, TokenList, TokenRequest};
 
 use super::auth::Admin;
 use super::error::ApiError;
-use super::extract::Json;
+use super::extract::{Json, TokenName};
 use crate::app::{expired, App, NewToken};
 use crate::model::{Role, TokenRecord};
 
@@ -125,6 +125,7 @@ pub async fn list(
     ),
     responses(
         (status = 204, description = "Revoked: refused by this server at once, by every replica within `flush_interval`"),
+        (status = 400, description = "`invalid_token`: a name that is not text once decoded", body = vigil_proto::ErrorBody),
         (status = 401, description = UNAUTHORIZED, body = vigil_proto::ErrorBody),
         (status = 403, description = FORBIDDEN, body = vigil_proto::ErrorBody),
         (status = 404, description = "`token_not_found`: no token has this name", body = vigil_proto::ErrorBody),
@@ -137,7 +138,7 @@ pub async fn list(
 pub async fn revoke(
     State(app): State<Arc<App>>,
     Admin(caller): Admin,
-    Path(name): Path<String>,
+    TokenName(name): TokenName,
 ) -> Result<StatusCode, ApiError> {
     app.revoke_token(&name, &caller).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -14,6 +14,8 @@ use crate::app::AppError;
 pub struct Fault {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds for `Retry-After` on a 429 (a 503 always says `RETRY_AFTER_S`).
+    pub retry_after: Option<u64>,
 }
 
 impl Fault {
@@ -21,6 +23,7 @@ impl Fault {
         Fault {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -67,9 +70,10 @@ impl From<AppError> for Fault {
             AppError::TokenNotFound(_) | AppError::MaintenanceNotFound(_) => {
                 Fault::new(StatusCode::NOT_FOUND, err.to_string())
             }
-            AppError::RateLimited { .. } => {
-                Fault::new(StatusCode::TOO_MANY_REQUESTS, err.to_string())
-            }
+            AppError::RateLimited { retry_after_s, .. } => Fault {
+                retry_after: Some(retry_after_s),
+                ..Fault::new(StatusCode::TOO_MANY_REQUESTS, err.to_string())
+            },
             AppError::TooManyServices(_) => Fault::new(StatusCode::CONFLICT, err.to_string()),
             AppError::ServiceUp { .. }
             | AppError::ReadOnlySource { .. }
@@ -112,6 +116,11 @@ impl IntoResponse for Fault {
                 axum::http::HeaderValue::from_static(crate::api::RETRY_AFTER_S),
             );
         }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
         response
     }
 }
@@ -119,6 +128,19 @@ impl IntoResponse for Fault {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_limited_change_says_when_to_try_again() {
+        let limited = Fault::from(AppError::RateLimited {
+            who: "ops".into(),
+            per_second: 1.0,
+            burst: 1,
+            retry_after_s: 3,
+        })
+        .into_response();
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.headers()[axum::http::header::RETRY_AFTER], "3");
+    }
 
     #[test]
     fn app_errors_take_cinder_fault_names() {

@@ -545,6 +545,12 @@ async fn token_requests_are_checked() {
         assert!(status.is_client_error(), "{path}: {status} {body}");
         assert!(body["error"]["code"].is_string(), "{path}: {body}");
     }
+    // A name that is not UTF-8 once decoded: our body, not the router's plain text.
+    for path in ["/v1/tokens/%FF", "/v1/maintenance/%FF", "/v1/services/%FF"] {
+        let (status, body) = server.admin(Method::DELETE, path, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert!(body["error"]["code"].is_string(), "{path}: {body}");
+    }
     let (status, body) = server.request(Method::GET, "/v1/tokens", None, None).await;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
 }
