@@ -81,10 +81,49 @@ postgres_only!(
     concurrent_admin_changes_record_each_transition_once,
     a_leader_that_loses_its_lease_hands_over_without_duplicates,
     health_and_a_stop_taken_by_a_follower_show_everywhere_with_one_event,
+    after_a_down_beats_through_a_follower_count_towards_up_after_beats,
 );
 
 mod tests {
     use super::*;
+
+    /// With `up_after_beats = 3`, a service declared down that beats once through the leader
+    /// and then through a follower comes back on the leader too (the follower's beats count
+    /// there), with one `up` event.
+    pub async fn after_a_down_beats_through_a_follower_count_towards_up_after_beats(
+        backend: &Backend,
+    ) {
+        let mut dirs = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..2 {
+            let dir = temp_dir();
+            let mut config = backend.config(dir.path());
+            config.flapping.up_after_beats = 3;
+            servers.push(TestServer::start(config).await);
+            dirs.push(dir);
+        }
+        eventually("one leader", Duration::from_secs(10), || async {
+            leaders(&servers).await.len() == 1
+        })
+        .await;
+        let leader = leaders(&servers).await[0];
+        let (leader, follower) = (&servers[leader], &servers[1 - leader]);
+        let id = leader.register("node-h", "cinder-volume").await;
+        eventually("declared down", Duration::from_secs(10), || async {
+            down_events(leader, id).await == 1
+        })
+        .await;
+        leader.beat(id).await;
+        assert_eq!(state(leader, id).await, "down", "one beat of three");
+        for _ in 0..4 {
+            follower.beat(id).await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        eventually("up on the leader", Duration::from_secs(10), || async {
+            state(leader, id).await == "up" && kind_count(leader, id, "up").await == 1
+        })
+        .await;
+    }
 
     /// A follower takes a beat with a new health and then a stop: every replica shows them,
     /// and the leader writes each event once; no `down` ever; a beat through the follower
