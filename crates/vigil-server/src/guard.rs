@@ -395,26 +395,9 @@ mod tests {
     /// `service_down_time` of 10 s.
     fn registry(silent: usize, beating: usize) -> Registry {
         let record = |id: usize, seen: i64| ServiceRecord {
-            id: id as i64 + 1,
-            host: format!("h{id}").into(),
-            binary: "b".into(),
-            topic: None,
-            zone: "nova".into(),
-            disabled: false,
-            disabled_reason: None,
-            forced_down: false,
-            frozen: false,
             report_count: 1,
-            report_interval: 1.0,
-            version: None,
-            created_at: t(0),
             updated_at: Some(t(seen)),
-            modified_at: None,
-            stopped_at: None,
-            health: None,
-            health_message: None,
-            service_down_time: None,
-            row_version: 0,
+            ..ServiceRecord::example(id as i64 + 1, &format!("h{id}"), "b", 1.0, t(0))
         };
         let records = (0..silent + beating)
             .map(|i| record(i, if i < silent { 0 } else { 9_500 }))

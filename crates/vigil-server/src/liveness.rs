@@ -183,26 +183,8 @@ mod tests {
 
     fn record(created_at: DateTime<Utc>, updated_at: Option<DateTime<Utc>>) -> ServiceRecord {
         ServiceRecord {
-            id: 1,
-            host: "h".into(),
-            binary: "b".into(),
-            topic: None,
-            zone: "nova".into(),
-            disabled: false,
-            disabled_reason: None,
-            forced_down: false,
-            frozen: false,
-            report_count: 0,
-            report_interval: 10.0,
-            version: None,
-            created_at,
             updated_at,
-            modified_at: None,
-            stopped_at: None,
-            health: None,
-            health_message: None,
-            service_down_time: None,
-            row_version: 0,
+            ..ServiceRecord::example(1, "h", "b", 10.0, created_at)
         }
     }
 

@@ -42,6 +42,43 @@ pub struct ServiceRecord {
     pub row_version: i64,
 }
 
+#[cfg(test)]
+impl ServiceRecord {
+    /// A service for unit tests: enabled, in zone `nova`, reporting every `report_interval`
+    /// seconds, registered at `created_at` and never heard from since; a test changes the
+    /// fields it is about (`ServiceRecord { zone: ..., ..ServiceRecord::example(...) }`).
+    pub fn example(
+        id: i64,
+        host: &str,
+        binary: &str,
+        report_interval: f64,
+        created_at: DateTime<Utc>,
+    ) -> ServiceRecord {
+        ServiceRecord {
+            id,
+            host: host.into(),
+            binary: binary.into(),
+            topic: None,
+            zone: "nova".into(),
+            disabled: false,
+            disabled_reason: None,
+            forced_down: false,
+            frozen: false,
+            report_count: 0,
+            report_interval,
+            version: None,
+            created_at,
+            updated_at: None,
+            modified_at: None,
+            stopped_at: None,
+            health: None,
+            health_message: None,
+            service_down_time: None,
+            row_version: 0,
+        }
+    }
+}
+
 /// What a reporter declares when it registers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewService {

@@ -177,26 +177,14 @@ mod tests {
 
     fn record(id: i64, host: &str) -> ServiceRecord {
         ServiceRecord {
-            id,
-            host: host.into(),
-            binary: "cinder-volume".into(),
-            topic: None,
             zone: "az-1".into(),
-            disabled: false,
-            disabled_reason: None,
-            forced_down: false,
-            frozen: false,
-            report_count: 0,
-            report_interval: 10.0,
-            version: None,
-            created_at: DateTime::from_timestamp_micros(1_700_000_000_000_001).unwrap(),
-            updated_at: None,
-            modified_at: None,
-            stopped_at: None,
-            health: None,
-            health_message: None,
-            service_down_time: None,
-            row_version: 0,
+            ..ServiceRecord::example(
+                id,
+                host,
+                "cinder-volume",
+                10.0,
+                DateTime::from_timestamp_micros(1_700_000_000_000_001).unwrap(),
+            )
         }
     }
 

@@ -6,28 +6,7 @@ fn t(ms: i64) -> DateTime<Utc> {
 }
 
 fn record(report_interval: f64) -> ServiceRecord {
-    ServiceRecord {
-        id: 1,
-        host: "node-1".into(),
-        binary: "cinder-volume".into(),
-        topic: None,
-        zone: "nova".into(),
-        disabled: false,
-        disabled_reason: None,
-        forced_down: false,
-        frozen: false,
-        report_count: 0,
-        report_interval,
-        version: None,
-        created_at: t(0),
-        updated_at: None,
-        modified_at: None,
-        stopped_at: None,
-        health: None,
-        health_message: None,
-        service_down_time: None,
-        row_version: 0,
-    }
+    ServiceRecord::example(1, "node-1", "cinder-volume", report_interval, t(0))
 }
 
 /// Beats received at `times` (ms), each sent with the matching `sent_at` (ms).
