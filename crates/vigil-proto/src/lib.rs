@@ -178,10 +178,50 @@ pub struct BatchHeartbeatRequest {
 /// One service's beat in a batch: its id and the fields of a single [`HeartbeatRequest`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(from = "BatchBeatFields")]
 pub struct BatchBeat {
     pub id: i64,
     #[serde(flatten)]
     pub beat: HeartbeatRequest,
+}
+
+/// A [`BatchBeat`] as read: its fields side by side. serde reads a `flatten`ed field by first
+/// buffering every key and value of the object, an allocation each, which was a tenth of the
+/// server's time per beat in a batch of 100; this reads them straight into place.
+#[derive(Deserialize)]
+struct BatchBeatFields {
+    id: i64,
+    #[serde(default)]
+    zone: Option<String>,
+    #[serde(default, with = "ts::option")]
+    sent_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    last_rtt_s: Option<f64>,
+    #[serde(default)]
+    overrun_s: Option<f64>,
+    #[serde(default)]
+    last_error: Option<String>,
+    #[serde(default)]
+    health: Option<HealthStatus>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+impl From<BatchBeatFields> for BatchBeat {
+    fn from(fields: BatchBeatFields) -> BatchBeat {
+        BatchBeat {
+            id: fields.id,
+            beat: HeartbeatRequest {
+                zone: fields.zone,
+                sent_at: fields.sent_at,
+                last_rtt_s: fields.last_rtt_s,
+                overrun_s: fields.overrun_s,
+                last_error: fields.last_error,
+                health: fields.health,
+                message: fields.message,
+            },
+        }
+    }
 }
 
 /// Answer to `POST /v1/heartbeats`: one result per beat, in the order of the request.
@@ -589,6 +629,36 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&batch).unwrap()).unwrap();
         assert_eq!(again, batch);
         assert!(serde_json::from_str::<BatchHeartbeatRequest>(r#"{"beats":[{}]}"#).is_err());
+    }
+
+    #[test]
+    fn a_batch_beat_with_every_field_round_trips() {
+        // `BatchBeatFields` repeats `HeartbeatRequest`'s fields: a field added to one and not
+        // the other would be lost here.
+        let beat = BatchBeat {
+            id: 7,
+            beat: HeartbeatRequest {
+                zone: Some("z".into()),
+                sent_at: Some(
+                    DateTime::parse_from_rfc3339("2026-11-25T11:03:11.322598Z")
+                        .unwrap()
+                        .with_timezone(&Utc),
+                ),
+                last_rtt_s: Some(0.5),
+                overrun_s: Some(1.5),
+                last_error: Some("e".into()),
+                health: Some(HealthStatus::Warning),
+                message: Some("m".into()),
+            },
+        };
+        let text = serde_json::to_value(&beat).unwrap();
+        let single = serde_json::to_value(&beat.beat).unwrap();
+        assert_eq!(
+            text.as_object().unwrap().len(),
+            single.as_object().unwrap().len() + 1,
+            "every field of a single beat is set here"
+        );
+        assert_eq!(serde_json::from_value::<BatchBeat>(text).unwrap(), beat);
     }
 
     #[test]

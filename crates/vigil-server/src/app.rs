@@ -140,47 +140,38 @@ impl App {
         beat: Beat,
         caller: &Caller,
     ) -> Result<HeartbeatResponse, AppError> {
-        if let Some(zone) = &beat.zone {
-            validate::text("zone", Some(zone), false)?;
-        }
-        if let Some(error) = &beat.last_error {
-            if error.chars().count() > 4096 {
-                return Err(AppError::Invalid {
-                    code: "invalid_last_error".into(),
-                    message: "last_error is longer than 4096 characters".into(),
-                });
-            }
-        }
-        beat_health::validate(&beat)?;
+        check_beat(&beat)?;
         self.tokens.may_write(caller)?;
+        let entry = self.entry(id).await?;
+        self.beat_entry(&entry, &beat, caller, self.clock.now())
+    }
+
+    /// One checked beat of a service in hand, received at `now`: authorized for its host,
+    /// applied, measured, and what it changed (revived, reachable again, health) followed up.
+    fn beat_entry(
+        &self,
+        entry: &Arc<crate::registry::Entry>,
+        beat: &Beat,
+        caller: &Caller,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<HeartbeatResponse, AppError> {
         if !self.tokens.may_write_any_host(caller) {
-            let entry = self.entry(id).await?;
             let host = entry.lock().record.host.clone();
             self.tokens.authorize(caller, Need::Write { host: &host })?;
         }
-        let now = self.clock.now();
-        let outcome = match self.registry.heartbeat(id, &beat, now) {
-            Some(outcome) => outcome,
-            None => {
-                self.entry(id).await?;
-                self.registry
-                    .heartbeat(id, &beat, now)
-                    .ok_or(AppError::NotFound(id))?
-            }
-        };
+        let outcome = self
+            .registry
+            .heartbeat_entry(entry, beat, now)
+            .ok_or(AppError::NotFound(entry.id))?;
         self.metrics.beat(outcome.lateness_s);
         if outcome.revived || outcome.reachable_again {
-            if let Some(entry) = self.registry.get(id) {
-                if outcome.revived {
-                    self.revived(&mut entry.lock(), now);
-                }
-                self.detector.file(&self.registry.liveness, &entry, now);
+            if outcome.revived {
+                self.revived(&mut entry.lock(), now);
             }
+            self.detector.file(&self.registry.liveness, entry, now);
         }
         if let Some((before, _)) = outcome.health_changed {
-            if let Some(entry) = self.registry.get(id) {
-                self.health_changed(&entry, before);
-            }
+            self.health_changed(entry, before);
         }
         Ok(HeartbeatResponse {
             report_count: outcome.report_count,
@@ -189,7 +180,8 @@ impl App {
     }
 
     /// Applies many services' beats in order, each exactly as [`App::heartbeat`] does; one
-    /// beat's failure never fails the others. Once the database is found unavailable, the
+    /// beat's failure never fails the others. The beats of services in memory share one
+    /// receipt time, read once for the request. Once the database is found unavailable, the
     /// remaining beats of services unknown here get `DatabaseUnavailable` at once rather than
     /// each waiting for the database in turn. A caller who may write no service at all is
     /// refused whole, before any service is looked up.
@@ -199,23 +191,24 @@ impl App {
         caller: &Caller,
     ) -> Result<Vec<(i64, Result<HeartbeatResponse, AppError>)>, AppError> {
         self.tokens.may_write(caller)?;
+        let now = self.clock.now();
         let mut results = Vec::with_capacity(beats.len());
         let mut unavailable: Option<String> = None;
         let mut misses = 0usize;
         for (id, beat) in beats {
-            let known = self.registry.get(id).is_some();
-            let result = match &unavailable {
-                Some(reason) if !known => Err(AppError::DatabaseUnavailable(reason.clone())),
+            let result = match (self.registry.get(id), &unavailable) {
+                (Some(entry), _) => {
+                    check_beat(&beat).and_then(|()| self.beat_entry(&entry, &beat, caller, now))
+                }
+                (None, Some(reason)) => Err(AppError::DatabaseUnavailable(reason.clone())),
                 // A batch of ids nobody registered must not become as many database reads.
-                _ if !known && misses >= READ_THROUGH_PER_BATCH => Err(AppError::NotFound(id)),
-                _ => {
-                    if !known {
-                        if misses == 0 && self.store.shared() {
-                            // What other replicas registered, in one read for the batch.
-                            self.sync_for_read().await;
-                        }
-                        misses += 1;
+                (None, None) if misses >= READ_THROUGH_PER_BATCH => Err(AppError::NotFound(id)),
+                (None, None) => {
+                    if misses == 0 && self.store.shared() {
+                        // What other replicas registered, in one read for the batch.
+                        self.sync_for_read().await;
                     }
+                    misses += 1;
                     self.heartbeat(id, beat, caller).await
                 }
             };
@@ -468,4 +461,21 @@ pub(crate) fn admin_events(
         _ => {}
     }
     events
+}
+
+/// What a beat may carry, checked before anything is looked up: its zone's text, the length
+/// of its `last_error`, its health and message.
+fn check_beat(beat: &Beat) -> Result<(), AppError> {
+    if let Some(zone) = &beat.zone {
+        validate::text("zone", Some(zone), false)?;
+    }
+    if let Some(error) = &beat.last_error {
+        if error.chars().count() > 4096 {
+            return Err(AppError::Invalid {
+                code: "invalid_last_error".into(),
+                message: "last_error is longer than 4096 characters".into(),
+            });
+        }
+    }
+    beat_health::validate(beat)
 }

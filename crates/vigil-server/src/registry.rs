@@ -319,7 +319,16 @@ impl Registry {
     /// Applies one heartbeat received at `now` (server clock). `None` when the service is
     /// unknown here.
     pub fn heartbeat(&self, id: i64, beat: &Beat, now: DateTime<Utc>) -> Option<BeatOutcome> {
-        let entry = self.get(id)?;
+        self.heartbeat_entry(&self.get(id)?, beat, now)
+    }
+
+    /// [`Registry::heartbeat`] of an entry in hand; `None` when it was deleted meanwhile.
+    pub fn heartbeat_entry(
+        &self,
+        entry: &Arc<Entry>,
+        beat: &Beat,
+        now: DateTime<Utc>,
+    ) -> Option<BeatOutcome> {
         let mut slot = entry.lock();
         if slot.deleted {
             return None;
