@@ -30,6 +30,8 @@
 //!   hyper's own errors.
 //! - [`clock`]: the clock that decides liveness.
 //! - `trouble`: failures of retrying background loops, logged once each way.
+//! - `hot_path` (feature `bench`): a heartbeat's request path in one process, for the
+//!   callgrind bench (`benches/hot_path.rs`).
 
 use std::future::Future;
 use std::io::Write;
@@ -51,6 +53,9 @@ mod error;
 mod events;
 mod flapping;
 mod guard;
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub mod hot_path;
 mod http;
 mod id_table;
 mod limits;

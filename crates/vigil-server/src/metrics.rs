@@ -31,6 +31,8 @@ use crate::model::{seconds, EventKind};
 
 /// Route template of the heartbeat, whose answers are also counted as heartbeats received.
 const HEARTBEAT_ROUTE: &str = "/v1/services/{id}/heartbeat";
+/// The batch heartbeat route's template.
+const BATCH_ROUTE: &str = "/v1/heartbeats";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -120,7 +122,28 @@ pub(crate) struct Metrics {
     requests: Family<HttpLabels, Counter>,
     request_duration: Family<HttpLabels, Histogram>,
     protocols: Family<ProtocolLabels, Counter>,
+    /// The series the requests of a fleet update, looked up once: a family's lookup (its
+    /// labels hashed, under a lock) costs a tenth of a heartbeat's instructions.
+    hot: HotSeries,
     per_service: bool,
+}
+
+/// A handle on `protocol`'s series. In a function of its own: the guard `get_or_create`
+/// returns holds the family's lock, and a second lookup in the same expression (one that
+/// must create its series) would wait for it forever.
+fn protocol_series(protocols: &Family<ProtocolLabels, Counter>, protocol: &'static str) -> Counter {
+    protocols
+        .get_or_create(&ProtocolLabels { protocol })
+        .clone()
+}
+
+/// Handles on the series of the two heartbeat routes answered 200 to POST, and of the two
+/// protocols; each shares its counts with the family's series of the same labels.
+struct HotSeries {
+    /// (route, its duration, its requests, its count of heartbeats by outcome `ok` if any).
+    routes: Vec<(&'static str, Histogram, Counter, Option<Counter>)>,
+    http1: Counter,
+    http2: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -220,6 +243,31 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION"),
             }),
         );
+        let hot = HotSeries {
+            routes: [HEARTBEAT_ROUTE, BATCH_ROUTE]
+                .into_iter()
+                .map(|route| {
+                    let labels = HttpLabels {
+                        route,
+                        method: "POST",
+                        status: 200,
+                    };
+                    let ok = (route == HEARTBEAT_ROUTE).then(|| {
+                        heartbeats
+                            .get_or_create(&OutcomeLabels { outcome: "ok" })
+                            .clone()
+                    });
+                    (
+                        route,
+                        request_duration.get_or_create(&labels).clone(),
+                        requests.get_or_create(&labels).clone(),
+                        ok,
+                    )
+                })
+                .collect(),
+            http1: protocol_series(&protocols, "HTTP/1.1"),
+            http2: protocol_series(&protocols, "HTTP/2"),
+        };
         Metrics {
             registry,
             heartbeats,
@@ -233,6 +281,7 @@ impl Metrics {
             requests,
             request_duration,
             protocols,
+            hot,
             per_service,
         }
     }
@@ -245,6 +294,18 @@ impl Metrics {
         status: u16,
         took: Duration,
     ) {
+        if status == 200 && method == "POST" {
+            if let Some((_, duration, requests, ok)) =
+                self.hot.routes.iter().find(|(hot, ..)| *hot == route)
+            {
+                duration.observe(took.as_secs_f64());
+                requests.inc();
+                if let Some(ok) = ok {
+                    ok.inc();
+                }
+                return;
+            }
+        }
         let labels = HttpLabels {
             route,
             method,
@@ -269,6 +330,15 @@ impl Metrics {
 
     /// One HTTP request received over `version` of the protocol.
     pub(crate) fn protocol(&self, version: axum::http::Version) {
+        let hot = match version {
+            axum::http::Version::HTTP_11 => Some(&self.hot.http1),
+            axum::http::Version::HTTP_2 => Some(&self.hot.http2),
+            _ => None,
+        };
+        if let Some(counter) = hot {
+            counter.inc();
+            return;
+        }
         let protocol = match version {
             axum::http::Version::HTTP_09 => "HTTP/0.9",
             axum::http::Version::HTTP_10 => "HTTP/1.0",

@@ -82,32 +82,28 @@ impl FromRequestParts<Arc<App>> for Admin {
     }
 }
 
-/// Middleware: every read (GET, HEAD) but `/healthz` and `/readyz` (which load balancers and
-/// supervisors call), `/openapi.json` (the API's description, which holds no data) and the
-/// dashboard's pages (which hold none either: their script reads the API with the token the
-/// person entered) is checked here: free while `auth.anonymous_read` holds (but a token that
-/// is sent must be valid), else for a reader or admin token. Writes check their own needs in
-/// their handlers.
-pub(crate) async fn reads(
-    axum::extract::State(app): axum::extract::State<Arc<App>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+/// Every read (GET, HEAD) but `/healthz` and `/readyz` (which load balancers and supervisors
+/// call), `/openapi.json` (the API's description, which holds no data) and the dashboard's
+/// pages (which hold none either: their script reads the API with the token the person
+/// entered) is checked here, by the API's middleware: free while `auth.anonymous_read` holds
+/// (but a token that is sent must be valid), else for a reader or admin token. Writes check
+/// their own needs in their handlers.
+pub(crate) fn check_read(app: &App, request: &axum::extract::Request) -> Result<(), ApiError> {
     use axum::http::Method;
-    use axum::response::IntoResponse;
     let read = matches!(*request.method(), Method::GET | Method::HEAD);
+    if !read {
+        return Ok(());
+    }
     let probe = matches!(
         request.uri().path(),
         "/healthz" | "/readyz" | "/openapi.json"
     ) || super::ui::holds_no_data(request.uri().path());
-    if read && !probe {
-        let address = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0);
-        if let Err(err) = require(request.headers(), address, &app, Need::Read) {
-            return err.into_response();
-        }
+    if probe {
+        return Ok(());
     }
-    next.run(request).await
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    require(request.headers(), address, app, Need::Read).map(|_| ())
 }
