@@ -176,9 +176,8 @@ pub struct BatchHeartbeatRequest {
 }
 
 /// One service's beat in a batch: its id and the fields of a single [`HeartbeatRequest`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(from = "BatchBeatFields")]
 pub struct BatchBeat {
     pub id: i64,
     #[serde(flatten)]
@@ -205,6 +204,28 @@ struct BatchBeatFields {
     health: Option<HealthStatus>,
     #[serde(default)]
     message: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for BatchBeat {
+    /// From a JSON object only: a derived `Deserialize` would also take an array of the fields
+    /// in order (`[7]`), which no beat is.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<BatchBeat, D::Error> {
+        struct Beat;
+        impl<'de> serde::de::Visitor<'de> for Beat {
+            type Value = BatchBeat;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a beat: an object with the service's integer `id`")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<BatchBeat, A::Error> {
+                BatchBeatFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(BatchBeat::from)
+            }
+        }
+        deserializer.deserialize_map(Beat)
+    }
 }
 
 impl From<BatchBeatFields> for BatchBeat {
@@ -629,6 +650,8 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&batch).unwrap()).unwrap();
         assert_eq!(again, batch);
         assert!(serde_json::from_str::<BatchHeartbeatRequest>(r#"{"beats":[{}]}"#).is_err());
+        // A beat is an object, never its fields in a row.
+        assert!(serde_json::from_str::<BatchHeartbeatRequest>(r#"{"beats":[[7]]}"#).is_err());
     }
 
     #[test]

@@ -181,9 +181,9 @@ impl App {
 
     /// Applies many services' beats in order, each exactly as [`App::heartbeat`] does; one
     /// beat's failure never fails the others. The beats of services in memory share one
-    /// receipt time, read once for the request. Once the database is found unavailable, the
-    /// remaining beats of services unknown here get `DatabaseUnavailable` at once rather than
-    /// each waiting for the database in turn. A caller who may write no service at all is
+    /// receipt time, read once for the request and again after each wait for the database.
+    /// Once the database is found unavailable, the remaining beats of services unknown here
+    /// get `DatabaseUnavailable` at once rather than each waiting for the database in turn. A caller who may write no service at all is
     /// refused whole, before any service is looked up.
     pub async fn heartbeat_batch(
         &self,
@@ -191,7 +191,7 @@ impl App {
         caller: &Caller,
     ) -> Result<Vec<(i64, Result<HeartbeatResponse, AppError>)>, AppError> {
         self.tokens.may_write(caller)?;
-        let now = self.clock.now();
+        let mut now = self.clock.now();
         let mut results = Vec::with_capacity(beats.len());
         let mut unavailable: Option<String> = None;
         let mut misses = 0usize;
@@ -209,7 +209,10 @@ impl App {
                         self.sync_for_read().await;
                     }
                     misses += 1;
-                    self.heartbeat(id, beat, caller).await
+                    let result = self.heartbeat(id, beat, caller).await;
+                    // The database was waited for: the beats after it were received later.
+                    now = self.clock.now();
+                    result
                 }
             };
             if let Err(AppError::DatabaseUnavailable(reason)) = &result {

@@ -150,7 +150,7 @@ async fn malformed_batches_are_refused_whole() {
             (status, response.json::<Value>().await.unwrap())
         }
     };
-    let json_cases: [&[u8]; 13] = [
+    let json_cases: [&[u8]; 15] = [
         b"",
         b"{}",
         b"[]",
@@ -164,6 +164,9 @@ async fn malformed_batches_are_refused_whole() {
         b"{\"beats\":[{\"id\":1.5}]}",
         b"{\"beats\":[{\"id\":99999999999999999999}]}",
         b"{\"beats\":[{\"id\":1,\"zone\":7}]}",
+        // A beat is an object, never its fields in a row.
+        b"{\"beats\":[[1]]}",
+        b"{\"beats\":[[1,\"z\"]]}",
     ];
     for body in json_cases {
         let (status, answer) = send(body.to_vec(), Some("application/json")).await;
