@@ -41,9 +41,19 @@ pub(crate) async fn build(
     );
     let clock = Clock::new(config.clock_offset);
     super::sync::calibrate(&clock, store.as_ref(), true).await;
-    let fail = |e: store::StoreError| ServerError::Database {
-        url: redact(&config.database_url()),
-        reason: e.to_string(),
+    let fail = |e: store::StoreError| {
+        let reason = e.to_string();
+        // The open's write probe passed, yet a write of the start-up found the file read-only
+        // (it became so meanwhile, or only its journal is): the same plain error as the probe's.
+        let reason = if reason.contains("attempt to write a readonly database") {
+            format!("the database cannot be written: {reason}")
+        } else {
+            reason
+        };
+        ServerError::Database {
+            url: redact(&config.database_url()),
+            reason,
+        }
     };
     // Cursors first: what is written between them and the load is read again, harmlessly.
     let row_cursor = store.change_cursor().await.map_err(fail)?;
