@@ -730,31 +730,22 @@ mod tests {
 
     fn record(id: i64, now: chrono::DateTime<chrono::Utc>) -> crate::model::ServiceRecord {
         crate::model::ServiceRecord {
-            id,
-            host: format!("node-{}", id / 10).into(),
-            binary: format!("binary-{}", id % 10).into(),
-            topic: None,
             zone: if id % 2 == 0 { "az1" } else { "az2" }.into(),
             disabled: id % 5 == 0,
-            disabled_reason: None,
-            forced_down: false,
-            frozen: false,
             report_count: id,
-            report_interval: 10.0,
-            version: None,
-            created_at: now - chrono::TimeDelta::seconds(600),
             // Every third service last beat 2 minutes ago: down.
             updated_at: Some(if id % 3 == 0 {
                 now - chrono::TimeDelta::seconds(120)
             } else {
                 now
             }),
-            modified_at: None,
-            stopped_at: None,
-            health: None,
-            health_message: None,
-            service_down_time: None,
-            row_version: 0,
+            ..crate::model::ServiceRecord::example(
+                id,
+                &format!("node-{}", id / 10),
+                &format!("binary-{}", id % 10),
+                10.0,
+                now - chrono::TimeDelta::seconds(600),
+            )
         }
     }
 
