@@ -183,8 +183,9 @@ impl App {
     /// beat's failure never fails the others. The beats of services in memory share one
     /// receipt time, read once for the request and again after each wait for the database.
     /// Once the database is found unavailable, the remaining beats of services unknown here
-    /// get `DatabaseUnavailable` at once rather than each waiting for the database in turn. A caller who may write no service at all is
-    /// refused whole, before any service is looked up.
+    /// get `DatabaseUnavailable` at once rather than each waiting for the database in turn.
+    /// A caller who may write no service at all is refused whole, before any service is
+    /// looked up.
     pub async fn heartbeat_batch(
         &self,
         beats: Vec<(i64, Beat)>,
