@@ -30,30 +30,39 @@ impl FlapRule {
 }
 
 /// One service's recent transitions, and whether its `flapping` event was written.
+///
+/// Out of line, and only while there is something to keep: most services never go down, and
+/// this is one pointer in each of them (a `VecDeque` in place would be 32 bytes more).
 #[derive(Debug, Default, Clone)]
-pub struct Flaps {
+pub struct Flaps(Option<Box<Transitions>>);
+
+#[derive(Debug, Default, Clone)]
+struct Transitions {
     times: VecDeque<DateTime<Utc>>,
     /// A `flapping` event was written and no `flapping_ended` since.
     declared: bool,
 }
 
-impl Flaps {
+impl Transitions {
     fn prune(&mut self, now: DateTime<Utc>, rule: &FlapRule) {
         while self.times.front().is_some_and(|t| *t + rule.window < now) {
             self.times.pop_front();
         }
     }
+}
 
+impl Flaps {
     /// Records a transition at `at`: `Some(count)` when the service starts flapping.
     pub fn record(&mut self, at: DateTime<Utc>, rule: &FlapRule) -> Option<usize> {
         if rule.transitions == 0 {
             return None;
         }
-        self.times.push_back(at);
-        self.prune(at, rule);
-        if !self.declared && self.times.len() >= rule.transitions {
-            self.declared = true;
-            return Some(self.times.len());
+        let kept = self.0.get_or_insert_with(Box::default);
+        kept.times.push_back(at);
+        kept.prune(at, rule);
+        if !kept.declared && kept.times.len() >= rule.transitions {
+            kept.declared = true;
+            return Some(kept.times.len());
         }
         None
     }
@@ -61,20 +70,27 @@ impl Flaps {
     /// Forgets the transitions out of the window at `now`: `Some(count)` when the service
     /// stopped flapping.
     pub fn settle(&mut self, now: DateTime<Utc>, rule: &FlapRule) -> Option<usize> {
-        self.prune(now, rule);
-        if self.declared && self.times.len() < rule.transitions {
-            self.declared = false;
-            return Some(self.times.len());
+        let kept = self.0.as_mut()?;
+        kept.prune(now, rule);
+        let mut ended = None;
+        if kept.declared && kept.times.len() < rule.transitions {
+            kept.declared = false;
+            ended = Some(kept.times.len());
         }
-        None
+        if !kept.declared && kept.times.is_empty() {
+            self.0 = None;
+        }
+        ended
     }
 
     /// Transitions within the window at `now`.
     pub fn count(&self, now: DateTime<Utc>, rule: &FlapRule) -> usize {
-        self.times
-            .iter()
-            .filter(|t| **t + rule.window >= now)
-            .count()
+        self.0.as_ref().map_or(0, |kept| {
+            kept.times
+                .iter()
+                .filter(|t| **t + rule.window >= now)
+                .count()
+        })
     }
 
     /// Whether the service is flapping at `now`.
@@ -132,7 +148,15 @@ mod tests {
         assert_eq!(flaps.settle(t(1000), &rule), None);
         assert_eq!(flaps.settle(t(1315), &rule), Some(3));
         assert!(!flaps.flapping(t(1315), &rule));
+        assert!(
+            flaps.0.is_some(),
+            "three transitions are still in the window"
+        );
         assert_eq!(flaps.settle(t(1400), &rule), None, "once");
+        assert!(
+            flaps.0.is_none(),
+            "nothing left to keep: the memory goes back"
+        );
         let off = FlapRule::new(0, 600.0);
         assert_eq!(Flaps::default().record(t(0), &off), None);
     }

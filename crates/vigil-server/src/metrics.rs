@@ -508,7 +508,7 @@ impl Snapshot {
                     disabled: record.disabled,
                     last_heartbeat: record.updated_at.map(|t| t.timestamp_micros() as f64 / 1e6),
                     report_count: record.report_count,
-                    clock_offset: slot.stats.clock_offset_s,
+                    clock_offset: slot.stats.clock_offset_s(),
                     phi: per_service.then_some(judgement.suspicion).flatten(),
                     health: record.health.map(|h| match h {
                         crate::model::Health::Ok => 0,

@@ -2,6 +2,7 @@
 //! clock offset, and what the reporter says about itself. Fixed-size, no allocation per beat.
 
 use chrono::{DateTime, Utc};
+use half::f16;
 
 use crate::model::{seconds, Beat};
 
@@ -12,33 +13,68 @@ pub const GAP_WINDOW: usize = 32;
 const OFFSET_SMOOTHING: f64 = 0.2;
 
 /// Timing of one service's recent heartbeats.
-#[derive(Debug, Clone, Default)]
+///
+/// Ten million of these live in a server, so the layout counts: the window is kept as 16-bit
+/// floats, the estimates as `f32` where their precision allows, and what few services ever
+/// report (a regression of `sent_at`, a reporter's error) sits out of line in [`Rare`].
+#[derive(Debug, Clone)]
 pub struct BeatStats {
-    gaps: [f32; GAP_WINDOW],
-    gap_count: usize,
-    next_gap: usize,
-    /// Sum and sum of squares of the kept gaps, kept up to date per beat so that suspicion,
-    /// computed for every row of every list, does not walk the window each time.
+    /// The window as half-precision floats: 11 significant bits, so a 10 s gap is kept to
+    /// 5 ms and a 60 s gap to 32 ms, against the tens of milliseconds of a network's jitter.
+    /// Gaps longer than [`MAX_GAP_S`] are kept as that.
+    gaps: [f16; GAP_WINDOW],
+    gap_count: u8,
+    next_gap: u8,
+    /// Sum and sum of squares of the kept gaps (as kept), up to date per beat so that
+    /// suspicion, computed for every row of every list, does not walk the window each time.
     gap_sum: f64,
     gap_sum_sq: f64,
     /// Heartbeats received by this server process.
     pub beats: u64,
-    /// Smoothed estimate of reporter clock minus server clock, seconds.
-    pub clock_offset_s: Option<f64>,
-    /// Round trip that bounds the offset estimate's error, seconds.
-    pub clock_offset_error_s: Option<f64>,
+    /// Smoothed estimate of reporter clock minus server clock, seconds (NaN: none yet).
+    clock_offset_s: f64,
+    /// Round trip that bounds the offset estimate's error, seconds (NaN: not known).
+    clock_offset_error_s: f32,
+    /// The reporter's latest self-reported loop overrun, seconds.
+    last_overrun_s: f32,
+    /// Largest overrun reported since this server started, seconds.
+    max_overrun_s: f32,
     pub last_sent_at: Option<DateTime<Utc>>,
+    rare: Option<Box<Rare>>,
+}
+
+/// The longest gap the window keeps (half precision's largest finite value: 18 hours).
+const MAX_GAP_S: f64 = 65_504.0;
+
+/// What a [`BeatStats`] holds for the few services that report it.
+#[derive(Debug, Clone, Default)]
+struct Rare {
     /// Beats whose `sent_at` was earlier than the previous beat's: two processes reporting as
     /// one (host, binary) interleave their series.
-    pub sent_at_regressions: u64,
+    sent_at_regressions: u64,
     /// Receipt time of the latest such beat, so that an old incident does not count forever.
-    pub last_regression_at: Option<DateTime<Utc>>,
-    /// The reporter's latest self-reported loop overrun, seconds.
-    pub last_overrun_s: f64,
-    /// Largest overrun reported since this server started, seconds.
-    pub max_overrun_s: f64,
+    last_regression_at: Option<DateTime<Utc>>,
     /// The last error the reporter said it met, with when the beat carrying it arrived.
-    pub last_error: Option<(String, DateTime<Utc>)>,
+    last_error: Option<(String, DateTime<Utc>)>,
+}
+
+impl Default for BeatStats {
+    fn default() -> Self {
+        BeatStats {
+            gaps: [f16::ZERO; GAP_WINDOW],
+            gap_count: 0,
+            next_gap: 0,
+            gap_sum: 0.0,
+            gap_sum_sq: 0.0,
+            beats: 0,
+            clock_offset_s: f64::NAN,
+            clock_offset_error_s: f32::NAN,
+            last_overrun_s: 0.0,
+            max_overrun_s: 0.0,
+            last_sent_at: None,
+            rare: None,
+        }
+    }
 }
 
 impl BeatStats {
@@ -51,20 +87,22 @@ impl BeatStats {
     ) {
         self.beats += 1;
         if let Some(previous) = previous {
-            let gap = seconds(now - previous).max(0.0) as f32;
-            if self.gap_count == GAP_WINDOW {
-                let old = f64::from(self.gaps[self.next_gap]);
+            let kept = f16::from_f64(seconds(now - previous).clamp(0.0, MAX_GAP_S));
+            let gap = kept.to_f64();
+            let next = usize::from(self.next_gap);
+            if usize::from(self.gap_count) == GAP_WINDOW {
+                let old = self.gaps[next].to_f64();
                 self.gap_sum -= old;
                 self.gap_sum_sq -= old * old;
             }
-            self.gaps[self.next_gap] = gap;
-            self.gap_sum += f64::from(gap);
-            self.gap_sum_sq += f64::from(gap) * f64::from(gap);
-            self.next_gap = (self.next_gap + 1) % GAP_WINDOW;
-            self.gap_count = (self.gap_count + 1).min(GAP_WINDOW);
+            self.gaps[next] = kept;
+            self.gap_sum += gap;
+            self.gap_sum_sq += gap * gap;
+            self.next_gap = ((next + 1) % GAP_WINDOW) as u8;
+            self.gap_count = (usize::from(self.gap_count) + 1).min(GAP_WINDOW) as u8;
             if self.next_gap == 0 {
                 // Once per window, the sums again from scratch: no rounding drift builds up.
-                let gaps = self.gaps.iter().map(|g| f64::from(*g));
+                let gaps = self.gaps.iter().map(|g| g.to_f64());
                 self.gap_sum = gaps.clone().sum();
                 self.gap_sum_sq = gaps.map(|g| g * g).sum();
             }
@@ -72,35 +110,79 @@ impl BeatStats {
         if let Some(sent_at) = beat.sent_at {
             let rtt = beat.last_rtt_s.filter(|r| r.is_finite() && *r >= 0.0);
             let sample = seconds(sent_at - now) + rtt.unwrap_or(0.0) / 2.0;
-            self.clock_offset_s = Some(match self.clock_offset_s {
+            let offset = match self.clock_offset_s() {
                 Some(old) => old + OFFSET_SMOOTHING * (sample - old),
                 None => sample,
-            });
-            self.clock_offset_error_s = rtt.map(|r| r / 2.0);
+            };
+            self.set_clock_offset(offset, rtt.map(|r| r / 2.0));
             if self.last_sent_at.is_some_and(|last| sent_at < last) {
-                self.sent_at_regressions += 1;
-                self.last_regression_at = Some(now);
+                let rare = self.rare.get_or_insert_with(Box::default);
+                rare.sent_at_regressions += 1;
+                rare.last_regression_at = Some(now);
             }
             self.last_sent_at = Some(sent_at);
         }
         if let Some(overrun) = beat.overrun_s.filter(|o| o.is_finite() && *o >= 0.0) {
-            self.last_overrun_s = overrun;
-            self.max_overrun_s = self.max_overrun_s.max(overrun);
+            self.last_overrun_s = overrun as f32;
+            self.max_overrun_s = self.max_overrun_s.max(overrun as f32);
         }
         if let Some(error) = &beat.last_error {
-            self.last_error = Some((error.clone(), now));
+            self.rare.get_or_insert_with(Box::default).last_error = Some((error.clone(), now));
         }
+    }
+
+    /// Smoothed estimate of reporter clock minus server clock, seconds.
+    pub fn clock_offset_s(&self) -> Option<f64> {
+        Some(self.clock_offset_s).filter(|o| !o.is_nan())
+    }
+
+    /// The bound on [`Self::clock_offset_s`]'s error (half the last round trip), seconds.
+    pub fn clock_offset_error_s(&self) -> Option<f64> {
+        Some(f64::from(self.clock_offset_error_s)).filter(|e| !e.is_nan())
+    }
+
+    /// Sets the clock offset estimate and the bound on its error.
+    pub fn set_clock_offset(&mut self, offset_s: f64, error_s: Option<f64>) {
+        self.clock_offset_s = offset_s;
+        self.clock_offset_error_s = error_s.map_or(f32::NAN, |e| e as f32);
+    }
+
+    /// The reporter's latest self-reported loop overrun, seconds.
+    pub fn last_overrun_s(&self) -> f64 {
+        f64::from(self.last_overrun_s)
+    }
+
+    /// Largest overrun reported since this server started, seconds.
+    pub fn max_overrun_s(&self) -> f64 {
+        f64::from(self.max_overrun_s)
+    }
+
+    /// Beats whose `sent_at` was earlier than the previous beat's.
+    pub fn sent_at_regressions(&self) -> u64 {
+        self.rare.as_ref().map_or(0, |r| r.sent_at_regressions)
+    }
+
+    /// Receipt time of the latest beat whose `sent_at` went back.
+    pub fn last_regression_at(&self) -> Option<DateTime<Utc>> {
+        self.rare.as_ref().and_then(|r| r.last_regression_at)
+    }
+
+    /// The last error the reporter said it met, with when the beat carrying it arrived.
+    pub fn last_error(&self) -> Option<(&str, DateTime<Utc>)> {
+        let (error, at) = self.rare.as_ref()?.last_error.as_ref()?;
+        Some((error.as_str(), *at))
     }
 
     /// Recent gaps, oldest first, seconds.
     pub fn gaps(&self) -> Vec<f64> {
-        let start = if self.gap_count < GAP_WINDOW {
+        let count = usize::from(self.gap_count);
+        let start = if count < GAP_WINDOW {
             0
         } else {
-            self.next_gap
+            usize::from(self.next_gap)
         };
-        (0..self.gap_count)
-            .map(|i| self.gaps[(start + i) % GAP_WINDOW] as f64)
+        (0..count)
+            .map(|i| self.gaps[(start + i) % GAP_WINDOW].to_f64())
             .collect()
     }
 
@@ -109,7 +191,7 @@ impl BeatStats {
         if self.gap_count < 3 {
             return None;
         }
-        let n = self.gap_count as f64;
+        let n = f64::from(self.gap_count);
         let mean = self.gap_sum / n;
         let variance = (self.gap_sum_sq / n - mean * mean).max(0.0);
         // A floor on the deviation: perfectly regular beats must not make one late beat
@@ -234,7 +316,7 @@ mod tests {
             ..Beat::default()
         };
         stats.record_beat(None, at(0), &beat);
-        assert!((stats.clock_offset_s.unwrap() - 90.001).abs() < 1e-6);
+        assert!((stats.clock_offset_s().unwrap() - 90.001).abs() < 1e-6);
     }
 
     #[test]

@@ -192,7 +192,7 @@ async fn beats(
         gaps: slot.stats.gaps(),
         report_interval: slot.record.report_interval,
         service_down_time: app.registry.liveness.service_down_time_s(),
-        clock_offset_s: slot.stats.clock_offset_s,
-        clock_offset_error_s: slot.stats.clock_offset_error_s,
+        clock_offset_s: slot.stats.clock_offset_s(),
+        clock_offset_error_s: slot.stats.clock_offset_error_s(),
     }))
 }

@@ -189,8 +189,8 @@ impl App {
                         if let Some(offset) = clock_offset {
                             // The middle of the interval the true offset lies in, and its half.
                             let (low, high) = (offset.low_s(), offset.high_s());
-                            slot.stats.clock_offset_s = Some((low + high) / 2.0);
-                            slot.stats.clock_offset_error_s = Some((high - low) / 2.0);
+                            slot.stats
+                                .set_clock_offset((low + high) / 2.0, Some((high - low) / 2.0));
                         }
                     }
                     if outcome.revived {

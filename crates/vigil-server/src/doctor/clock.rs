@@ -5,7 +5,7 @@ use super::*;
 /// The seed's step 2. Vigil decides liveness with its own clock, so a skewed reporter is not
 /// shown down here; the finding says what the skew would do under Cinder's rule and elsewhere.
 pub(super) fn clock(inputs: &Inputs) -> Finding {
-    let Some(offset) = inputs.stats.clock_offset_s else {
+    let Some(offset) = inputs.stats.clock_offset_s() else {
         return ok(
             "clock",
             "no clock reading yet: no heartbeat with sent_at since the server started",
@@ -15,7 +15,7 @@ pub(super) fn clock(inputs: &Inputs) -> Finding {
              clock offset",
         );
     };
-    let bound = inputs.stats.clock_offset_error_s.unwrap_or(0.0);
+    let bound = inputs.stats.clock_offset_error_s().unwrap_or(0.0);
     // The offset is known only to within the round trip; judge by the least it can be.
     let least = (offset.abs() - bound).max(0.0);
     let tolerance = (inputs.service_down_time - inputs.record.report_interval).max(0.0);

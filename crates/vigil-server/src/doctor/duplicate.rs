@@ -8,7 +8,7 @@ pub(super) fn duplicate(inputs: &Inputs) -> Finding {
     let stats = inputs.stats;
     let ri = inputs.record.report_interval;
     let recent_regressions = stats
-        .last_regression_at
+        .last_regression_at()
         .is_some_and(|at| at >= inputs.now - RECENT);
     let gaps = stats.gaps();
     let mean = gaps.iter().sum::<f64>() / gaps.len().max(1) as f64;
@@ -25,10 +25,10 @@ pub(super) fn duplicate(inputs: &Inputs) -> Finding {
         evidence.push(format!(
             "sent_at went backwards {} since the server started, the last at {}: one \
              process's clock cannot do that unless it is stepped back",
-            times(stats.sent_at_regressions as usize),
-            stamp(stats.last_regression_at.unwrap_or(inputs.now))
+            times(stats.sent_at_regressions() as usize),
+            stamp(stats.last_regression_at().unwrap_or(inputs.now))
         ));
-        severity = if stats.sent_at_regressions >= 2 {
+        severity = if stats.sent_at_regressions() >= 2 {
             Severity::Error
         } else {
             Severity::Warning

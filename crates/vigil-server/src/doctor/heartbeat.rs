@@ -76,10 +76,10 @@ pub(super) fn heartbeat(inputs: &Inputs) -> Finding {
         stamp(last),
         secs(sdt)
     );
-    if let Some((error, at)) = &inputs.stats.last_error {
+    if let Some((error, at)) = inputs.stats.last_error() {
         detail.push_str(&format!(
             "; the reporter's last error ({}): {error}",
-            stamp(*at)
+            stamp(at)
         ));
     }
     error(

@@ -9,7 +9,7 @@ pub(super) fn punctuality(inputs: &Inputs) -> Finding {
     let ri = inputs.record.report_interval;
     let sdt = inputs.service_down_time;
     let mut gaps = stats.gaps();
-    let overrun = stats.last_overrun_s;
+    let overrun = stats.last_overrun_s();
     // A few milliseconds over the interval is scheduling noise, not a stalled loop.
     let overran = overrun > 0.1 * ri;
     if gaps.len() < 2 && !overran {
@@ -66,21 +66,21 @@ pub(super) fn punctuality(inputs: &Inputs) -> Finding {
             secs(sdt)
         ));
     }
-    if stats.max_overrun_s > 0.0 {
+    if stats.max_overrun_s() > 0.0 {
         detail.push(format!(
             "the reporter says its last run outlasted report_interval by {} s (at most {} s \
              since the server started)",
             secs(overrun),
-            secs(stats.max_overrun_s)
+            secs(stats.max_overrun_s())
         ));
     }
     // A reporter older than health in heartbeats skips the beats its health check fails and
     // says so in its last error; a current one sends them with `health` (the health finding).
-    let reporter_error = stats.last_error.is_some();
-    if let Some((error, at)) = &stats.last_error {
+    let reporter_error = stats.last_error().is_some();
+    if let Some((error, at)) = stats.last_error() {
         detail.push(format!(
             "the reporter's last error ({} s ago): {error}",
-            secs(seconds(inputs.now - *at))
+            secs(seconds(inputs.now - at))
         ));
     }
     let cause = if overran {

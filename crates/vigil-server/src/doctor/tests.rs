@@ -223,8 +223,7 @@ fn a_watched_openstack_is_judged_in_its_own_terms() {
     record.host = "sched-b".into();
     record.binary = "cinder-scheduler".into();
     let mut stats = BeatStats::default();
-    stats.clock_offset_s = Some(76.0);
-    stats.clock_offset_error_s = Some(1.5);
+    stats.set_clock_offset(76.0, Some(1.5));
     let finding = clock(&Inputs {
         record: &record,
         stats: &stats,
