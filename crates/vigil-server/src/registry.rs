@@ -28,10 +28,8 @@ pub struct Slot {
     pub record: ServiceRecord,
     /// Heartbeats received since the last flush.
     pub pending_beats: i64,
-    /// Zone change received since the last flush.
-    pub pending_zone: Option<String>,
-    /// Health change (with its message) received since the last flush.
-    pub pending_health: Option<(Health, Option<String>)>,
+    /// Zone and health changes received since the last flush: rare, so out of line.
+    pub pending: Option<Box<PendingChange>>,
     /// Queued for the flusher.
     pub dirty: bool,
     /// Removed from the table; a late flush must skip it.
@@ -55,6 +53,14 @@ pub struct Slot {
     /// A row of a watched OpenStack database (`None`: registered with Vigil). Such a service
     /// lives in memory only: its database is the durable copy, read again at start-up.
     pub watched: Option<Box<Watched>>,
+}
+
+/// A zone or health that a heartbeat changed since the last flush.
+#[derive(Debug, Default)]
+pub struct PendingChange {
+    pub zone: Option<String>,
+    /// The health and its message.
+    pub health: Option<(Health, Option<String>)>,
 }
 
 /// What a watched service has that Vigil's own do not.
@@ -205,6 +211,14 @@ impl Registry {
         registry
     }
 
+    /// Files services read at start-up (a page of them, in id order).
+    pub fn insert_loaded(&self, records: Vec<ServiceRecord>) {
+        let mut table = self.table.write();
+        for record in records {
+            Self::insert_into(&mut table, record, None);
+        }
+    }
+
     fn insert_into(
         table: &mut Table,
         record: ServiceRecord,
@@ -222,8 +236,7 @@ impl Registry {
             slot: Mutex::new(Slot {
                 record,
                 pending_beats: 0,
-                pending_zone: None,
-                pending_health: None,
+                pending: None,
                 dirty: false,
                 deleted: false,
                 declared_down: false,
@@ -343,7 +356,7 @@ impl Registry {
         if let Some(zone) = beat.zone.as_ref().filter(|z| !z.is_empty()) {
             if *zone != slot.record.zone {
                 slot.record.zone = zone.as_str().into();
-                slot.pending_zone = Some(zone.clone());
+                slot.pending_change().zone = Some(zone.clone());
             }
         }
         let mut health_changed = None;
@@ -355,7 +368,7 @@ impl Registry {
             if slot.record.health != Some(health) || slot.record.health_message != message {
                 slot.record.health = Some(health);
                 slot.record.health_message = message.clone();
-                slot.pending_health = Some((health, message));
+                slot.pending_change().health = Some((health, message));
             }
         }
         slot.declared_suspect = false;
@@ -409,12 +422,14 @@ impl Registry {
             let Some(updated_at) = slot.record.updated_at else {
                 continue;
             };
+            let change = slot.pending.take().map(|change| *change);
+            let (zone, health) = change.map_or((None, None), |c| (c.zone, c.health));
             batch.push(BeatFlush {
                 id: entry.id,
                 updated_at,
                 report_count_delta: std::mem::take(&mut slot.pending_beats),
-                zone: slot.pending_zone.take(),
-                health: slot.pending_health.take(),
+                zone,
+                health,
             });
         }
         // In id order, the database walks its primary key once from left to right instead of
@@ -431,11 +446,14 @@ impl Registry {
             };
             let mut slot = entry.lock();
             slot.pending_beats += beat.report_count_delta;
-            if slot.pending_zone.is_none() {
-                slot.pending_zone = beat.zone;
-            }
-            if slot.pending_health.is_none() {
-                slot.pending_health = beat.health;
+            if beat.zone.is_some() || beat.health.is_some() {
+                let change = slot.pending_change();
+                if change.zone.is_none() {
+                    change.zone = beat.zone;
+                }
+                if change.health.is_none() {
+                    change.health = beat.health;
+                }
             }
             if !slot.dirty {
                 slot.dirty = true;
@@ -602,6 +620,11 @@ impl Registry {
 }
 
 impl Slot {
+    /// The changes waiting for the next flush, made room for.
+    fn pending_change(&mut self) -> &mut PendingChange {
+        self.pending.get_or_insert_with(Box::default)
+    }
+
     /// Takes a row read from the database: its admin-owned fields as they are, the count as the
     /// database's plus the beats this server has not flushed yet, and the later heartbeat of
     /// the two (other replicas' beats arrive this way).
@@ -612,12 +635,12 @@ impl Slot {
             return;
         }
         let memory_zone = std::mem::take(&mut self.record.zone);
-        let pending_zone = self.pending_zone.is_some();
+        let pending_zone = self.pending.as_ref().is_some_and(|c| c.zone.is_some());
         let memory_health = (
             self.record.health,
             std::mem::take(&mut self.record.health_message),
         );
-        let pending_health = self.pending_health.is_some();
+        let pending_health = self.pending.as_ref().is_some_and(|c| c.health.is_some());
         let (memory_updated, memory_count) = (self.record.updated_at, self.record.report_count);
         let (stored_updated, stored_count) = (stored.updated_at, stored.report_count);
         self.record = stored;
@@ -737,4 +760,25 @@ fn mentions(record: &ServiceRecord, text: &str) -> bool {
         || record.topic.as_deref().is_some_and(contains)
         || record.version.as_deref().is_some_and(contains)
         || record.disabled_reason.as_deref().is_some_and(contains)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    /// Ten million services live in one server's memory (BENCHMARKS.md, "Where a service's
+    /// bytes go"): a field added to a service's state must be paid for here, knowingly. Rare
+    /// state (pending zone and health, flapping transitions, a reporter's error) stays out of
+    /// line, behind one pointer each.
+    #[test]
+    fn a_service_in_memory_stays_small() {
+        assert!(
+            size_of::<super::Entry>() <= 464,
+            "{}",
+            size_of::<super::Entry>()
+        );
+        assert!(size_of::<crate::stats::BeatStats>() <= 136);
+        assert_eq!(size_of::<crate::flapping::Flaps>(), 8);
+        assert_eq!(size_of::<Option<Box<super::PendingChange>>>(), 8);
+    }
 }

@@ -66,8 +66,6 @@ pub(crate) async fn build(
         .await
         .map_err(fail)?;
     let event_cursor = newest_event.first().map_or(0, |e| e.id);
-    let records = store.load_services().await.map_err(fail)?;
-    tokens.replace(&store.list_tokens().await.map_err(fail)?, 0);
     let liveness = Liveness::new(config.service_down_time, config.phi_threshold)
         .with_patterns(&config.service_down_time_by_binary)
         .with_flapping(crate::flapping::FlapRule::new(
@@ -75,12 +73,17 @@ pub(crate) async fn build(
             config.flapping.window,
         ))
         .with_up_after_beats(config.flapping.up_after_beats);
-    let now = clock.now();
-    open_grace(&config, store.as_ref(), &liveness, now)
+    let registry = Registry::new(Vec::new(), liveness);
+    store
+        .load_services(&mut |page| registry.insert_loaded(page))
         .await
         .map_err(fail)?;
-    tracing::info!(services = records.len(), "loaded services");
-    let registry = Registry::new(records, liveness);
+    tokens.replace(&store.list_tokens().await.map_err(fail)?, 0);
+    let now = clock.now();
+    open_grace(&config, store.as_ref(), &registry.liveness, now)
+        .await
+        .map_err(fail)?;
+    tracing::info!(services = registry.len(), "loaded services");
     let windows = store.list_maintenance(Some(now)).await.map_err(fail)?;
     registry.maintenance.replace(windows, 0);
     let mut watches: Vec<Arc<WatchState>> = Vec::new();

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder};
 
@@ -28,8 +29,8 @@ use super::{MaintenanceRow, MaintenanceWindow, MAINTENANCE_COLUMNS};
 /// so that a dead database is an answer, not a hang.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Rows per statement when flushing heartbeats or appending events: bounds the size of one
-/// statement's parameters for very large batches.
+/// Rows per statement when flushing heartbeats or appending events (bounds the size of one
+/// statement's parameters for very large batches), and per page of the start-up's load.
 const CHUNK: usize = 10_000;
 
 /// How long `beat_log` keeps an entry. A replica that has not read the log for longer (a
@@ -469,13 +470,24 @@ impl PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn load_services(&self) -> StoreResult<Vec<ServiceRecord>> {
-        let rows: Vec<ServiceRow> = sqlx::query_as(&format!(
-            "SELECT {SERVICE_COLUMNS} FROM service_rows ORDER BY id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+    async fn load_services(
+        &self,
+        page: &mut (dyn FnMut(Vec<ServiceRecord>) + Send),
+    ) -> StoreResult<()> {
+        // Streamed: PostgreSQL sends rows while this side decodes and files them.
+        let query = format!("SELECT {SERVICE_COLUMNS} FROM service_rows ORDER BY id");
+        let mut rows = sqlx::query_as::<_, ServiceRow>(&query).fetch(&self.pool);
+        let mut records = Vec::with_capacity(CHUNK);
+        while let Some(row) = rows.try_next().await? {
+            records.push(row.into());
+            if records.len() == CHUNK {
+                page(std::mem::replace(&mut records, Vec::with_capacity(CHUNK)));
+            }
+        }
+        if !records.is_empty() {
+            page(records);
+        }
+        Ok(())
     }
 
     #[cfg(feature = "bench")]

@@ -6,6 +6,7 @@
 //! `service_rows` view.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,6 +28,11 @@ use super::{MaintenanceRow, MaintenanceWindow, MAINTENANCE_COLUMNS};
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Taken by every write transaction before SQLite's own lock: writers queue here in
+    /// order. SQLite's busy handler instead retries after sleeps of up to 100 ms, so a
+    /// writer that waits there (the detector's events) can miss every gap between the
+    /// flusher's back-to-back transactions and wait out a whole flush.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -143,12 +149,19 @@ impl PackedService {
 /// rolls back whatever it had open. The pool opens a fresh one when it needs it.
 struct WriteTx {
     conn: Option<PoolConnection<Sqlite>>,
+    /// The store's writer turn, held until the transaction ends (declared after `conn`, so
+    /// that a dropped transaction's connection is detached before the next writer goes).
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl WriteTx {
-    async fn begin(pool: &SqlitePool) -> StoreResult<WriteTx> {
-        let conn = pool.acquire().await?;
-        let mut tx = WriteTx { conn: Some(conn) };
+    async fn begin(store: &SqliteStore) -> StoreResult<WriteTx> {
+        let turn = store.writer.clone().lock_owned().await;
+        let conn = store.pool.acquire().await?;
+        let mut tx = WriteTx {
+            conn: Some(conn),
+            _turn: turn,
+        };
         sqlx::query("BEGIN IMMEDIATE").execute(tx.conn()).await?;
         Ok(tx)
     }
@@ -185,10 +198,10 @@ impl Drop for WriteTx {
 
 /// Runs one write statement in a [`WriteTx`] of its own.
 async fn write_one<'q>(
-    pool: &SqlitePool,
+    store: &SqliteStore,
     query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
 ) -> StoreResult<u64> {
-    let mut tx = WriteTx::begin(pool).await?;
+    let mut tx = WriteTx::begin(store).await?;
     let rows = query.execute(tx.conn()).await?.rows_affected();
     tx.commit().await?;
     Ok(rows)
@@ -335,7 +348,10 @@ impl SqliteStore {
                 sqlx::migrate::MigrateError::Execute(e) => opening(e),
                 e => StoreError::Other(format!("migrations failed: {e}")),
             })?;
-        let store = SqliteStore { pool };
+        let store = SqliteStore {
+            pool,
+            writer: Arc::default(),
+        };
         // A file SQLite may read but not write opens read-only and would refuse every write
         // for as long as the server runs: better not to start.
         store
@@ -389,35 +405,46 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn load_services(&self) -> StoreResult<Vec<ServiceRecord>> {
+    async fn load_services(
+        &self,
+        page: &mut (dyn FnMut(Vec<ServiceRecord>) + Send),
+    ) -> StoreResult<()> {
         // Pages of rows packed into one JSON value each, rather than a row at a time: sqlx
         // hands every row from its SQLite worker thread to the caller through a channel (a
         // thread wake-up) and copies every value on the way, which at a million services was
-        // most of the start-up time. SQLite writes the JSON in C; serde reads it back.
-        let mut services = Vec::new();
-        let mut after = i64::MIN;
+        // most of the start-up time. SQLite writes the JSON in C; serde reads it back. The
+        // next page is read (on its own task, by SQLite's thread) while this one is parsed and
+        // filed, so that the two halves of the work share the machine's cores.
+        let read = |after: i64| {
+            let pool = self.pool.clone();
+            tokio::spawn(async move {
+                sqlx::query_as::<_, (Option<String>, Option<i64>)>(
+                    r#"SELECT json_group_array(json_array(id, host, "binary", topic, zone,
+                               disabled, disabled_reason, forced_down, frozen, report_count,
+                               report_interval, version, created_at, updated_at, modified_at,
+                               stopped_at, health, health_message, service_down_time)), MAX(id)
+                       FROM (SELECT * FROM service_rows WHERE id > ? ORDER BY id LIMIT ?)"#,
+                )
+                .bind(after)
+                .bind(LOAD_PAGE)
+                .fetch_one(&pool)
+                .await
+            })
+        };
+        let joined = |result: Result<_, tokio::task::JoinError>| {
+            result.map_err(|e| StoreError::Other(format!("cannot read services: {e}")))
+        };
+        let mut next = read(i64::MIN);
         loop {
-            let (page, last): (Option<String>, Option<i64>) = sqlx::query_as(
-                r#"SELECT json_group_array(json_array(id, host, "binary", topic, zone, disabled,
-                           disabled_reason, forced_down, frozen, report_count, report_interval,
-                           version, created_at, updated_at, modified_at, stopped_at,
-                           health, health_message, service_down_time)), MAX(id)
-                   FROM (SELECT * FROM service_rows WHERE id > ? ORDER BY id LIMIT ?)"#,
-            )
-            .bind(after)
-            .bind(LOAD_PAGE)
-            .fetch_one(&self.pool)
-            .await?;
+            let (json, last) = joined(next.await)??;
             let Some(last) = last else {
-                break;
+                return Ok(());
             };
-            let rows: Vec<PackedService> = serde_json::from_str(page.as_deref().unwrap_or("[]"))
+            next = read(last);
+            let rows: Vec<PackedService> = serde_json::from_str(json.as_deref().unwrap_or("[]"))
                 .map_err(|e| StoreError::Other(format!("cannot read services: {e}")))?;
-            services.extend(rows.into_iter().map(PackedService::into_record));
-            after = last;
+            page(rows.into_iter().map(PackedService::into_record).collect());
         }
-        services.sort_unstable_by_key(|s: &ServiceRecord| s.id);
-        Ok(services)
     }
 
     #[cfg(feature = "bench")]
@@ -426,7 +453,7 @@ impl Store for SqliteStore {
         services: &[NewService],
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let mut tx = WriteTx::begin(&self.pool).await?;
+        let mut tx = WriteTx::begin(self).await?;
         for chunk in services.chunks(BULK_CHUNK) {
             let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
                 r#"INSERT INTO services (host, "binary", topic, zone, report_interval, version, created_at) "#,
@@ -457,7 +484,7 @@ impl Store for SqliteStore {
         at: DateTime<Utc>,
         by: &Actor,
     ) -> StoreResult<(ServiceRecord, bool)> {
-        let mut tx = WriteTx::begin(&self.pool).await?;
+        let mut tx = WriteTx::begin(self).await?;
         let inserted: Option<i64> = sqlx::query_scalar(
             r#"INSERT INTO services (host, "binary", topic, zone, report_interval, version, created_at,
                    service_down_time)
@@ -517,7 +544,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Option<ServiceRecord>> {
         // BEGIN IMMEDIATE: the write lock is held before the row its events are derived from
         // is read.
-        let mut tx = WriteTx::begin(&self.pool).await?;
+        let mut tx = WriteTx::begin(self).await?;
         let Some(before) = Self::fetch_service(tx.conn(), id).await? else {
             tx.rollback().await?;
             return Ok(None);
@@ -555,7 +582,7 @@ impl Store for SqliteStore {
     }
 
     async fn stop(&self, id: i64, event: &NewEvent) -> StoreResult<Option<ServiceRecord>> {
-        let mut tx = WriteTx::begin(&self.pool).await?;
+        let mut tx = WriteTx::begin(self).await?;
         let stopped = sqlx::query("UPDATE services SET stopped_at = ? WHERE id = ?")
             .bind(micros(event.at))
             .bind(id)
@@ -577,7 +604,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete(&self, id: i64, event: &NewEvent) -> StoreResult<bool> {
-        let mut tx = WriteTx::begin(&self.pool).await?;
+        let mut tx = WriteTx::begin(self).await?;
         let deleted = sqlx::query("DELETE FROM services WHERE id = ?")
             .bind(id)
             .execute(tx.conn())
@@ -595,7 +622,7 @@ impl Store for SqliteStore {
         if beats.is_empty() {
             return Ok(());
         }
-        let mut tx = WriteTx::begin(&self.pool).await?;
+        let mut tx = WriteTx::begin(self).await?;
         // Zones and health change rarely (a reporter moved, a service degraded); they go to
         // the wide row, one by one.
         for beat in beats {
@@ -646,7 +673,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_events(&self, events: &[NewEvent]) -> StoreResult<Vec<i64>> {
-        let mut tx = WriteTx::begin(&self.pool).await?;
+        let mut tx = WriteTx::begin(self).await?;
         let ids = Self::insert_events(tx.conn(), events).await?;
         tx.commit().await?;
         Ok(ids)
@@ -698,7 +725,7 @@ impl Store for SqliteStore {
              )",
         )
         .bind(micros(before));
-        write_one(&self.pool, query).await
+        write_one(self, query).await
     }
 
     async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
@@ -726,19 +753,19 @@ impl Store for SqliteStore {
         .bind(micros(token.created_at))
         .bind(&token.created_by)
         .bind(token.expires_at.map(micros));
-        Ok(write_one(&self.pool, query).await? == 1)
+        Ok(write_one(self, query).await? == 1)
     }
 
     async fn revoke_token(&self, name: &str) -> StoreResult<bool> {
         let query = sqlx::query("DELETE FROM tokens WHERE name = ?").bind(name);
-        Ok(write_one(&self.pool, query).await? == 1)
+        Ok(write_one(self, query).await? == 1)
     }
 
     async fn create_maintenance(
         &self,
         window: &MaintenanceWindow,
     ) -> StoreResult<MaintenanceWindow> {
-        let mut tx = WriteTx::begin(&self.pool).await?;
+        let mut tx = WriteTx::begin(self).await?;
         let row: MaintenanceRow<i64> = sqlx::query_as(&format!(
             r#"INSERT INTO maintenance (host, "binary", reason, starts_at, ends_at, created_by,
                                         address)
@@ -763,7 +790,7 @@ impl Store for SqliteStore {
         at: DateTime<Utc>,
         by: Option<&str>,
     ) -> StoreResult<Option<MaintenanceWindow>> {
-        let mut tx = WriteTx::begin(&self.pool).await?;
+        let mut tx = WriteTx::begin(self).await?;
         let row: Option<MaintenanceRow<i64>> = sqlx::query_as(&format!(
             "UPDATE maintenance SET ended_at = ?, ended_by = ?
              WHERE id = ? AND ended_at IS NULL AND ends_at > ? RETURNING {MAINTENANCE_COLUMNS}"
@@ -819,7 +846,7 @@ impl Store for SqliteStore {
         )
         .bind(key)
         .bind(value);
-        write_one(&self.pool, query).await.map(|_| ())
+        write_one(self, query).await.map(|_| ())
     }
 
     async fn last_transitions(&self) -> StoreResult<Vec<(i64, EventKind)>> {
@@ -854,7 +881,7 @@ impl Store for SqliteStore {
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )
         .bind(micros(Utc::now()).to_string());
-        write_one(&self.pool, query).await.map(|_| ())
+        write_one(self, query).await.map(|_| ())
     }
 
     async fn clock_sample(
@@ -965,7 +992,12 @@ mod tests {
         for id in [odd.id, plain.id] {
             expected.push(store.get_service(id).await.unwrap().unwrap());
         }
-        assert_eq!(store.load_services().await.unwrap(), expected);
+        let mut loaded = Vec::new();
+        store
+            .load_services(&mut |page| loaded.extend(page))
+            .await
+            .unwrap();
+        assert_eq!(loaded, expected);
         assert_eq!(expected[1].report_count, 3);
         assert!(expected[0].disabled);
     }
