@@ -247,6 +247,13 @@ pub trait Store: Send + Sync + 'static {
     /// the primary key.
     async fn flush_beats(&self, beats: &[BeatFlush]) -> StoreResult<()>;
 
+    /// The most services one [`Store::flush_beats`] should be given: the flusher splits a
+    /// larger batch into transactions of this size. Unbounded unless the database has a single
+    /// writer, whom one long flush would keep from everyone else.
+    fn flush_transaction_rows(&self) -> usize {
+        usize::MAX
+    }
+
     /// Appends events; returns their ids in order.
     async fn append_events(&self, events: &[NewEvent]) -> StoreResult<Vec<i64>>;
 

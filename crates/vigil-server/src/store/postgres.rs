@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder};
 
@@ -474,20 +473,24 @@ impl Store for PostgresStore {
         &self,
         page: &mut (dyn FnMut(Vec<ServiceRecord>) + Send),
     ) -> StoreResult<()> {
-        // Streamed: PostgreSQL sends rows while this side decodes and files them.
-        let query = format!("SELECT {SERVICE_COLUMNS} FROM service_rows ORDER BY id");
-        let mut rows = sqlx::query_as::<_, ServiceRow>(&query).fetch(&self.pool);
-        let mut records = Vec::with_capacity(CHUNK);
-        while let Some(row) = rows.try_next().await? {
-            records.push(row.into());
-            if records.len() == CHUNK {
-                page(std::mem::replace(&mut records, Vec::with_capacity(CHUNK)));
-            }
+        // In pages of their own statements: one statement for every row would have to finish
+        // within `statement_timeout`, filing included.
+        let query = format!(
+            "SELECT {SERVICE_COLUMNS} FROM service_rows WHERE id > $1 ORDER BY id LIMIT $2"
+        );
+        let mut after = i64::MIN;
+        loop {
+            let rows: Vec<ServiceRow> = sqlx::query_as(&query)
+                .bind(after)
+                .bind(CHUNK as i64)
+                .fetch_all(&self.pool)
+                .await?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            after = last.id;
+            page(rows.into_iter().map(Into::into).collect());
         }
-        if !records.is_empty() {
-            page(records);
-        }
-        Ok(())
     }
 
     #[cfg(feature = "bench")]

@@ -10,20 +10,15 @@ use super::Stop;
 use crate::app::App;
 use crate::store::LAST_ALIVE;
 
-/// Services written per transaction of a flush. One transaction of every dirty service held
-/// SQLite's single write lock for 0.8 s at ten million services beating every 30 s, and the
-/// detector's `down` events, which a stream sends only once written, waited behind it. About
-/// 50 ms each on this kind of machine, so a writer waits at most that long for its turn.
-const FLUSH_TRANSACTION: usize = 20_000;
-
-/// One flush: every dirty service, in transactions of [`FLUSH_TRANSACTION`], then the
-/// liveness stamp. A failed transaction puts its services and every later one back.
+/// One flush: every dirty service, in transactions of the store's
+/// [`crate::store::Store::flush_transaction_rows`], then the liveness stamp. A failed
+/// transaction puts its services and every later one back.
 pub async fn flush_once(app: &App) -> Result<usize, crate::store::StoreError> {
     let mut batch = app.registry.take_dirty();
     let count = batch.len();
     let mut written = 0;
     while written < count {
-        let end = count.min(written + FLUSH_TRANSACTION);
+        let end = count.min(written.saturating_add(app.store.flush_transaction_rows()));
         if let Err(err) = app.store.flush_beats(&batch[written..end]).await {
             batch.drain(..written);
             app.registry.restore_dirty(batch);
