@@ -391,7 +391,7 @@ impl App {
         if !force && self.registry.liveness.is_up(&record, now) {
             return Err(AppError::ServiceUp {
                 host: record.host.into(),
-                binary: record.binary.into(),
+                binary: record.binary.to_string(),
             });
         }
         let mut event = NewEvent::about(&record, EventKind::Deleted, now).by(&caller.actor());

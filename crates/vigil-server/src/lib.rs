@@ -10,7 +10,8 @@
 //! - [`config`]: settings, defaults, the commented default file.
 //! - `error`: why an operation failed (`AppError`), whichever API asked.
 //! - [`app`]: the operations (register, heartbeat, list, change, delete) both APIs call.
-//! - `model`: the domain's types (services, events and their kinds), apart from wire and SQL.
+//! - `model`: the domain's types (services, events and their kinds), apart from wire and SQL;
+//!   `symbol`: the shared copies of the names a fleet repeats (binaries, zones, topics, versions).
 //! - [`registry`]: the in-memory table, the hot path (`id_table`: its by-id index).
 //! - `limits`: how fast one caller may write, how many services the server keeps.
 //! - [`liveness`]: the up/down rule and the grace after a gap.
@@ -66,6 +67,7 @@ mod model;
 mod registry;
 mod stats;
 pub mod store;
+mod symbol;
 mod tasks;
 mod tls;
 mod trouble;

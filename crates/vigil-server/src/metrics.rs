@@ -441,8 +441,8 @@ impl Drop for StreamGuard {
 #[derive(Debug)]
 struct ServiceRow {
     host: CompactString,
-    binary: CompactString,
-    zone: CompactString,
+    binary: crate::model::Symbol,
+    zone: crate::model::Symbol,
     /// `vigil`, or the watch's name.
     source: CompactString,
     state: vigil_proto::State,

@@ -4,26 +4,29 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-/// A short text kept per service: stored inline up to 24 bytes (host names, binaries, zones,
-/// topics and versions nearly always fit), so a million services hold no heap allocation for
-/// them, and the hot path compares a heartbeat's zone without a cache miss.
+/// A short text kept per service: stored inline up to 24 bytes (host names nearly always
+/// fit), so a million services hold no heap allocation for them.
 pub type Name = compact_str::CompactString;
+
+/// A name many services repeat (binary, zone, topic, version): one shared copy, 8 bytes a
+/// service.
+pub use crate::symbol::Symbol;
 
 /// A service as stored (row type; the JSON type is `vigil_proto::Service`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceRecord {
     pub id: i64,
     pub host: Name,
-    pub binary: Name,
-    pub topic: Option<Name>,
-    pub zone: Name,
+    pub binary: Symbol,
+    pub topic: Option<Symbol>,
+    pub zone: Symbol,
     pub disabled: bool,
     pub disabled_reason: Option<String>,
     pub forced_down: bool,
     pub frozen: bool,
     pub report_count: i64,
     pub report_interval: f64,
-    pub version: Option<Name>,
+    pub version: Option<Symbol>,
     pub created_at: DateTime<Utc>,
     /// Server receipt time of the newest heartbeat (Cinder's `updated_at`).
     pub updated_at: Option<DateTime<Utc>>,

@@ -13,7 +13,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::id_table::IdTable;
 use crate::liveness::Liveness;
-use crate::model::{BeatFlush, Health, Name, ServiceRecord};
+use crate::model::{BeatFlush, Health, Name, ServiceRecord, Symbol};
 use crate::stats::BeatStats;
 use crate::watch::{OpenstackState, WatchKind};
 
@@ -130,9 +130,9 @@ struct Table {
 
 /// One host's services in `by_host`: binary (or watched key) → id, sorted by key. A sorted
 /// vector rather than a `BTreeMap`: a host runs a handful of services, and a B-tree's first
-/// node holds room for eleven (about 370 bytes a host, against 32 bytes a service here).
+/// node holds room for eleven (about 370 bytes a host, against 16 bytes a service here).
 #[derive(Default)]
-struct Binaries(Vec<(Name, i64)>);
+struct Binaries(Vec<(Symbol, i64)>);
 
 impl Binaries {
     fn position(&self, key: &str) -> Result<usize, usize> {
@@ -144,7 +144,7 @@ impl Binaries {
         self.position(key).ok().map(|i| &self.0[i].1)
     }
 
-    fn insert(&mut self, key: Name, id: i64) {
+    fn insert(&mut self, key: Symbol, id: i64) {
         match self.position(&key) {
             Ok(i) => self.0[i].1 = id,
             Err(i) => self.0.insert(i, (key, id)),
@@ -162,7 +162,7 @@ impl Binaries {
     }
 
     /// The entries whose key is `from` or after it, in key order.
-    fn from(&self, from: &str) -> impl Iterator<Item = (&Name, &i64)> {
+    fn from(&self, from: &str) -> impl Iterator<Item = (&Symbol, &i64)> {
         let start = self.position(from).unwrap_or_else(|i| i);
         self.0[start..].iter().map(|(key, id)| (key, id))
     }
@@ -173,15 +173,10 @@ impl Binaries {
 }
 
 /// A slot's key in `by_host`'s binaries.
-fn index_key(record: &ServiceRecord, watched: Option<&Watched>) -> Name {
+fn index_key(record: &ServiceRecord, watched: Option<&Watched>) -> Symbol {
     match watched {
         None => record.binary.clone(),
-        Some(watched) => {
-            let mut key = record.binary.clone();
-            key.push('\0');
-            key.push_str(&watched.source);
-            key
-        }
+        Some(watched) => Symbol::new(&format!("{}\0{}", record.binary, watched.source)),
     }
 }
 
@@ -556,7 +551,7 @@ impl Registry {
             id: record.id,
             host: record.host.to_string(),
             binary: record.binary.to_string(),
-            topic: record.topic.as_ref().map(Name::to_string),
+            topic: record.topic.as_ref().map(|t| t.to_string()),
             zone: record.zone.to_string(),
             disabled: record.disabled,
             disabled_reason: record.disabled_reason.clone(),
@@ -564,7 +559,7 @@ impl Registry {
             frozen: record.frozen,
             report_count: record.report_count,
             report_interval: record.report_interval,
-            version: record.version.as_ref().map(Name::to_string),
+            version: record.version.as_ref().map(|v| v.to_string()),
             created_at: record.created_at,
             updated_at: record.updated_at,
             modified_at: record.modified_at,
@@ -769,16 +764,17 @@ mod tests {
     /// Ten million services live in one server's memory (BENCHMARKS.md, "Where a service's
     /// bytes go"): a field added to a service's state must be paid for here, knowingly. Rare
     /// state (pending zone and health, flapping transitions, a reporter's error) stays out of
-    /// line, behind one pointer each.
+    /// line, behind one pointer each; the names a fleet repeats are shared ([`Symbol`]).
     #[test]
     fn a_service_in_memory_stays_small() {
         assert!(
-            size_of::<super::Entry>() <= 464,
+            size_of::<super::Entry>() <= 400,
             "{}",
             size_of::<super::Entry>()
         );
         assert!(size_of::<crate::stats::BeatStats>() <= 136);
         assert_eq!(size_of::<crate::flapping::Flaps>(), 8);
         assert_eq!(size_of::<Option<Box<super::PendingChange>>>(), 8);
+        assert_eq!(size_of::<Option<super::Symbol>>(), 8);
     }
 }

@@ -195,12 +195,12 @@ enum Key {
 impl Key {
     fn of(field: Field, app: &App, slot: &crate::registry::Slot, now: DateTime<Utc>) -> Key {
         let record = &slot.record;
-        let text = |name: &crate::model::Name| Key::Text(Some(name.clone()));
+        let text = |name: &str| Key::Text(Some(name.into()));
         match field {
             Field::Id => Key::Number(0.0),
             Field::Host => text(&record.host),
             Field::Binary => text(&record.binary),
-            Field::Topic => Key::Text(record.topic.clone()),
+            Field::Topic => Key::Text(record.topic.as_deref().map(Into::into)),
             Field::Zone => text(&record.zone),
             Field::Status => Key::Number(f64::from(u8::from(record.disabled))),
             Field::State => Key::Text(Some(app.registry.judge(slot, now).state().as_str().into())),
@@ -219,7 +219,7 @@ impl Key {
             Field::Source => Key::Text(Some(crate::registry::source(slot).into())),
             Field::DisabledReason => Key::Text(record.disabled_reason.as_deref().map(Into::into)),
             Field::ForcedDown => Key::Number(f64::from(u8::from(record.forced_down))),
-            Field::Version => Key::Text(record.version.clone()),
+            Field::Version => Key::Text(record.version.as_deref().map(Into::into)),
         }
     }
 }
