@@ -80,3 +80,84 @@ pub async fn run(app: Arc<App>, interval: Duration, mut stop: Stop) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, SqliteConnection};
+
+    use super::flush_once;
+    use crate::app::Registration;
+    use crate::auth::Caller;
+    use crate::config::Config;
+    use crate::model::Beat;
+
+    /// The stored `report_count` of each of `ids`.
+    async fn stored_counts(conn: &mut SqliteConnection, ids: &[i64]) -> Vec<i64> {
+        let mut counts = Vec::new();
+        for id in ids {
+            let count: i64 = sqlx::query_scalar("SELECT report_count FROM heartbeats WHERE id = ?")
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            counts.push(count);
+        }
+        counts
+    }
+
+    /// A transaction that fails part-way through a flush puts back its services and every
+    /// later one, and only those: once the fault clears, the next flush writes each beat once.
+    /// (Under `cfg(test)` SQLite's transactions hold two services, so five make three.)
+    #[tokio::test]
+    async fn a_failed_transaction_puts_back_only_what_was_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("vigil.db").display());
+        let config = Config {
+            database: Some(url.clone()),
+            data_dir: dir.path().into(),
+            admin_token: Some("flush-test-admin-token".into()),
+            ..Config::default()
+        };
+        let (app, _events) = crate::app::build(config).await.unwrap();
+        assert_eq!(app.store.flush_transaction_rows(), 2);
+        let caller = Caller {
+            grant: app
+                .tokens
+                .identify(Some("flush-test-admin-token"), chrono::Utc::now())
+                .unwrap(),
+            address: None,
+        };
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let registration = Registration {
+                host: Some(format!("host-{i}")),
+                binary: Some("cinder-volume".into()),
+                ..Registration::default()
+            };
+            ids.push(app.register(registration, &caller).await.unwrap().0.id);
+        }
+        for id in &ids {
+            app.heartbeat(*id, Beat::default(), &caller).await.unwrap();
+        }
+        // A fault in the third service's row, from the database itself: every transaction
+        // that writes it fails.
+        let mut conn = SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query(&format!(
+            "CREATE TRIGGER fault BEFORE UPDATE ON heartbeats WHEN NEW.id = {}
+             BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+            ids[2]
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        assert!(flush_once(&app).await.is_err());
+        assert_eq!(stored_counts(&mut conn, &ids).await, [1, 1, 0, 0, 0]);
+        sqlx::query("DROP TRIGGER fault")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(flush_once(&app).await.unwrap(), 3, "only what was put back");
+        assert_eq!(stored_counts(&mut conn, &ids).await, [1, 1, 1, 1, 1]);
+        assert_eq!(flush_once(&app).await.unwrap(), 0);
+    }
+}
