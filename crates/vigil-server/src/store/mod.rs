@@ -248,10 +248,15 @@ pub trait Store: Send + Sync + 'static {
     async fn flush_beats(&self, beats: &[BeatFlush]) -> StoreResult<()>;
 
     /// The most services one [`Store::flush_beats`] should be given: the flusher splits a
-    /// larger batch into transactions of this size. Unbounded unless the database has a single
-    /// writer, whom one long flush would keep from everyone else.
+    /// larger batch into transactions of this size. Both databases have one writer at a time
+    /// (SQLite's lock; PostgreSQL's advisory write lock, which orders the change feed), and
+    /// one transaction of every dirty service kept every other writer waiting: at ten million
+    /// services beating every 30 s, SQLite's flush held its lock for 0.8 s and delayed the
+    /// detector's `down` events past 2 s; PostgreSQL's held the advisory lock for 9 s, and
+    /// not one of 1,000 stopped services was declared down. 20,000 rows take about 50 ms on
+    /// SQLite and 80 ms on PostgreSQL on this kind of machine.
     fn flush_transaction_rows(&self) -> usize {
-        usize::MAX
+        20_000
     }
 
     /// Appends events; returns their ids in order.

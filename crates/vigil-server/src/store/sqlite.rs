@@ -692,12 +692,9 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    /// One transaction of every dirty service held SQLite's single write lock for 0.8 s at ten
-    /// million services beating every 30 s, and the detector's `down` events, which a stream
-    /// sends only once written, waited behind it. 20,000 rows take about 50 ms on this kind of
-    /// machine, so a writer waits about that long for its turn.
+    /// The default, but two in the crate's own tests.
     fn flush_transaction_rows(&self) -> usize {
-        // Two in the crate's own tests, so that a handful of services make several.
+        // A handful of services then make several transactions.
         if cfg!(test) {
             2
         } else {
