@@ -211,11 +211,24 @@ impl ServerChild {
         let tail_writer = tail.clone();
         // Reads the server's log until it exits: finds the address, keeps the last lines for an
         // error message, and keeps the pipe from filling up and blocking the server.
+        // `VIGIL_BENCH_SERVER_LOG=FILE` keeps the whole log too, to find out why a run went
+        // wrong.
+        let mut keep = std::env::var_os("VIGIL_BENCH_SERVER_LOG").and_then(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()
+        });
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             let mut addr_tx = Some(addr_tx);
             let mut cinder_tx = Some(cinder_tx);
             while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(file) = keep.as_mut() {
+                    use std::io::Write as _;
+                    let _ = writeln!(file, "{line}");
+                }
                 if let Some(addr) = line
                     .split("addr=")
                     .nth(1)
