@@ -252,9 +252,9 @@ pub trait Store: Send + Sync + 'static {
     /// (SQLite's lock; PostgreSQL's advisory write lock, which orders the change feed), and
     /// one transaction of every dirty service kept every other writer waiting: at ten million
     /// services beating every 30 s, SQLite's flush held its lock for 0.8 s and delayed the
-    /// detector's `down` events past 2 s; PostgreSQL's held the advisory lock for 9 s, and
-    /// not one of 1,000 stopped services was declared down. 20,000 rows take about 50 ms on
-    /// SQLite and 80 ms on PostgreSQL on this kind of machine.
+    /// detector's `down` events past 2 s; PostgreSQL's held the advisory lock for 9 s, past
+    /// the detector's 5 s limit on writing its events. 20,000 rows take about 50 ms on SQLite
+    /// and 90 ms on PostgreSQL on this kind of machine.
     fn flush_transaction_rows(&self) -> usize {
         20_000
     }
