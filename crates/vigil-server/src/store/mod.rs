@@ -13,6 +13,8 @@ mod postgres;
 mod sqlite;
 
 pub use postgres::PostgresStore;
+#[cfg(test)]
+pub(crate) use sqlite::testing as sqlite_testing;
 pub use sqlite::SqliteStore;
 
 pub use crate::model::{

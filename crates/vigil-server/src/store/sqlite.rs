@@ -922,6 +922,51 @@ impl Store for SqliteStore {
     }
 }
 
+/// Faults and readings for tests elsewhere in the crate, so that no SQL leaves `store/`.
+#[cfg(test)]
+pub(crate) mod testing {
+    use sqlx::{Connection, SqliteConnection};
+
+    /// A connection of the test's own to the database at `url`.
+    pub(crate) async fn connect(url: &str) -> SqliteConnection {
+        SqliteConnection::connect(url).await.unwrap()
+    }
+
+    /// From now on, every transaction that writes service `id`'s heartbeat row fails: a fault
+    /// from the database itself (a trigger raising), on that row only.
+    pub(crate) async fn break_heartbeat_row(conn: &mut SqliteConnection, id: i64) {
+        sqlx::query(&format!(
+            "CREATE TRIGGER fault BEFORE UPDATE ON heartbeats WHEN NEW.id = {id}
+             BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+        ))
+        .execute(conn)
+        .await
+        .unwrap();
+    }
+
+    /// Ends [`break_heartbeat_row`]'s fault.
+    pub(crate) async fn mend_heartbeat_row(conn: &mut SqliteConnection) {
+        sqlx::query("DROP TRIGGER fault")
+            .execute(conn)
+            .await
+            .unwrap();
+    }
+
+    /// The stored `report_count` of each of `ids`.
+    pub(crate) async fn stored_counts(conn: &mut SqliteConnection, ids: &[i64]) -> Vec<i64> {
+        let mut counts = Vec::new();
+        for id in ids {
+            let count: i64 = sqlx::query_scalar("SELECT report_count FROM heartbeats WHERE id = ?")
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            counts.push(count);
+        }
+        counts
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,27 +83,12 @@ pub async fn run(app: Arc<App>, interval: Duration, mut stop: Stop) {
 
 #[cfg(test)]
 mod tests {
-    use sqlx::{Connection, SqliteConnection};
-
     use super::flush_once;
     use crate::app::Registration;
     use crate::auth::Caller;
     use crate::config::Config;
     use crate::model::Beat;
-
-    /// The stored `report_count` of each of `ids`.
-    async fn stored_counts(conn: &mut SqliteConnection, ids: &[i64]) -> Vec<i64> {
-        let mut counts = Vec::new();
-        for id in ids {
-            let count: i64 = sqlx::query_scalar("SELECT report_count FROM heartbeats WHERE id = ?")
-                .bind(id)
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap();
-            counts.push(count);
-        }
-        counts
-    }
+    use crate::store::sqlite_testing as db;
 
     /// A transaction that fails part-way through a flush puts back its services and every
     /// later one, and only those: once the fault clears, the next flush writes each beat once.
@@ -141,23 +126,13 @@ mod tests {
         }
         // A fault in the third service's row, from the database itself: every transaction
         // that writes it fails.
-        let mut conn = SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query(&format!(
-            "CREATE TRIGGER fault BEFORE UPDATE ON heartbeats WHEN NEW.id = {}
-             BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
-            ids[2]
-        ))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+        let mut conn = db::connect(&url).await;
+        db::break_heartbeat_row(&mut conn, ids[2]).await;
         assert!(flush_once(&app).await.is_err());
-        assert_eq!(stored_counts(&mut conn, &ids).await, [1, 1, 0, 0, 0]);
-        sqlx::query("DROP TRIGGER fault")
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        assert_eq!(db::stored_counts(&mut conn, &ids).await, [1, 1, 0, 0, 0]);
+        db::mend_heartbeat_row(&mut conn).await;
         assert_eq!(flush_once(&app).await.unwrap(), 3, "only what was put back");
-        assert_eq!(stored_counts(&mut conn, &ids).await, [1, 1, 1, 1, 1]);
+        assert_eq!(db::stored_counts(&mut conn, &ids).await, [1, 1, 1, 1, 1]);
         assert_eq!(flush_once(&app).await.unwrap(), 0);
     }
 }
