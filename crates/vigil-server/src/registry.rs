@@ -197,12 +197,7 @@ impl Registry {
             liveness,
             maintenance: crate::maintenance::Windows::default(),
         };
-        {
-            let mut table = registry.table.write();
-            for record in records {
-                Self::insert_into(&mut table, record, None);
-            }
-        }
+        registry.insert_loaded(records);
         registry
     }
 
