@@ -21,6 +21,9 @@ const SYNC_LIMIT: Duration = Duration::from_secs(2);
 /// not be cut short and tried again forever.
 const BEAT_SYNC_LIMIT: Duration = Duration::from_secs(60);
 
+/// Heartbeats absorbed between two yields to the runtime (a few milliseconds of work).
+const ABSORB_SLICE: usize = 10_000;
+
 /// Where this server is in the other replicas' changes.
 #[derive(Debug)]
 pub struct SyncState {
@@ -120,8 +123,14 @@ impl App {
         let read = async {
             loop {
                 let (beats, next, more) = self.store.beats_since(*cursor).await?;
-                for beat in &beats {
-                    self.absorb_beat(beat);
+                // A replica that fell behind the log reads every service's heartbeats (ten
+                // million at the top of the range): absorbed a slice at a time, letting the
+                // runtime's other tasks (timers, the stall watch, heartbeats) run between.
+                for slice in beats.chunks(ABSORB_SLICE) {
+                    for beat in slice {
+                        self.absorb_beat(beat);
+                    }
+                    tokio::task::yield_now().await;
                 }
                 *cursor = next;
                 if !more {

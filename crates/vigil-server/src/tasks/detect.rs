@@ -14,7 +14,7 @@ use crate::model::{EventKind, NewEvent};
 
 /// Starts detection where the history left each service (see
 /// [`crate::detector::Detector::start_from`]).
-async fn prime(app: &App) -> crate::store::StoreResult<()> {
+async fn prime(app: &Arc<App>) -> crate::store::StoreResult<()> {
     let down: std::collections::HashSet<i64> = app
         .store
         .last_transitions()
@@ -23,8 +23,12 @@ async fn prime(app: &App) -> crate::store::StoreResult<()> {
         .filter(|(_, kind)| *kind == EventKind::Down)
         .map(|(id, _)| id)
         .collect();
-    app.detector
-        .start_from(&app.registry, &down, app.clock.now());
+    // Every service is looked at: off the runtime's threads (seconds at ten million).
+    super::off_runtime(app, move |app| {
+        app.detector
+            .start_from(&app.registry, &down, app.clock.now())
+    })
+    .await;
     Ok(())
 }
 
@@ -95,7 +99,7 @@ pub async fn run(
         }
         let stopped = lead(&app, lease.as_mut(), &mut queue, &mut stop).await;
         app.detector.set_leader(false);
-        app.detector.clear(&app.registry);
+        super::off_runtime(&app, |app| app.detector.clear(&app.registry)).await;
         if stopped {
             return;
         }

@@ -13,15 +13,15 @@ use crate::store::LAST_ALIVE;
 /// One flush: every dirty service, in transactions of the store's
 /// [`crate::store::Store::flush_transaction_rows`], then the liveness stamp. A failed
 /// transaction puts its services and every later one back.
-pub async fn flush_once(app: &App) -> Result<usize, crate::store::StoreError> {
-    let mut batch = app.registry.take_dirty();
+pub async fn flush_once(app: &Arc<App>) -> Result<usize, crate::store::StoreError> {
+    let mut batch = super::off_runtime(app, |app| app.registry.take_dirty()).await;
     let count = batch.len();
     let mut written = 0;
     while written < count {
         let end = count.min(written.saturating_add(app.store.flush_transaction_rows()));
         if let Err(err) = app.store.flush_beats(&batch[written..end]).await {
             batch.drain(..written);
-            app.registry.restore_dirty(batch);
+            super::off_runtime(app, move |app| app.registry.restore_dirty(batch)).await;
             return Err(err);
         }
         written = end;
@@ -39,7 +39,7 @@ const FINAL_RETRY: Duration = Duration::from_millis(100);
 
 /// The last flush, given the first attempt's result: tried again while it fails (about 1.5 s
 /// in all), then said if it never succeeded.
-async fn final_flush(app: &App, mut result: Result<usize, crate::store::StoreError>) {
+async fn final_flush(app: &Arc<App>, mut result: Result<usize, crate::store::StoreError>) {
     let mut pause = FINAL_RETRY;
     for _ in 1..FINAL_ATTEMPTS {
         if result.is_ok() {

@@ -30,6 +30,20 @@ pub(crate) mod watch;
 
 pub(crate) use crate::trouble::Trouble;
 
+/// Runs `work`, which walks the fleet (millions of services at the top of the range), on a
+/// thread for blocking work rather than a runtime thread: for the seconds it takes, the
+/// runtime's timers, the stall watch and heartbeats keep their turn.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    app: &Arc<App>,
+    work: impl FnOnce(&App) -> T + Send + 'static,
+) -> T {
+    let app = app.clone();
+    match tokio::task::spawn_blocking(move || work(&app)).await {
+        Ok(value) => value,
+        Err(err) => std::panic::resume_unwind(err.into_panic()),
+    }
+}
+
 /// How often old events are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 

@@ -39,16 +39,15 @@ pub async fn run(app: Arc<App>, interval: Duration, mut stop: Stop) {
         }
         // Tokens and maintenance windows too: one made or revoked (started or ended) through
         // another replica counts here within an interval.
-        let synced = match app.sync_from_database().await {
-            Ok(()) => match app.sync_beats().await {
-                Ok(()) => match app.refresh_tokens().await {
-                    Ok(()) => app.refresh_maintenance().await,
-                    Err(err) => Err(err),
-                },
-                Err(err) => Err(err),
-            },
+        // Each read apart: the heartbeats' log is pruned after 30 s, so one slow read of
+        // admin changes must not keep this replica from it (falling behind the log means
+        // reading every service's heartbeats again).
+        let changes = app.sync_from_database().await;
+        let beats = app.sync_beats().await;
+        let synced = changes.and(beats).and(match app.refresh_tokens().await {
+            Ok(()) => app.refresh_maintenance().await,
             Err(err) => Err(err),
-        };
+        });
         trouble.report(synced);
         if calibrated.elapsed() >= CALIBRATE_EVERY {
             app.calibrate(false).await;
