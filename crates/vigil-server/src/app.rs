@@ -162,7 +162,7 @@ impl App {
         let outcome = self
             .registry
             .heartbeat_entry(entry, beat, now)
-            .ok_or(AppError::NotFound(entry.id))?;
+            .ok_or_else(|| AppError::NotFound(entry.id()))?;
         self.metrics.beat(outcome.lateness_s);
         if outcome.revived || outcome.reachable_again {
             if outcome.revived {
@@ -338,7 +338,7 @@ impl App {
     /// Finds a service by (host, binary), after reading other replicas' changes.
     pub async fn find(&self, host: &str, binary: &str) -> Option<i64> {
         self.sync_for_read().await;
-        self.registry.find(host, binary).map(|entry| entry.id)
+        self.registry.find(host, binary).map(|entry| entry.id())
     }
 
     /// Enable, disable (with a reason), force down or up, freeze or thaw. Written through, with

@@ -200,7 +200,9 @@ impl Detector {
     ) {
         self.clear(registry);
         for entry in registry.entries() {
-            entry.lock().declared_down = down.contains(&entry.id);
+            let mut slot = entry.lock();
+            slot.declared_down = down.contains(&slot.record.id);
+            drop(slot);
             self.file(&registry.liveness, &entry, now);
         }
     }

@@ -173,7 +173,7 @@ fn glob(pattern: &str, text: &str) -> bool {
 /// newest heartbeat (both stamped by the server's clock).
 pub fn is_stopped(record: &ServiceRecord) -> bool {
     record
-        .stopped_at
+        .stopped_at()
         .is_some_and(|stopped| record.updated_at.is_none_or(|beat| beat <= stopped))
 }
 
@@ -218,7 +218,7 @@ mod tests {
     fn a_stop_holds_until_the_next_beat() {
         let rule = Liveness::new(60.0, 8.0);
         let mut r = record(t(0), Some(t(100)));
-        r.stopped_at = Some(t(101));
+        r.set_stopped_at(Some(t(101)));
         assert!(is_stopped(&r) && !rule.is_up(&r, t(102)));
         r.updated_at = Some(t(103));
         assert!(!is_stopped(&r) && rule.is_up(&r, t(104)));

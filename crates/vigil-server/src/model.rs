@@ -21,7 +21,6 @@ pub struct ServiceRecord {
     pub topic: Option<Symbol>,
     pub zone: Symbol,
     pub disabled: bool,
-    pub disabled_reason: Option<String>,
     pub forced_down: bool,
     pub frozen: bool,
     pub report_count: i64,
@@ -30,19 +29,100 @@ pub struct ServiceRecord {
     pub created_at: DateTime<Utc>,
     /// Server receipt time of the newest heartbeat (Cinder's `updated_at`).
     pub updated_at: Option<DateTime<Utc>>,
-    pub modified_at: Option<DateTime<Utc>>,
-    /// When the service last said it stops (`POST /v1/services/{id}/stop`); it is `stopped`
-    /// while no heartbeat came after this. Cleared when it registers again.
-    pub stopped_at: Option<DateTime<Utc>>,
-    /// What its heartbeats last reported of its health (`None`: none did since it registered),
-    /// and the message that came with it.
+    /// What its heartbeats last reported of its health (`None`: none did since it registered);
+    /// the message that came with it is among the [`Notes`].
     pub health: Option<Health>,
-    pub health_message: Option<String>,
     /// The `service_down_time` it declared when it registered (`None`: the server's).
     pub service_down_time: Option<f64>,
     /// Position of this row's last write in the change feed of a shared database (0 on an
     /// unshared one): a replica never lets an older read undo a newer write.
     pub row_version: i64,
+    /// What few services have: out of line, 8 bytes for the many that have none of it (ten
+    /// million services in memory, see BENCHMARKS.md). Read and set through the accessors.
+    /// A literal gives `None`, and sets them with [`ServiceRecord::with_notes`] or the setters.
+    pub notes: Option<Box<Notes>>,
+}
+
+/// A service's rarely set fields (see [`ServiceRecord`]'s accessors).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Notes {
+    disabled_reason: Option<String>,
+    health_message: Option<String>,
+    modified_at: Option<DateTime<Utc>>,
+    stopped_at: Option<DateTime<Utc>>,
+}
+
+impl Notes {
+    fn is_empty(&self) -> bool {
+        *self == Notes::default()
+    }
+}
+
+impl ServiceRecord {
+    /// Why an admin disabled it (Cinder's `disabled_reason`).
+    pub fn disabled_reason(&self) -> Option<&str> {
+        self.notes.as_ref()?.disabled_reason.as_deref()
+    }
+
+    /// The message that came with its last reported health.
+    pub fn health_message(&self) -> Option<&str> {
+        self.notes.as_ref()?.health_message.as_deref()
+    }
+
+    /// When an admin last changed it (Cinder's `modified_at`).
+    pub fn modified_at(&self) -> Option<DateTime<Utc>> {
+        self.notes.as_ref()?.modified_at
+    }
+
+    /// When the service last said it stops (`POST /v1/services/{id}/stop`); it is `stopped`
+    /// while no heartbeat came after this. Cleared when it registers again.
+    pub fn stopped_at(&self) -> Option<DateTime<Utc>> {
+        self.notes.as_ref()?.stopped_at
+    }
+
+    pub fn set_disabled_reason(&mut self, reason: Option<String>) {
+        self.note(|notes| notes.disabled_reason = reason);
+    }
+
+    pub fn set_health_message(&mut self, message: Option<String>) {
+        self.note(|notes| notes.health_message = message);
+    }
+
+    pub fn set_modified_at(&mut self, at: Option<DateTime<Utc>>) {
+        self.note(|notes| notes.modified_at = at);
+    }
+
+    pub fn set_stopped_at(&mut self, at: Option<DateTime<Utc>>) {
+        self.note(|notes| notes.stopped_at = at);
+    }
+
+    /// With these notes (a row read from the database): `None` for each it lacks.
+    pub fn with_notes(
+        mut self,
+        disabled_reason: Option<String>,
+        health_message: Option<String>,
+        modified_at: Option<DateTime<Utc>>,
+        stopped_at: Option<DateTime<Utc>>,
+    ) -> ServiceRecord {
+        let notes = Notes {
+            disabled_reason,
+            health_message,
+            modified_at,
+            stopped_at,
+        };
+        self.notes = (!notes.is_empty()).then(|| Box::new(notes));
+        self
+    }
+
+    /// Changes the notes, allocating them when the first is set and freeing them when the
+    /// last is cleared.
+    fn note(&mut self, change: impl FnOnce(&mut Notes)) {
+        let notes = self.notes.get_or_insert_with(Box::default);
+        change(notes);
+        if notes.is_empty() {
+            self.notes = None;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -64,7 +144,6 @@ impl ServiceRecord {
             topic: None,
             zone: "nova".into(),
             disabled: false,
-            disabled_reason: None,
             forced_down: false,
             frozen: false,
             report_count: 0,
@@ -72,12 +151,10 @@ impl ServiceRecord {
             version: None,
             created_at,
             updated_at: None,
-            modified_at: None,
-            stopped_at: None,
             health: None,
-            health_message: None,
             service_down_time: None,
             row_version: 0,
+            notes: None,
         }
     }
 }

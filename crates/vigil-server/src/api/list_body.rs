@@ -217,7 +217,7 @@ impl Key {
                     .unwrap_or(-1.0),
             ),
             Field::Source => Key::Text(Some(crate::registry::source(slot).into())),
-            Field::DisabledReason => Key::Text(record.disabled_reason.as_deref().map(Into::into)),
+            Field::DisabledReason => Key::Text(record.disabled_reason().map(Into::into)),
             Field::ForcedDown => Key::Number(f64::from(u8::from(record.forced_down))),
             Field::Version => Key::Text(record.version.as_deref().map(Into::into)),
         }

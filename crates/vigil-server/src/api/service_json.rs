@@ -26,7 +26,7 @@ pub fn write(out: &mut Vec<u8>, registry: &Registry, slot: &Slot, now: DateTime<
     out.extend_from_slice(br#","disabled":"#);
     boolean(out, record.disabled);
     out.extend_from_slice(br#","disabled_reason":"#);
-    optional(out, record.disabled_reason.as_deref(), string);
+    optional(out, record.disabled_reason(), string);
     out.extend_from_slice(br#","forced_down":"#);
     boolean(out, record.forced_down);
     out.extend_from_slice(br#","frozen":"#);
@@ -42,7 +42,7 @@ pub fn write(out: &mut Vec<u8>, registry: &Registry, slot: &Slot, now: DateTime<
     out.extend_from_slice(br#","updated_at":"#);
     optional(out, record.updated_at.as_ref(), time);
     out.extend_from_slice(br#","modified_at":"#);
-    optional(out, record.modified_at.as_ref(), time);
+    optional(out, record.modified_at().as_ref(), time);
     out.extend_from_slice(br#","state":"#);
     string(out, judgement.state().as_str());
     out.extend_from_slice(if record.disabled {
@@ -65,7 +65,7 @@ pub fn write(out: &mut Vec<u8>, registry: &Registry, slot: &Slot, now: DateTime<
     out.extend_from_slice(br#","health":"#);
     optional(out, record.health.map(crate::model::Health::as_str), string);
     out.extend_from_slice(br#","health_message":"#);
-    optional(out, record.health_message.as_deref(), string);
+    optional(out, record.health_message(), string);
     out.extend_from_slice(br#","service_down_time":"#);
     number(out, registry.liveness.down_time_s(record));
     out.extend_from_slice(br#","flapping":"#);
@@ -195,16 +195,16 @@ mod tests {
         let mut odd = record(2, "h\"ö\\\n\u{7f}✓");
         odd.topic = Some("volume".into());
         odd.disabled = true;
-        odd.disabled_reason = Some("disk \"sdb\"\tfailed".into());
+        odd.set_disabled_reason(Some("disk \"sdb\"\tfailed".into()));
         odd.forced_down = true;
         odd.frozen = true;
         odd.report_count = 1234567;
         odd.report_interval = 0.1;
         odd.version = Some("2025.1".into());
         odd.updated_at = Some(t0 + TimeDelta::microseconds(999_999));
-        odd.modified_at = Some(DateTime::from_timestamp(0, 0).unwrap());
+        odd.set_modified_at(Some(DateTime::from_timestamp(0, 0).unwrap()));
         odd.health = Some(crate::model::Health::Failing);
-        odd.health_message = Some("pool \"a\" full".into());
+        odd.set_health_message(Some("pool \"a\" full".into()));
         let mut far = record(3, "far");
         far.created_at = DateTime::from_timestamp(300_000_000_000, 0).unwrap();
         let registry = Registry::new(

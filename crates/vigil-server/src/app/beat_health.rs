@@ -44,7 +44,7 @@ pub(super) fn event(
     }
     let mut event = NewEvent::about(record, EventKind::Health, at);
     let mut reason = after.as_str().to_owned();
-    if let Some(message) = &record.health_message {
+    if let Some(message) = record.health_message() {
         reason.push_str(": ");
         reason.push_str(message);
     }

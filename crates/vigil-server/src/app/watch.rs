@@ -228,10 +228,10 @@ impl App {
                     }
                     let record = &mut slot.record;
                     record.disabled = after.disabled;
-                    record.disabled_reason = after.disabled_reason.clone();
+                    record.set_disabled_reason(after.disabled_reason.clone());
                     record.forced_down = after.forced_down;
                     record.frozen = after.frozen;
-                    record.modified_at = Some(modified_at.map_or(now, |at| at + shift));
+                    record.set_modified_at(Some(modified_at.map_or(now, |at| at + shift)));
                     drop(slot);
                     self.detector.file(&self.registry.liveness, &entry, now);
                 }
@@ -305,7 +305,6 @@ impl App {
                 .unwrap_or(&self.config.default_zone)
                 .into(),
             disabled: row.disabled,
-            disabled_reason: row.disabled_reason.clone(),
             forced_down: row.forced_down,
             frozen: row.frozen,
             report_count: row.report_count,
@@ -313,13 +312,17 @@ impl App {
             version: row.version.map(|v| v.to_string().into()),
             created_at: row.created_at.map_or(now, |at| (at + shift).min(now)),
             updated_at: stamp.map(|_| now - age),
-            modified_at: row.modified_at.map(|at| at + shift),
-            stopped_at: None,
             health: None,
-            health_message: None,
             service_down_time: None,
             row_version: 0,
-        };
+            notes: None,
+        }
+        .with_notes(
+            row.disabled_reason.clone(),
+            None,
+            row.modified_at.map(|at| at + shift),
+            None,
+        );
         let watched = Watched {
             source: watch.name.clone(),
             kind: watch.config.kind,

@@ -65,7 +65,7 @@ fn write_row(
         out.extend_from_slice(br#","cluster":null"#);
     }
     out.extend_from_slice(br#","disabled_reason":"#);
-    match &record.disabled_reason {
+    match record.disabled_reason() {
         Some(reason) => service_json::string(out, reason),
         None => out.extend_from_slice(b"null"),
     }
@@ -88,7 +88,7 @@ fn write_row(
     out.extend_from_slice(br#","updated_at":"#);
     // Cinder shows the later of the newest heartbeat and the last admin change, so an
     // operator sees that their `service-disable` took effect.
-    match record.updated_at.max(record.modified_at) {
+    match record.updated_at.max(record.modified_at()) {
         Some(at) => service_json::naive_time(out, &at),
         None => out.extend_from_slice(b"null"),
     }
@@ -372,13 +372,13 @@ mod tests {
         let mut odd = record(2, "h\"ö\\\n\u{7f}✓", "cinder-volume");
         odd.zone = "z\u{1}\"".into();
         odd.disabled = true;
-        odd.disabled_reason = Some("disk \"sdb\"\tfailed".into());
+        odd.set_disabled_reason(Some("disk \"sdb\"\tfailed".into()));
         odd.frozen = true;
         odd.updated_at = Some(t0 + TimeDelta::microseconds(999_999));
-        odd.modified_at = Some(DateTime::from_timestamp(0, 0).unwrap());
+        odd.set_modified_at(Some(DateTime::from_timestamp(0, 0).unwrap()));
         let mut changed = record(3, "changed", "cinder-scheduler");
         changed.updated_at = Some(t0);
-        changed.modified_at = Some(t0 + TimeDelta::seconds(5));
+        changed.set_modified_at(Some(t0 + TimeDelta::seconds(5)));
         changed.forced_down = true;
         let mut far = record(4, "far", "cinder-volume");
         far.updated_at = Some(DateTime::from_timestamp(300_000_000_000, 0).unwrap());
@@ -397,7 +397,12 @@ mod tests {
             registry.heartbeat(5, &Beat::default(), t0 + TimeDelta::milliseconds(1000 * i));
         }
         registry.heartbeat(6, &Beat::default(), t0);
-        registry.get(6).unwrap().lock().record.stopped_at = Some(t0 + TimeDelta::seconds(1));
+        registry
+            .get(6)
+            .unwrap()
+            .lock()
+            .record
+            .set_stopped_at(Some(t0 + TimeDelta::seconds(1)));
         let watched = Watched {
             source: "cinder/eu".into(),
             kind: WatchKind::Cinder,

@@ -34,8 +34,7 @@ pub(super) fn disabled(inputs: &Inputs) -> Finding {
     }
     let when = latest(inputs, EventKind::Disabled);
     let reason = record
-        .disabled_reason
-        .as_deref()
+        .disabled_reason()
         .map_or_else(|| "no reason given".to_string(), |r| format!("reason: {r}"));
     warning(
         "disabled",

@@ -7,8 +7,7 @@ use super::*;
 pub(super) fn health(inputs: &Inputs) -> Finding {
     let record = inputs.record;
     let message = record
-        .health_message
-        .as_deref()
+        .health_message()
         .map_or_else(String::new, |m| format!(": {m}"));
     match record.health {
         None => ok(

@@ -8,7 +8,7 @@ pub(super) fn heartbeat(inputs: &Inputs) -> Finding {
     let record = inputs.record;
     let sdt = inputs.service_down_time;
     if let Some(at) = record
-        .stopped_at
+        .stopped_at()
         .filter(|_| crate::liveness::is_stopped(record))
     {
         return ok(

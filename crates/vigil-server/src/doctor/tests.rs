@@ -248,7 +248,7 @@ fn a_watched_openstack_is_judged_in_its_own_terms() {
 fn a_clean_stop_is_not_a_silent_service() {
     let mut r = record(10.0);
     let stats = beats(&mut r, &[10_000, 20_000], &[10_000, 20_000], 0.0);
-    r.stopped_at = Some(t(21_000));
+    r.set_stopped_at(Some(t(21_000)));
     let findings = run(&r, &stats, 500_000);
     let found = check(&findings, "heartbeat");
     assert_eq!(found.severity, Severity::Ok, "{found:?}");
@@ -267,7 +267,7 @@ fn alive_but_failing_is_an_error_beside_a_fine_heartbeat() {
     let times = every(10_000, 20);
     let stats = beats(&mut r, &times, &times, 0.0);
     r.health = Some(Health::Failing);
-    r.health_message = Some("pool a full".into());
+    r.set_health_message(Some("pool a full".into()));
     let findings = run(&r, &stats, 200_500);
     let health = check(&findings, "health");
     assert_eq!(health.severity, Severity::Error);

@@ -124,7 +124,6 @@ impl From<ServiceRow> for ServiceRecord {
             topic: row.topic.map(Into::into),
             zone: row.zone.into(),
             disabled: row.disabled,
-            disabled_reason: row.disabled_reason,
             forced_down: row.forced_down,
             frozen: row.frozen,
             report_count: row.report_count,
@@ -132,13 +131,17 @@ impl From<ServiceRow> for ServiceRecord {
             version: row.version.map(Into::into),
             created_at: row.created_at,
             updated_at: row.updated_at,
-            modified_at: row.modified_at,
-            stopped_at: row.stopped_at,
             health: row.health.as_deref().and_then(super::Health::parse),
-            health_message: row.health_message,
             service_down_time: row.service_down_time,
             row_version: row.row_version,
+            notes: None,
         }
+        .with_notes(
+            row.disabled_reason,
+            row.health_message,
+            row.modified_at,
+            row.stopped_at,
+        )
     }
 }
 

@@ -67,7 +67,6 @@ impl From<ServiceRow> for ServiceRecord {
             topic: row.topic.map(Into::into),
             zone: row.zone.into(),
             disabled: row.disabled,
-            disabled_reason: row.disabled_reason,
             forced_down: row.forced_down,
             frozen: row.frozen,
             report_count: row.report_count,
@@ -75,13 +74,17 @@ impl From<ServiceRow> for ServiceRecord {
             version: row.version.map(Into::into),
             created_at: from_micros(row.created_at),
             updated_at: row.updated_at.map(from_micros),
-            modified_at: row.modified_at.map(from_micros),
-            stopped_at: row.stopped_at.map(from_micros),
             health: row.health.as_deref().and_then(Health::parse),
-            health_message: row.health_message,
             service_down_time: row.service_down_time,
             row_version: 0,
+            notes: None,
         }
+        .with_notes(
+            row.disabled_reason,
+            row.health_message,
+            row.modified_at.map(from_micros),
+            row.stopped_at.map(from_micros),
+        )
     }
 }
 
@@ -119,7 +122,6 @@ impl PackedService {
             topic: self.3.map(Into::into),
             zone: self.4.into(),
             disabled: self.5 != 0,
-            disabled_reason: self.6,
             forced_down: self.7 != 0,
             frozen: self.8 != 0,
             report_count: self.9,
@@ -127,13 +129,17 @@ impl PackedService {
             version: self.11.map(Into::into),
             created_at: from_micros(self.12),
             updated_at: self.13.map(from_micros),
-            modified_at: self.14.map(from_micros),
-            stopped_at: self.15.map(from_micros),
             health: self.16.as_deref().and_then(Health::parse),
-            health_message: self.17,
             service_down_time: self.18,
             row_version: 0,
+            notes: None,
         }
+        .with_notes(
+            self.6,
+            self.17,
+            self.14.map(from_micros),
+            self.15.map(from_micros),
+        )
     }
 }
 
