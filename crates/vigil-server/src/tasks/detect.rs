@@ -110,7 +110,7 @@ pub async fn run(
 /// Ticks while the lease holds, writing the transitions found; `true` when stopped by
 /// the stop signal (after writing what is queued).
 async fn lead(
-    app: &App,
+    app: &Arc<App>,
     lease: &mut dyn crate::store::Lease,
     queue: &mut mpsc::UnboundedReceiver<NewEvent>,
     stop: &mut Stop,
@@ -129,10 +129,16 @@ async fn lead(
         app.detector
             .stalls
             .check(&app.clock, &app.registry.liveness);
-        for lag in app
-            .detector
-            .tick(&app.registry, &app.events, app.clock.now())
-        {
+        // Off the runtime's threads: a tick is short, but one that finds millions of services
+        // due at once (a grace period ending at ten million) takes seconds, and a runtime
+        // thread held that long starves the stall watch, which would take it for a pause of
+        // the process and open a grace period of its own.
+        let lags = super::off_runtime(app, |app| {
+            app.detector
+                .tick(&app.registry, &app.events, app.clock.now())
+        })
+        .await;
+        for lag in lags {
             app.metrics.detected(lag);
         }
         if !write_queued(app, lease, queue).await {
