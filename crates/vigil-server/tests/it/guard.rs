@@ -102,9 +102,11 @@ async fn many_silent_together_are_unreachable_until_they_beat_or_are_confirmed_d
     assert_eq!(in_state(&server, "unreachable").await, cut);
     // The event is written under the lease after the tick that held them (a reader can see
     // them unreachable in memory a moment before).
-    eventually("the mass failure written", Duration::from_secs(10), || async {
-        !events(&server, "kind=mass_failure").await.is_empty()
-    })
+    eventually(
+        "the mass failure written",
+        Duration::from_secs(10),
+        || async { !events(&server, "kind=mass_failure").await.is_empty() },
+    )
     .await;
     let downs = events(&server, "kind=down").await;
     assert_eq!(downs.len(), 1, "only the lonely one is down: {downs:?}");
