@@ -30,7 +30,8 @@ pub struct BeatStats {
     /// suspicion, computed for every row of every list, does not walk the window each time
     /// (twice as long). Single precision is enough: its relative error (1e-7) is far below
     /// the deviation's floor of a tenth of the mean, so the cancellation in `E[x^2] - E[x]^2`
-    /// never shows; and the sums start again from the window once per window.
+    /// never shows; and the sums start again from the window once per window, and when a gap
+    /// that made up most of them leaves (its square's rounding would stay behind).
     gap_sum: f32,
     gap_sum_sq: f32,
     /// Heartbeats received by this server process.
@@ -94,17 +95,22 @@ impl BeatStats {
             let kept = f16::from_f64(seconds(now - previous).clamp(0.0, MAX_GAP_S));
             let gap = kept.to_f32();
             let next = usize::from(self.next_gap);
+            let mut resum = false;
             if usize::from(self.gap_count) == GAP_WINDOW {
                 let old = self.gaps[next].to_f32();
                 self.gap_sum -= old;
                 self.gap_sum_sq -= old * old;
+                // A gap that made up most of the sums (hours long among seconds) leaves behind
+                // the rounding of everything added beside it, at the scale of its own square:
+                // the sums start again from the window.
+                resum = old * old > self.gap_sum_sq;
             }
             self.gaps[next] = kept;
             self.gap_sum += gap;
             self.gap_sum_sq += gap * gap;
             self.next_gap = ((next + 1) % GAP_WINDOW) as u8;
             self.gap_count = (usize::from(self.gap_count) + 1).min(GAP_WINDOW) as u8;
-            if self.next_gap == 0 {
+            if self.next_gap == 0 || resum {
                 // Once per window, the sums again from scratch: no rounding drift builds up.
                 let gaps = self.gaps.iter().map(|g| g.to_f64());
                 self.gap_sum = gaps.clone().sum::<f64>() as f32;
@@ -274,6 +280,47 @@ mod tests {
         let crossing = last + crate::model::delta(after);
         let phi = stats.phi(crossing, last).unwrap();
         assert!((phi - 8.0).abs() < 0.05, "{phi}");
+    }
+
+    /// After a gap of hours leaves the window, the deviation of the seconds-long gaps left is
+    /// theirs, not the rounding the long one's square left in single-precision sums.
+    #[test]
+    fn a_long_gap_leaves_no_rounding_behind() {
+        let mut stats = BeatStats::default();
+        let mut t = 0i64;
+        let mut previous = None;
+        for i in 0..200 {
+            // 30 s with 10 ms of jitter; one gap of 18 hours, the first of a window (so that
+            // the window's other 31 are added while it is in the sums).
+            t += if i == 65 {
+                65_000_000
+            } else {
+                30_000 + (i * 7 % 20)
+            };
+            stats.record_beat(previous, at(t), &Beat::default());
+            previous = Some(at(t));
+            let gaps = stats.gaps();
+            if gaps.len() < 3 || gaps.iter().any(|g| *g > 1_000.0) {
+                continue;
+            }
+            let n = gaps.len() as f64;
+            let mean = gaps.iter().sum::<f64>() / n;
+            let std_dev = (gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / n).sqrt();
+            let (got_mean, got_std) = stats.distribution().unwrap();
+            assert!(
+                (got_mean - mean).abs() < 1e-3,
+                "beat {i}: {got_mean} {mean}"
+            );
+            let want = std_dev.max(mean / 10.0).max(0.01);
+            assert!((got_std - want).abs() < 1e-3, "beat {i}: {got_std} {want}");
+            // And the sums themselves (the deviation's floor can hide their error).
+            let squares = gaps.iter().map(|g| g * g).sum::<f64>();
+            let kept = f64::from(stats.gap_sum_sq);
+            assert!(
+                (kept - squares).abs() < squares * 1e-5,
+                "beat {i}: {kept} {squares}"
+            );
+        }
     }
 
     /// The running sums give the mean and deviation of the window, however long it ran.

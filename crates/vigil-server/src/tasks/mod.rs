@@ -40,7 +40,11 @@ pub(crate) async fn off_runtime<T: Send + 'static>(
     let app = app.clone();
     match tokio::task::spawn_blocking(move || work(&app)).await {
         Ok(value) => value,
-        Err(err) => std::panic::resume_unwind(err.into_panic()),
+        Err(err) => match err.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Only when the runtime shuts down, which drops the caller as well.
+            Err(err) => panic!("work for a blocking thread was cancelled: {err}"),
+        },
     }
 }
 

@@ -37,17 +37,23 @@ pub async fn run(app: Arc<App>, interval: Duration, mut stop: Stop) {
             _ = ticker.tick() => {}
             _ = stop.stopped() => return,
         }
-        // Tokens and maintenance windows too: one made or revoked (started or ended) through
-        // another replica counts here within an interval.
-        // Each read apart: the heartbeats' log is pruned after 30 s, so one slow read of
-        // admin changes must not keep this replica from it (falling behind the log means
-        // reading every service's heartbeats again).
-        let changes = app.sync_from_database().await;
-        let beats = app.sync_beats().await;
-        let synced = changes.and(beats).and(match app.refresh_tokens().await {
-            Ok(()) => app.refresh_maintenance().await,
-            Err(err) => Err(err),
-        });
+        // The heartbeats' log is read even when the read of admin changes failed: the log is
+        // pruned after 30 s, and a replica that falls behind it reads every service's
+        // heartbeats again. Tokens and maintenance windows (one made or revoked, started or
+        // ended, through another replica counts here within an interval) only after both
+        // succeeded: a database that hangs costs one wait per read, and a pass ends with the
+        // server rather than being waited out.
+        let pass = async {
+            let changes = app.sync_from_database().await;
+            let beats = app.sync_beats().await;
+            changes.and(beats)?;
+            app.refresh_tokens().await?;
+            app.refresh_maintenance().await
+        };
+        let synced = tokio::select! {
+            synced = pass => synced,
+            _ = stop.stopped() => return,
+        };
         trouble.report(synced);
         if calibrated.elapsed() >= CALIBRATE_EVERY {
             app.calibrate(false).await;
