@@ -153,13 +153,20 @@ async fn lead(
     }
 }
 
-/// Longest wait for the transitions of one tick to be written.
+/// Longest wait for one transaction of transitions to be written.
 const WRITE_LIMIT: Duration = Duration::from_secs(5);
 
-/// Writes the queued transitions through the lease. `false` when that failed: the lease can
-/// no longer be trusted, so they are dropped and the lead given up; whoever leads next
-/// derives them again from the history and the table (a service past its deadline whose
-/// latest event is not `down` gets its `down`), so none is lost and none written twice.
+/// Transitions per transaction. A mass silence queues hundreds of thousands at once (every
+/// service of a fleet that stops beating turns `suspect` in the same tick); written in one
+/// transaction they outran [`WRITE_LIMIT`] and the lead was given up for a database that was
+/// merely busy. In slices, each has its own limit, and readers see the first ones sooner.
+const WRITE_SLICE: usize = if cfg!(test) { 2 } else { 10_000 };
+
+/// Writes the queued transitions through the lease, [`WRITE_SLICE`] to a transaction. `false`
+/// when a write failed: the lease can no longer be trusted, so what is left is dropped and the
+/// lead given up; whoever leads next derives it again from the history and the table (a
+/// service past its deadline whose latest event is not `down` gets its `down`), so none is
+/// lost and none written twice.
 async fn write_queued(
     app: &App,
     lease: &mut dyn crate::store::Lease,
@@ -169,22 +176,134 @@ async fn write_queued(
     while let Ok(event) = queue.try_recv() {
         batch.push(event);
     }
-    if batch.is_empty() {
-        return true;
+    let mut written = 0;
+    for slice in batch.chunks(WRITE_SLICE) {
+        let failure = match tokio::time::timeout(WRITE_LIMIT, lease.append_events(slice)).await {
+            Ok(Ok(())) => {
+                written += slice.len();
+                app.metrics.written(slice.iter().map(|e| e.kind));
+                app.events.notify();
+                continue;
+            }
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => format!("no answer within {WRITE_LIMIT:?}"),
+        };
+        tracing::warn!(
+            error = %failure,
+            written,
+            dropped = batch.len() - written,
+            "cannot write transitions under the detection lease; giving up the lead to start again from the history"
+        );
+        return false;
     }
-    let failure = match tokio::time::timeout(WRITE_LIMIT, lease.append_events(&batch)).await {
-        Ok(Ok(())) => {
-            app.metrics.written(batch.iter().map(|e| e.kind));
-            app.events.notify();
-            return true;
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_queued;
+    use crate::app::Registration;
+    use crate::auth::Caller;
+    use crate::config::Config;
+    use crate::model::{EventKind, NewEvent};
+    use crate::store::EventFilter;
+    use sqlx::Connection;
+
+    /// Transitions are written a slice at a time (two under `cfg(test)`): when one slice
+    /// fails, the slices before it stay written and only the rest is dropped, and the lead is
+    /// given up; a write that succeeds writes every slice.
+    #[tokio::test]
+    async fn transitions_are_written_a_slice_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("vigil.db").display());
+        let config = Config {
+            database: Some(url.clone()),
+            data_dir: dir.path().into(),
+            admin_token: Some("detect-test-admin-token".into()),
+            ..Config::default()
+        };
+        let (app, _events) = crate::app::build(config).await.unwrap();
+        let caller = Caller {
+            grant: app
+                .tokens
+                .identify(Some("detect-test-admin-token"), chrono::Utc::now())
+                .unwrap(),
+            address: None,
+        };
+        let mut services = Vec::new();
+        for i in 0..5 {
+            let registration = Registration {
+                host: Some(format!("host-{i}")),
+                binary: Some("cinder-volume".into()),
+                ..Registration::default()
+            };
+            services.push(app.register(registration, &caller).await.unwrap().0);
         }
-        Ok(Err(err)) => err.to_string(),
-        Err(_) => format!("no answer within {WRITE_LIMIT:?}"),
-    };
-    tracing::warn!(
-        error = %failure,
-        dropped = batch.len(),
-        "cannot write transitions under the detection lease; giving up the lead to start again from the history"
-    );
-    false
+        let now = chrono::Utc::now();
+        let queue_all = |tx: &tokio::sync::mpsc::UnboundedSender<NewEvent>| {
+            for service in &services {
+                tx.send(NewEvent {
+                    service_id: service.id,
+                    host: service.host.clone(),
+                    binary: service.binary.clone(),
+                    kind: EventKind::Suspect,
+                    at: now,
+                    reason: None,
+                    last_seen: None,
+                    threshold_s: None,
+                    actor: None,
+                    address: None,
+                })
+                .unwrap();
+            }
+        };
+        let suspects = |app: std::sync::Arc<crate::app::App>| async move {
+            let filter = EventFilter {
+                kind: Some(EventKind::Suspect),
+                limit: 100,
+                ..EventFilter::default()
+            };
+            let mut ids: Vec<i64> = app
+                .store
+                .list_events(&filter)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.service_id)
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        let ids: Vec<i64> = services.iter().map(|s| s.id).collect();
+        let mut lease = app.store.try_lead().await.unwrap().unwrap();
+        let (tx, mut queue) = tokio::sync::mpsc::unbounded_channel();
+
+        // A fault from the database itself on the third service's transition: the second
+        // slice fails.
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query(&format!(
+            "CREATE TRIGGER fault BEFORE INSERT ON events
+             WHEN NEW.service_id = {} AND NEW.kind = 'suspect'
+             BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+            ids[2]
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        queue_all(&tx);
+        assert!(!write_queued(&app, lease.as_mut(), &mut queue).await);
+        assert_eq!(suspects(app.clone()).await, ids[..2]);
+        assert!(queue.try_recv().is_err(), "what is left is dropped");
+
+        sqlx::query("DROP TRIGGER fault")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        queue_all(&tx);
+        assert!(write_queued(&app, lease.as_mut(), &mut queue).await);
+        let mut expected = ids[..2].to_vec();
+        expected.extend(&ids);
+        expected.sort_unstable();
+        assert_eq!(suspects(app.clone()).await, expected);
+    }
 }
