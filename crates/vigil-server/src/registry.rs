@@ -206,7 +206,7 @@ impl Registry {
         registry
     }
 
-    /// Files services read at start-up (a page of them, in id order).
+    /// Files services read at start-up (a page of them, in any order).
     pub fn insert_loaded(&self, records: Vec<ServiceRecord>) {
         let mut table = self.table.write();
         for record in records {

@@ -433,7 +433,11 @@ impl Store for SqliteStore {
         // thread wake-up) and copies every value on the way, which at a million services was
         // most of the start-up time. SQLite writes the JSON in C; serde reads it back. The
         // next page is read (on its own task, by SQLite's thread) while this one is parsed and
-        // filed, so that the two halves of the work share the machine's cores.
+        // filed, so that the two halves of the work share the machine's cores. (A third stage,
+        // the parse on a thread of its own, gained nothing on two cores: 11.2-11.6 s either way
+        // at ten million.) A page's rows are packed in whatever order the scan gives them (its
+        // ids are the page's, and the registry files them in any order): an `ORDER BY` in the
+        // aggregate made SQLite sort every page again, a third of its thread's time.
         let read = |after: i64| {
             let pool = self.pool.clone();
             tokio::spawn(async move {
@@ -441,8 +445,8 @@ impl Store for SqliteStore {
                     r#"SELECT json_group_array(json_array(id, host, "binary", topic, zone,
                                disabled, disabled_reason, forced_down, frozen, report_count,
                                report_interval, version, created_at, updated_at, modified_at,
-                               stopped_at, health, health_message, service_down_time)
-                               ORDER BY id), MAX(id)
+                               stopped_at, health, health_message, service_down_time)),
+                              MAX(id)
                        FROM (SELECT * FROM service_rows WHERE id > ? ORDER BY id LIMIT ?)"#,
                 )
                 .bind(after)
