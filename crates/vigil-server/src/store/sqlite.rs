@@ -962,6 +962,26 @@ pub(crate) mod testing {
             .unwrap();
     }
 
+    /// From now on, every transaction that appends a `kind` event of service `id` fails.
+    pub(crate) async fn break_event_inserts(conn: &mut SqliteConnection, id: i64, kind: &str) {
+        sqlx::query(&format!(
+            "CREATE TRIGGER event_fault BEFORE INSERT ON events
+             WHEN NEW.service_id = {id} AND NEW.kind = '{kind}'
+             BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+        ))
+        .execute(conn)
+        .await
+        .unwrap();
+    }
+
+    /// Ends [`break_event_inserts`]'s fault.
+    pub(crate) async fn mend_event_inserts(conn: &mut SqliteConnection) {
+        sqlx::query("DROP TRIGGER event_fault")
+            .execute(conn)
+            .await
+            .unwrap();
+    }
+
     /// The stored `report_count` of each of `ids`.
     pub(crate) async fn stored_counts(conn: &mut SqliteConnection, ids: &[i64]) -> Vec<i64> {
         let mut counts = Vec::new();

@@ -206,8 +206,8 @@ mod tests {
     use crate::auth::Caller;
     use crate::config::Config;
     use crate::model::{EventKind, NewEvent};
+    use crate::store::sqlite_testing as db;
     use crate::store::EventFilter;
-    use sqlx::Connection;
 
     /// Transitions are written a slice at a time (two under `cfg(test)`): when one slice
     /// fails, the slices before it stay written and only the rest is dropped, and the lead is
@@ -280,25 +280,14 @@ mod tests {
 
         // A fault from the database itself on the third service's transition: the second
         // slice fails.
-        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query(&format!(
-            "CREATE TRIGGER fault BEFORE INSERT ON events
-             WHEN NEW.service_id = {} AND NEW.kind = 'suspect'
-             BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
-            ids[2]
-        ))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+        let mut conn = db::connect(&url).await;
+        db::break_event_inserts(&mut conn, ids[2], "suspect").await;
         queue_all(&tx);
         assert!(!write_queued(&app, lease.as_mut(), &mut queue).await);
         assert_eq!(suspects(app.clone()).await, ids[..2]);
         assert!(queue.try_recv().is_err(), "what is left is dropped");
 
-        sqlx::query("DROP TRIGGER fault")
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        db::mend_event_inserts(&mut conn).await;
         queue_all(&tx);
         assert!(write_queued(&app, lease.as_mut(), &mut queue).await);
         let mut expected = ids[..2].to_vec();
