@@ -8,7 +8,8 @@
 //!
 //! Each benchmark builds a server of [`SERVICES`] services in its setup (not counted: see
 //! `vigil_server::hot_path`), then counts one request through the router: a single heartbeat,
-//! the bare endpoint it is compared with, and batches of 1, 10 and 100 beats. Divide a batch's
+//! the bare endpoint it is compared with, the reference endpoint (Vigil's middleware
+//! and extractors, no registry), and batches of 1, 10 and 100 beats. Divide a batch's
 //! count by its beats for the cost of one beat; BENCHMARKS.md has the figures.
 
 use std::hint::black_box;
@@ -29,6 +30,10 @@ fn bare(id: i64) -> (HotPath, Request<Body>) {
     (HotPath::new(SERVICES), hot_path::bare_request(id))
 }
 
+fn reference(id: i64) -> (HotPath, Request<Body>) {
+    (HotPath::new(SERVICES), hot_path::reference_request(id))
+}
+
 fn batch(beats: i64) -> (HotPath, Request<Body>) {
     let ids: Vec<i64> = (1..=beats).map(|i| i * 97 % SERVICES as i64 + 1).collect();
     (HotPath::new(SERVICES), hot_path::batch_request(&ids))
@@ -38,6 +43,7 @@ fn batch(beats: i64) -> (HotPath, Request<Body>) {
 #[library_benchmark]
 #[bench::single_heartbeat(args = (4242), setup = single)]
 #[bench::bare_endpoint(args = (4242), setup = bare)]
+#[bench::reference_endpoint(args = (4242), setup = reference)]
 #[bench::batch_of_1(args = (1), setup = batch)]
 #[bench::batch_of_10(args = (10), setup = batch)]
 #[bench::batch_of_100(args = (100), setup = batch)]

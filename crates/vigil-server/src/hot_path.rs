@@ -143,6 +143,14 @@ pub fn bare_request(id: i64) -> Request<Body> {
     request(&format!("/v1/bench/bare/{id}/heartbeat"), beat_body(None))
 }
 
+/// A beat for the reference endpoint (Vigil's middleware and extractors, no registry).
+pub fn reference_request(id: i64) -> Request<Body> {
+    request(
+        &format!("/v1/bench/reference/{id}/heartbeat"),
+        beat_body(None),
+    )
+}
+
 fn request(path: &str, body: String) -> Request<Body> {
     Request::builder()
         .method(Method::POST)

@@ -19,10 +19,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap_or("").to_owned());
+        // Read before the body takes the request; the header's text kept only to be quoted.
+        let content_type: Option<Result<(), String>> = req.headers().get(CONTENT_TYPE).map(|v| {
+            let text = v.to_str().unwrap_or("");
+            if is_json(text) {
+                Ok(())
+            } else {
+                Err(text.to_owned())
+            }
+        });
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|rejection| match rejection {
@@ -37,17 +42,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                 }
                 other => ApiError::bad_request("invalid_body", other.body_text()),
             })?;
-        let json = match content_type.as_deref() {
-            None if bytes.is_empty() => b"{}".as_slice(),
-            Some(ct) if is_json(ct) && bytes.is_empty() => b"{}".as_slice(),
-            Some(ct) if is_json(ct) => &bytes[..],
+        let json = match content_type {
+            None | Some(Ok(())) if bytes.is_empty() => b"{}".as_slice(),
+            Some(Ok(())) => &bytes[..],
             other => {
                 return Err(ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "unsupported_media_type",
                     format!(
                         "expected Content-Type: application/json, got {}",
-                        other.unwrap_or("none")
+                        other.and_then(Result::err).as_deref().unwrap_or("none")
                     ),
                 ))
             }

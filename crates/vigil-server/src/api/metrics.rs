@@ -139,58 +139,91 @@ pub(crate) async fn tracked<F: std::future::Future<Output = Response>>(
 ) -> Response {
     use axum::RequestExt;
     use tracing::Instrument;
-    let started = std::time::Instant::now();
-    let route = crate::metrics::route_label(
-        request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str),
-    );
-    let method = crate::metrics::method_label(request.method());
-    app.metrics.protocol(request.version());
-    let sent_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string);
-    let (mut response, request_id) = if tracing::enabled!(tracing::Level::DEBUG) {
-        let service_id = request
-            .extract_parts::<axum::extract::RawPathParams>()
-            .await
-            .ok()
-            .and_then(|params| {
-                params
-                    .iter()
-                    .find(|(name, _)| *name == "id")
-                    .map(|(_, v)| v.to_string())
-            });
-        let request_id = sent_id.unwrap_or_else(new_request_id);
-        let span = tracing::debug_span!(
-            "request",
-            request_id = %request_id,
-            method = %method,
-            route,
-            service_id = service_id.as_deref(),
-        );
-        let response = inner(request).instrument(span.clone()).await;
-        span.in_scope(|| {
-            tracing::debug!(
-                status = response.status().as_u16(),
-                took_ms = started.elapsed().as_secs_f64() * 1e3,
-                "request answered"
-            );
-        });
-        (response, Some(request_id))
-    } else {
-        (inner(request).await, sent_id)
-    };
-    app.metrics
-        .request(route, method, response.status().as_u16(), started.elapsed());
-    if let Some(value) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
-        response.headers_mut().insert("x-request-id", value);
+    let tracking = Tracking::start(app, &request);
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        let response = inner(request).await;
+        return tracking.finish(app, response);
     }
-    response
+    let service_id = request
+        .extract_parts::<axum::extract::RawPathParams>()
+        .await
+        .ok()
+        .and_then(|params| {
+            params
+                .iter()
+                .find(|(name, _)| *name == "id")
+                .map(|(_, v)| v.to_string())
+        });
+    let request_id = tracking.sent_id.clone().unwrap_or_else(new_request_id);
+    let span = tracing::debug_span!(
+        "request",
+        request_id = %request_id,
+        method = %tracking.method,
+        route = tracking.route,
+        service_id = service_id.as_deref(),
+    );
+    let response = inner(request).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::debug!(
+            status = response.status().as_u16(),
+            took_ms = tracking.started.elapsed().as_secs_f64() * 1e3,
+            "request answered"
+        );
+    });
+    Tracking {
+        sent_id: Some(request_id),
+        ..tracking
+    }
+    .finish(app, response)
+}
+
+/// What [`tracked`] notes of a request before it runs, to count it when answered.
+pub(crate) struct Tracking {
+    started: std::time::Instant,
+    route: &'static str,
+    method: &'static str,
+    /// The request id to send back: the client's, when it sent a usable one.
+    sent_id: Option<String>,
+}
+
+impl Tracking {
+    pub(crate) fn start(app: &App, request: &axum::extract::Request) -> Tracking {
+        let started = std::time::Instant::now();
+        let route = crate::metrics::route_label(
+            request
+                .extensions()
+                .get::<MatchedPath>()
+                .map(MatchedPath::as_str),
+        );
+        app.metrics.protocol(request.version());
+        Tracking {
+            started,
+            route,
+            method: crate::metrics::method_label(request.method()),
+            sent_id: request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| {
+                    !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
+                })
+                .map(str::to_string),
+        }
+    }
+
+    /// Counts and times the answer, and sends the request id back.
+    pub(crate) fn finish(self, app: &App, mut response: Response) -> Response {
+        app.metrics.request(
+            self.route,
+            self.method,
+            response.status().as_u16(),
+            self.started.elapsed(),
+        );
+        if let Some(value) = self.sent_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+            response.headers_mut().insert("x-request-id", value);
+        }
+        response
+    }
 }
 
 /// A fresh request id: 16 hex digits.

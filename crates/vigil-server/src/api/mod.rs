@@ -23,6 +23,7 @@ mod error;
 mod events;
 mod extract;
 mod guard;
+mod layer;
 pub(crate) mod list_body;
 mod maintenance;
 pub(crate) mod metrics;
@@ -91,10 +92,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            middleware,
-        ));
+        .layer(layer::ApiLayer::new(app.clone()));
     // Added after the layers, so none of Vigil's middleware (metrics, NUL check, token
     // check of reads) runs for it: the "bare axum endpoint".
     #[cfg(feature = "bench")]
@@ -113,29 +111,16 @@ pub(crate) fn has_nul(uri: &axum::http::Uri) -> bool {
         .is_some_and(|pq| pq.as_str().contains("%00"))
 }
 
-/// Vigil's middleware, one layer (each `from_fn` layer costs a boxed clone of the rest of the
-/// router per request, a fifth of a heartbeat's instructions for three): every request
-/// counted and timed ([`metrics::track`]); one whose URI holds an encoded NUL refused; reads
-/// checked for their token ([`auth::check_read`]).
-async fn middleware(
-    State(app): State<Arc<App>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    metrics::tracked(&app, request, |request| async {
-        if has_nul(request.uri()) {
-            return ApiError::bad_request(
-                "invalid_query",
-                "the request URI contains a NUL character (%00), which no field may hold",
-            )
-            .into_response();
-        }
-        if let Err(err) = auth::check_read(&app, &request) {
-            return err.into_response();
-        }
-        next.run(request).await
-    })
-    .await
+/// Why Vigil's middleware refuses a request before its route runs, if it does: its URI holds
+/// an encoded NUL, or it is a read without the token reads need ([`auth::check_read`]).
+pub(crate) fn refused(app: &App, request: &axum::extract::Request) -> Option<ApiError> {
+    if has_nul(request.uri()) {
+        return Some(ApiError::bad_request(
+            "invalid_query",
+            "the request URI contains a NUL character (%00), which no field may hold",
+        ));
+    }
+    auth::check_read(app, request).err()
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
