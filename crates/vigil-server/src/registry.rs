@@ -206,7 +206,8 @@ impl Registry {
         registry
     }
 
-    /// Files services read at start-up (a page of them, in any order).
+    /// Files services read at start-up (a page of them, in id order: filed in any order they
+    /// would be found, but ids below the first one filed would go to the table's map).
     pub fn insert_loaded(&self, records: Vec<ServiceRecord>) {
         let mut table = self.table.write();
         for record in records {

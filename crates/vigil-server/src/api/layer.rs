@@ -61,7 +61,7 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let app = self.app.clone();
-        if tracing::enabled!(tracing::Level::DEBUG) {
+        if metrics::logging_requests() {
             // Request logging on: the request runs in its span ([`metrics::tracked`]), which
             // needs the route's service in the future. The ready one goes there, a clone stays.
             let clone = self.inner.clone();

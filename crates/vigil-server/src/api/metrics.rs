@@ -140,7 +140,7 @@ pub(crate) async fn tracked<F: std::future::Future<Output = Response>>(
     use axum::RequestExt;
     use tracing::Instrument;
     let tracking = Tracking::start(app, &request);
-    if !tracing::enabled!(tracing::Level::DEBUG) {
+    if !logging_requests() {
         let response = inner(request).await;
         return tracking.finish(app, response);
     }
@@ -175,6 +175,12 @@ pub(crate) async fn tracked<F: std::future::Future<Output = Response>>(
         ..tracking
     }
     .finish(app, response)
+}
+
+/// Whether requests are logged: `debug` on for this module's target, whichever module asks
+/// (the API's layer lives in `api::layer`, and the documented filter names this one).
+pub(crate) fn logging_requests() -> bool {
+    tracing::enabled!(target: "vigil_server::api::metrics", tracing::Level::DEBUG)
 }
 
 /// What [`tracked`] notes of a request before it runs, to count it when answered.

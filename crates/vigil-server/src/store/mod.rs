@@ -192,8 +192,8 @@ pub trait Lease: Send {
 /// acknowledges is on disk.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Every service, for the in-memory table at start-up: handed to `page` a page at a time
-    /// (pages in id order, rows within one in any), so that the caller files one page while the next is read and no list of
+    /// Every service, for the in-memory table at start-up: handed to `page` a page at a time,
+    /// in id order, so that the caller files one page while the next is read and no list of
     /// every row is ever held (at ten million services, 2 GB more at the start's peak).
     async fn load_services(
         &self,

@@ -122,7 +122,9 @@ async fn lead(
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.stopped() => {
-                write_queued(app, lease, queue).await;
+                // As long as one transaction was given before slices: the stop waits no longer.
+                let deadline = tokio::time::Instant::now() + WRITE_LIMIT;
+                write_queued(app, lease, queue, Some(deadline)).await;
                 return true;
             }
         }
@@ -141,7 +143,7 @@ async fn lead(
         for lag in lags {
             app.metrics.detected(lag);
         }
-        if !write_queued(app, lease, queue).await {
+        if !write_queued(app, lease, queue, None).await {
             return false;
         }
         if checked.elapsed() >= LEASE_CHECK {
@@ -162,31 +164,45 @@ const WRITE_LIMIT: Duration = Duration::from_secs(5);
 /// merely busy. In slices, each has its own limit, and readers see the first ones sooner.
 const WRITE_SLICE: usize = if cfg!(test) { 2 } else { 10_000 };
 
-/// Writes the queued transitions through the lease, [`WRITE_SLICE`] to a transaction. `false`
-/// when a write failed: the lease can no longer be trusted, so what is left is dropped and the
-/// lead given up; whoever leads next derives it again from the history and the table (a
-/// service past its deadline whose latest event is not `down` gets its `down`), so none is
-/// lost and none written twice.
+/// Writes the queued transitions through the lease, about [`WRITE_SLICE`] to a transaction
+/// (a slice never splits the events one service queued one after the other, such as a `down`
+/// and its `flapping`), until `deadline` if there is one. `false` when a write failed or the
+/// deadline passed: the lease can no longer be trusted (or the server is stopping), so what is
+/// left is dropped and the lead given up. The slices before stay written; whoever leads next
+/// starts from them as from any history and derives the rest from the history and the table:
+/// a service past its deadline whose latest event is not `down` gets its `down`, and one whose
+/// latest is `down` gets its `up` at its next beat. (`suspect`s are not in that history: one
+/// written before a change of lead can be written again after it.)
 async fn write_queued(
     app: &App,
     lease: &mut dyn crate::store::Lease,
     queue: &mut mpsc::UnboundedReceiver<NewEvent>,
+    deadline: Option<tokio::time::Instant>,
 ) -> bool {
     let mut batch = Vec::new();
     while let Ok(event) = queue.try_recv() {
         batch.push(event);
     }
     let mut written = 0;
-    for slice in batch.chunks(WRITE_SLICE) {
-        let failure = match tokio::time::timeout(WRITE_LIMIT, lease.append_events(slice)).await {
+    while written < batch.len() {
+        let mut end = (written + WRITE_SLICE).min(batch.len());
+        while end < batch.len() && batch[end].service_id == batch[end - 1].service_id {
+            end += 1;
+        }
+        let slice = &batch[written..end];
+        let limit = match deadline {
+            Some(at) => WRITE_LIMIT.min(at.saturating_duration_since(tokio::time::Instant::now())),
+            None => WRITE_LIMIT,
+        };
+        let failure = match tokio::time::timeout(limit, lease.append_events(slice)).await {
             Ok(Ok(())) => {
-                written += slice.len();
+                written = end;
                 app.metrics.written(slice.iter().map(|e| e.kind));
                 app.events.notify();
                 continue;
             }
             Ok(Err(err)) => err.to_string(),
-            Err(_) => format!("no answer within {WRITE_LIMIT:?}"),
+            Err(_) => format!("no answer within {limit:?}"),
         };
         tracing::warn!(
             error = %failure,
@@ -209,7 +225,8 @@ mod tests {
     use crate::store::sqlite_testing as db;
     use crate::store::EventFilter;
 
-    /// Transitions are written a slice at a time (two under `cfg(test)`): when one slice
+    /// Transitions are written a slice at a time (two under `cfg(test)`, longer rather than
+    /// split between one service's events): when one slice
     /// fails, the slices before it stay written and only the rest is dropped, and the lead is
     /// given up; a write that succeeds writes every slice.
     #[tokio::test]
@@ -240,21 +257,21 @@ mod tests {
             services.push(app.register(registration, &caller).await.unwrap().0);
         }
         let now = chrono::Utc::now();
+        let event = |i: usize, kind| NewEvent {
+            service_id: services[i].id,
+            host: services[i].host.clone(),
+            binary: services[i].binary.clone(),
+            kind,
+            at: now,
+            reason: None,
+            last_seen: None,
+            threshold_s: None,
+            actor: None,
+            address: None,
+        };
         let queue_all = |tx: &tokio::sync::mpsc::UnboundedSender<NewEvent>| {
-            for service in &services {
-                tx.send(NewEvent {
-                    service_id: service.id,
-                    host: service.host.clone(),
-                    binary: service.binary.clone(),
-                    kind: EventKind::Suspect,
-                    at: now,
-                    reason: None,
-                    last_seen: None,
-                    threshold_s: None,
-                    actor: None,
-                    address: None,
-                })
-                .unwrap();
+            for i in 0..services.len() {
+                tx.send(event(i, EventKind::Suspect)).unwrap();
             }
         };
         let suspects = |app: std::sync::Arc<crate::app::App>| async move {
@@ -283,16 +300,39 @@ mod tests {
         let mut conn = db::connect(&url).await;
         db::break_event_inserts(&mut conn, ids[2], "suspect").await;
         queue_all(&tx);
-        assert!(!write_queued(&app, lease.as_mut(), &mut queue).await);
+        assert!(!write_queued(&app, lease.as_mut(), &mut queue, None).await);
         assert_eq!(suspects(app.clone()).await, ids[..2]);
-        assert!(queue.try_recv().is_err(), "what is left is dropped");
 
         db::mend_event_inserts(&mut conn).await;
         queue_all(&tx);
-        assert!(write_queued(&app, lease.as_mut(), &mut queue).await);
+        assert!(write_queued(&app, lease.as_mut(), &mut queue, None).await);
         let mut expected = ids[..2].to_vec();
         expected.extend(&ids);
         expected.sort_unstable();
         assert_eq!(suspects(app.clone()).await, expected);
+
+        // One service's events queued together stay in one slice: the second service's
+        // `down` follows its `suspect` into the first slice, written before the fault.
+        db::break_event_inserts(&mut conn, ids[2], "suspect").await;
+        for e in [
+            event(0, EventKind::Suspect),
+            event(1, EventKind::Suspect),
+            event(1, EventKind::Down),
+            event(2, EventKind::Suspect),
+        ] {
+            tx.send(e).unwrap();
+        }
+        assert!(!write_queued(&app, lease.as_mut(), &mut queue, None).await);
+        let downs = app
+            .store
+            .list_events(&EventFilter {
+                kind: Some(EventKind::Down),
+                limit: 10,
+                ..EventFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(downs.len(), 1);
+        assert_eq!(downs[0].service_id, ids[1]);
     }
 }
