@@ -263,7 +263,15 @@ pub async fn stream(
         tokio::time::sleep(RECHECK).await;
         Some((None, ()))
     });
+    // The stream ends when the server stops: `select` runs until both of its streams end, and
+    // the ticks never do, so the end of `follow` alone would leave the stream open and the
+    // stop's drain waiting out its limit for it.
+    let mut closed = app.events.closed();
+    let stopping = async move {
+        let _ = closed.wait_for(|closed| *closed).await;
+    };
     let events = futures_util::stream::select(app.follow(filter, cursor).map(Some), ticks)
+        .take_until(stopping)
         .take_while(move |_| std::future::ready(allowed()))
         .filter_map(std::future::ready)
         .map(move |event| {

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{temp_dir, Backend, TestServer};
+use crate::harness::{temp_dir, Backend, TestServer, TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_connections_never_make_a_live_service_look_dead() {
@@ -124,4 +124,34 @@ async fn idle_connections_are_closed() {
     .await;
     assert!(closed.is_ok(), "an idle kept-alive connection stays open");
     assert!(answer.starts_with(b"HTTP/1.1 200 OK"));
+}
+
+/// A stop ends the event streams open: the drain does not wait out its limit (10 s) for a
+/// client that would read for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_the_open_event_streams_at_once() {
+    use futures_util::StreamExt;
+    let dir = temp_dir();
+    let mut server = TestServer::start(Backend::Sqlite.config(dir.path())).await;
+    let response = server
+        .http
+        .get(format!("{}/v1/events/stream", server.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.bytes_stream();
+    let reader = tokio::spawn(async move { while let Some(Ok(_)) = body.next().await {} });
+    let started = Instant::now();
+    server.stop().await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the stop waited {took:?} for the open event stream"
+    );
+    tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("the stream ended")
+        .unwrap();
 }
