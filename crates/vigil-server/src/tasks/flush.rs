@@ -24,6 +24,7 @@ pub async fn flush_once(app: &Arc<App>) -> Result<usize, crate::store::StoreErro
             super::off_runtime(app, move |app| app.registry.restore_dirty(batch)).await;
             return Err(err);
         }
+        app.metrics.rows_flushed(end - written);
         written = end;
     }
     let now = vigil_proto::ts::format(&app.clock.now());
@@ -130,9 +131,11 @@ mod tests {
         db::break_heartbeat_row(&mut conn, ids[2]).await;
         assert!(flush_once(&app).await.is_err());
         assert_eq!(db::stored_counts(&mut conn, &ids).await, [1, 1, 0, 0, 0]);
+        assert_eq!(app.metrics.flushed_rows(), 2, "the rows written count");
         db::mend_heartbeat_row(&mut conn).await;
         assert_eq!(flush_once(&app).await.unwrap(), 3, "only what was put back");
         assert_eq!(db::stored_counts(&mut conn, &ids).await, [1, 1, 1, 1, 1]);
+        assert_eq!(app.metrics.flushed_rows(), 5, "each row once");
         assert_eq!(flush_once(&app).await.unwrap(), 0);
     }
 }
