@@ -947,44 +947,47 @@ pub(crate) mod testing {
         SqliteConnection::connect(url).await.unwrap()
     }
 
-    /// From now on, every transaction that writes service `id`'s heartbeat row fails: a fault
-    /// from the database itself (a trigger raising), on that row only.
-    pub(crate) async fn break_heartbeat_row(conn: &mut SqliteConnection, id: i64) {
+    /// From now on, every transaction that does `action` (`UPDATE ON heartbeats`) to a row
+    /// matching `when` fails: a fault from the database itself, a trigger named `name` raising.
+    async fn inject_fault(conn: &mut SqliteConnection, name: &str, action: &str, when: &str) {
         sqlx::query(&format!(
-            "CREATE TRIGGER fault BEFORE UPDATE ON heartbeats WHEN NEW.id = {id}
+            "CREATE TRIGGER {name} BEFORE {action} WHEN {when}
              BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
         ))
         .execute(conn)
         .await
         .unwrap();
+    }
+
+    /// Ends [`inject_fault`]'s fault `name`.
+    async fn end_fault(conn: &mut SqliteConnection, name: &str) {
+        sqlx::query(&format!("DROP TRIGGER {name}"))
+            .execute(conn)
+            .await
+            .unwrap();
+    }
+
+    /// From now on, every transaction that writes service `id`'s heartbeat row fails: a fault
+    /// from the database itself (a trigger raising), on that row only.
+    pub(crate) async fn break_heartbeat_row(conn: &mut SqliteConnection, id: i64) {
+        let when = format!("NEW.id = {id}");
+        inject_fault(conn, "fault", "UPDATE ON heartbeats", &when).await;
     }
 
     /// Ends [`break_heartbeat_row`]'s fault.
     pub(crate) async fn mend_heartbeat_row(conn: &mut SqliteConnection) {
-        sqlx::query("DROP TRIGGER fault")
-            .execute(conn)
-            .await
-            .unwrap();
+        end_fault(conn, "fault").await;
     }
 
     /// From now on, every transaction that appends a `kind` event of service `id` fails.
     pub(crate) async fn break_event_inserts(conn: &mut SqliteConnection, id: i64, kind: &str) {
-        sqlx::query(&format!(
-            "CREATE TRIGGER event_fault BEFORE INSERT ON events
-             WHEN NEW.service_id = {id} AND NEW.kind = '{kind}'
-             BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
-        ))
-        .execute(conn)
-        .await
-        .unwrap();
+        let when = format!("NEW.service_id = {id} AND NEW.kind = '{kind}'");
+        inject_fault(conn, "event_fault", "INSERT ON events", &when).await;
     }
 
     /// Ends [`break_event_inserts`]'s fault.
     pub(crate) async fn mend_event_inserts(conn: &mut SqliteConnection) {
-        sqlx::query("DROP TRIGGER event_fault")
-            .execute(conn)
-            .await
-            .unwrap();
+        end_fault(conn, "event_fault").await;
     }
 
     /// The stored `report_count` of each of `ids`.

@@ -218,9 +218,6 @@ async fn write_queued(
 #[cfg(test)]
 mod tests {
     use super::write_queued;
-    use crate::app::Registration;
-    use crate::auth::Caller;
-    use crate::config::Config;
     use crate::model::{EventKind, NewEvent};
     use crate::store::sqlite_testing as db;
     use crate::store::EventFilter;
@@ -231,31 +228,13 @@ mod tests {
     /// given up; a write that succeeds writes every slice.
     #[tokio::test]
     async fn transitions_are_written_a_slice_at_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("vigil.db").display());
-        let config = Config {
-            database: Some(url.clone()),
-            data_dir: dir.path().into(),
-            admin_token: Some("detect-test-admin-token".into()),
-            ..Config::default()
-        };
-        let (app, _events) = crate::app::build(config).await.unwrap();
-        let caller = Caller {
-            grant: app
-                .tokens
-                .identify(Some("detect-test-admin-token"), chrono::Utc::now())
-                .unwrap(),
-            address: None,
-        };
-        let mut services = Vec::new();
-        for i in 0..5 {
-            let registration = Registration {
-                host: Some(format!("host-{i}")),
-                binary: Some("cinder-volume".into()),
-                ..Registration::default()
-            };
-            services.push(app.register(registration, &caller).await.unwrap().0);
-        }
+        let super::super::testing::Fixture {
+            _dir,
+            url,
+            app,
+            services,
+            ..
+        } = super::super::testing::fixture(5).await;
         let now = chrono::Utc::now();
         let event = |i: usize, kind| NewEvent {
             service_id: services[i].id,

@@ -85,9 +85,6 @@ pub async fn run(app: Arc<App>, interval: Duration, mut stop: Stop) {
 #[cfg(test)]
 mod tests {
     use super::flush_once;
-    use crate::app::Registration;
-    use crate::auth::Caller;
-    use crate::config::Config;
     use crate::model::Beat;
     use crate::store::sqlite_testing as db;
 
@@ -96,32 +93,15 @@ mod tests {
     /// (Under `cfg(test)` SQLite's transactions hold two services, so five make three.)
     #[tokio::test]
     async fn a_failed_transaction_puts_back_only_what_was_not_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("vigil.db").display());
-        let config = Config {
-            database: Some(url.clone()),
-            data_dir: dir.path().into(),
-            admin_token: Some("flush-test-admin-token".into()),
-            ..Config::default()
-        };
-        let (app, _events) = crate::app::build(config).await.unwrap();
+        let super::super::testing::Fixture {
+            _dir,
+            url,
+            app,
+            caller,
+            services,
+        } = super::super::testing::fixture(5).await;
         assert_eq!(app.store.flush_transaction_rows(), 2);
-        let caller = Caller {
-            grant: app
-                .tokens
-                .identify(Some("flush-test-admin-token"), chrono::Utc::now())
-                .unwrap(),
-            address: None,
-        };
-        let mut ids = Vec::new();
-        for i in 0..5 {
-            let registration = Registration {
-                host: Some(format!("host-{i}")),
-                binary: Some("cinder-volume".into()),
-                ..Registration::default()
-            };
-            ids.push(app.register(registration, &caller).await.unwrap().0.id);
-        }
+        let ids: Vec<i64> = services.iter().map(|s| s.id).collect();
         for id in &ids {
             app.heartbeat(*id, Beat::default(), &caller).await.unwrap();
         }

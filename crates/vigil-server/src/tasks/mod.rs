@@ -28,6 +28,60 @@ pub(crate) mod flush;
 pub(crate) mod replicate;
 pub(crate) mod watch;
 
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use crate::app::{App, Registration};
+    use crate::auth::Caller;
+    use crate::config::Config;
+
+    /// A server's state on a fresh SQLite database, none of its loops running, with `count`
+    /// services registered (`host-0`..: `cinder-volume`) by its admin, `caller`.
+    pub(crate) struct Fixture {
+        pub(crate) _dir: tempfile::TempDir,
+        pub(crate) url: String,
+        pub(crate) app: Arc<App>,
+        pub(crate) caller: Caller,
+        pub(crate) services: Vec<vigil_proto::Service>,
+    }
+
+    pub(crate) async fn fixture(count: usize) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("vigil.db").display());
+        let config = Config {
+            database: Some(url.clone()),
+            data_dir: dir.path().into(),
+            admin_token: Some("tasks-test-admin-token".into()),
+            ..Config::default()
+        };
+        let (app, _events) = crate::app::build(config).await.unwrap();
+        let caller = Caller {
+            grant: app
+                .tokens
+                .identify(Some("tasks-test-admin-token"), chrono::Utc::now())
+                .unwrap(),
+            address: None,
+        };
+        let mut services = Vec::new();
+        for i in 0..count {
+            let registration = Registration {
+                host: Some(format!("host-{i}")),
+                binary: Some("cinder-volume".into()),
+                ..Registration::default()
+            };
+            services.push(app.register(registration, &caller).await.unwrap().0);
+        }
+        Fixture {
+            _dir: dir,
+            url,
+            app,
+            caller,
+            services,
+        }
+    }
+}
+
 pub(crate) use crate::trouble::Trouble;
 
 /// Runs `work`, which walks the fleet (millions of services at the top of the range), on a
